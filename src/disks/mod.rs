@@ -1,0 +1,173 @@
+//! Local disk discovery from sysfs: what block devices this machine has and
+//! what identifies them (size, model, serial, removable).
+
+use serde::Serialize;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A whole local disk.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Disk {
+    /// Kernel name, e.g. `sda`, `nvme0n1`, `vda`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub removable: bool,
+}
+
+impl fmt::Display for Disk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "/dev/{:<10} {:>12} bytes ({:.1} GiB)",
+            self.name,
+            self.size,
+            self.size as f64 / (1u64 << 30) as f64
+        )?;
+        if let Some(m) = &self.model {
+            write!(f, "  model {m}")?;
+        }
+        if let Some(s) = &self.serial {
+            write!(f, "  serial {s}")?;
+        }
+        if self.removable {
+            write!(f, "  removable")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors while reading sysfs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot list {path}: {source}")]
+    List {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds '{value}', not a number")]
+    NotANumber { path: PathBuf, value: String },
+}
+
+/// Lists the whole disks under `sys_block` (normally `/sys/block`), sorted by name.
+/// Virtual devices (loop, ram, zram, device-mapper: no `device` link) and empty
+/// devices (a CD drive with no medium) are left out.
+pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
+    let entries = fs::read_dir(sys_block).map_err(|source| Error::List {
+        path: sys_block.into(),
+        source,
+    })?;
+    let mut disks = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::List {
+            path: sys_block.into(),
+            source,
+        })?;
+        let dir = entry.path();
+        if !dir.join("device").exists() {
+            continue;
+        }
+        let sectors = read_number(&dir.join("size"))?;
+        if sectors == 0 {
+            continue;
+        }
+        let device = dir.join("device");
+        disks.push(Disk {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            // sysfs counts 512-byte sectors whatever the logical block size.
+            size: sectors.saturating_mul(512),
+            model: read_attr(&device.join("model")),
+            serial: read_attr(&dir.join("serial"))
+                .or_else(|| read_attr(&device.join("serial")))
+                .or_else(|| read_attr(&device.join("wwid"))),
+            removable: read_attr(&dir.join("removable")).as_deref() == Some("1"),
+        });
+    }
+    disks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(disks)
+}
+
+fn read_number(path: &Path) -> Result<u64, Error> {
+    let text = fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })?;
+    let value = text.trim();
+    value.parse().map_err(|_| Error::NotANumber {
+        path: path.into(),
+        value: value.into(),
+    })
+}
+
+/// A sysfs text attribute, trimmed; `None` when absent or blank.
+fn read_attr(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let value = text.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_disk(root: &Path, name: &str, sectors: &str, with_device: bool) -> PathBuf {
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("size"), sectors).unwrap();
+        fs::write(dir.join("removable"), "0\n").unwrap();
+        if with_device {
+            fs::create_dir_all(dir.join("device")).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn finds_real_disks_and_skips_virtual_and_empty_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sda = fake_disk(tmp.path(), "sda", "262144\n", true);
+        fs::write(sda.join("device/model"), "QEMU HARDDISK   \n").unwrap();
+        fs::write(sda.join("device/serial"), "QM00001\n").unwrap();
+        let vda = fake_disk(tmp.path(), "vda", "131072\n", true);
+        fs::write(vda.join("serial"), "\n").unwrap();
+        fs::write(vda.join("removable"), "1\n").unwrap();
+        fake_disk(tmp.path(), "loop0", "2048\n", false);
+        fake_disk(tmp.path(), "sr0", "0\n", true);
+
+        let disks = discover(tmp.path()).unwrap();
+        assert_eq!(
+            disks,
+            vec![
+                Disk {
+                    name: "sda".into(),
+                    size: 128 << 20,
+                    model: Some("QEMU HARDDISK".into()),
+                    serial: Some("QM00001".into()),
+                    removable: false
+                },
+                Disk {
+                    name: "vda".into(),
+                    size: 64 << 20,
+                    model: None,
+                    serial: None,
+                    removable: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_garbled_size_is_an_error_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_disk(tmp.path(), "sda", "lots\n", true);
+        let err = discover(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("sda/size") && err.contains("lots"), "{err}");
+    }
+}

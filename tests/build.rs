@@ -22,10 +22,11 @@ fn build(out: &Path, client: &Path, epoch: &str) -> Output {
         .unwrap()
 }
 
-/// (path, mode, data) of every entry of a gzip'd newc archive.
+/// (path, mode, data) of every entry of a zstd-compressed newc archive.
 fn unpack(initrd: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(initrd)
+    zstd::Decoder::new(initrd)
+        .unwrap()
         .read_to_end(&mut raw)
         .unwrap();
     let mut buf = &raw[..];

@@ -91,7 +91,7 @@ impl std::fmt::Display for Report {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         writeln!(
             f,
-            "initramfs: {:.1} MiB gzip ({:.1} MiB unpacked), {} kernel modules for {}",
+            "initramfs: {:.1} MiB zstd ({:.1} MiB unpacked), {} kernel modules for {}",
             mib(self.initrd_bytes as u64),
             mib(self.initrd_uncompressed as u64),
             self.modules,

@@ -5,6 +5,7 @@
 
 mod boot;
 mod build;
+mod config;
 mod disks;
 mod events;
 
@@ -42,6 +43,9 @@ enum Command {
         /// The kernel's modules directory (lib/modules/VERSION) when --kernel is given.
         #[arg(long)]
         modules: Option<PathBuf>,
+        /// A preset (failback.toml) to bake into the image; validated first.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run as PID 1 in the initramfs (automatic when started as /init).
     #[command(hide = true)]
@@ -75,6 +79,7 @@ fn run(cli: Cli) -> Result<()> {
             client,
             kernel,
             modules,
+            config,
         } => {
             let client = match client {
                 Some(c) => c,
@@ -86,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
                 client,
                 kernel,
                 modules,
+                preset: config,
                 source_date_epoch: build::source_date_epoch()?,
             };
             println!("{}", build::run(&opts)?);

@@ -19,6 +19,8 @@ pub struct Options {
     pub client: PathBuf,
     pub kernel: Option<PathBuf>,
     pub modules: Option<PathBuf>,
+    /// The preset to bake in as /etc/failback.toml.
+    pub preset: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: the one timestamp every output carries.
     pub source_date_epoch: u32,
 }
@@ -38,6 +40,13 @@ pub struct Report {
 pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
     inputs::check_static_client(&opts.client)?;
+    let preset = match &opts.preset {
+        Some(path) => {
+            crate::config::Preset::load(path)?;
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
     let kernel = inputs::locate_kernel(
         &opts.inputs,
         opts.kernel.as_deref(),
@@ -48,7 +57,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         client: &opts.client,
         index: &index,
         kernel_version: &kernel.version,
-        preset: None,
+        preset,
         mtime: opts.source_date_epoch,
     })?;
 

@@ -78,9 +78,8 @@ pub fn read_frame(
         1 => {
             scratch.resize(length, 0);
             r.read_exact(scratch)?;
-            out.clear();
-            out.reserve(BLOCK_SIZE as usize);
-            let n = zstd::bulk::decompress_to_buffer(scratch, out)
+            out.resize(BLOCK_SIZE as usize, 0);
+            let n = zstd::bulk::decompress_to_buffer(scratch, &mut out[..])
                 .map_err(|e| bad(format!("bad zstd payload for block {index}: {e}")))?;
             out.truncate(n);
         }

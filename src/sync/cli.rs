@@ -143,9 +143,15 @@ pub fn run(args: PullArgs) -> Result<()> {
     };
     let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut ask);
     if let Err(e) = &result {
-        tee.report(&Event::Error {
+        // The console gets the error from main as one line; JSON readers and the
+        // agent get it as an event too.
+        let ev = Event::Error {
             message: e.to_string(),
-        });
+        };
+        agent.report(&ev);
+        if args.progress == ProgressMode::Json {
+            console.report(&ev);
+        }
     }
     agent.finish();
     result?;

@@ -60,7 +60,11 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     let plan = event(&evs, "plan").expect("plan event");
     assert_eq!(plan["differing"], 9, "6 changed + 3 zeroed blocks");
     assert_eq!(plan["zero_blocks"], 3);
-    assert_eq!(plan["bytes_to_pull"], 6 * BS as u64, "the short last block is zero");
+    assert_eq!(
+        plan["bytes_to_pull"],
+        6 * BS as u64,
+        "the short last block is zero"
+    );
     let done = event(&evs, "volume_done").expect("volume_done event");
     let digest = linear_digest(&s.source);
     assert_eq!(done["sha256"], digest.as_str());
@@ -94,7 +98,10 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     let log = s.agent.output();
     assert!(log.contains("volume_done"), "agent log: {log}");
     assert!(log.contains("\"event\":\"plan\""), "agent log: {log}");
-    assert!(log.contains("over the wire"), "progress lines, agent log: {log}");
+    assert!(
+        log.contains("over the wire"),
+        "progress lines, agent log: {log}"
+    );
     no_token_leak(&log);
 }
 
@@ -119,9 +126,7 @@ fn compressible_blocks_travel_compressed() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(fs::read(&tgt).unwrap(), source);
     let evs = events(&out);
-    let wire = event(&evs, "done").unwrap()["wire_bytes"]
-        .as_u64()
-        .unwrap();
+    let wire = event(&evs, "done").unwrap()["wire_bytes"].as_u64().unwrap();
     assert!(
         wire > 0 && wire < BS as u64,
         "8 blocks of repetitive data took {wire} bytes"

@@ -769,3 +769,93 @@ fn same_file(a: &Path, b: &Path) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A source in memory that corrupts the first `corrupt` blocks it sends and
+    /// records every write the puller makes through a watched target file.
+    struct Fake {
+        data: Vec<u8>,
+        corrupt: AtomicUsize,
+        sent: AtomicUsize,
+    }
+
+    impl BlockSource for Fake {
+        fn volumes(&self) -> Result<Vec<VolumeInfo>, SourceError> {
+            Ok(vec![VolumeInfo {
+                id: "v".into(),
+                size: self.data.len() as u64,
+                block_size: BLOCK_SIZE,
+                gpt_guid: None,
+                mbr_id: None,
+            }])
+        }
+        fn hashes(&self, _: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError> {
+            Ok((start..start + count)
+                .map(|i| {
+                    let a = (i * BLOCK_SIZE) as usize;
+                    let b = (a + BLOCK_SIZE as usize).min(self.data.len());
+                    hash::block_hash(&self.data[a..b])
+                })
+                .collect())
+        }
+        fn blocks(
+            &self,
+            _: &str,
+            indexes: &[u64],
+            sink: &mut dyn FnMut(u64, &[u8], u64) -> Received,
+        ) -> Result<(), SourceError> {
+            for &i in indexes {
+                let a = (i * BLOCK_SIZE) as usize;
+                let b = (a + BLOCK_SIZE as usize).min(self.data.len());
+                let mut block = self.data[a..b].to_vec();
+                self.sent.fetch_add(1, Relaxed);
+                let left = self.corrupt.load(Relaxed);
+                if left > 0 {
+                    self.corrupt.store(left - 1, Relaxed);
+                    block[17] ^= 0x40;
+                }
+                sink(i, &block, block.len() as u64);
+            }
+            Ok(())
+        }
+    }
+
+    struct Nobody;
+    impl Reporter for Nobody {
+        fn report(&self, _: &Event) {}
+    }
+
+    #[test]
+    fn corrupt_blocks_are_retried_and_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 6 * BLOCK_SIZE as usize + 1000;
+        let data: Vec<u8> = (0..n).map(|i| (i * 31 % 253) as u8 + 1).collect();
+        let target = dir.path().join("t.img");
+        std::fs::write(&target, vec![0u8; n]).unwrap();
+        let src = Fake {
+            data: data.clone(),
+            corrupt: AtomicUsize::new(4),
+            sent: AtomicUsize::new(0),
+        };
+        let opts = Options {
+            unattended: true,
+            connections: 1,
+            batch_blocks: 7,
+            ..Options::default()
+        };
+        let mut map = Mapping::new();
+        map.insert("v".into(), MapTo::Target(target.clone()));
+        let s = Puller::new(&src, &Nobody, opts)
+            .run(&map, &mut |_| unreachable!("unattended"))
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), data);
+        assert_eq!(s.pulled_blocks, 7);
+        assert!(s.retries >= 4, "{} retries", s.retries);
+        // The four corrupted copies were sent again: 7 blocks + 4 resends.
+        assert_eq!(src.sent.load(Relaxed), 11);
+    }
+}

@@ -302,17 +302,13 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
     }
 }
 
-fn volume<'a>(state: &'a State, id: &str) -> Result<&'a Volume, Resp> {
-    state
-        .volumes
-        .get(id)
-        .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no volume named '{id}'")))
+fn no_volume(id: &str) -> Resp {
+    text(StatusCode::NOT_FOUND, format!("no volume named '{id}'"))
 }
 
 async fn hashes(state: &State, id: &str, query: &str) -> Resp {
-    let v = match volume(state, id) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = state.volumes.get(id) else {
+        return no_volume(id);
     };
     let mut start = None;
     let mut count = None;
@@ -378,9 +374,8 @@ impl Body for ChannelBody {
 }
 
 async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
-    let v = match volume(&state, &id) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = state.volumes.get(&id) else {
+        return no_volume(&id);
     };
     let zstd_ok = req.headers().contains_key(ACCEPT_ZSTD);
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {

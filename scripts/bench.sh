@@ -34,12 +34,14 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 # Seeded pseudo-random bytes: AES-CTR keystream of zeros.
-stream() { openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -pbkdf2 -iter 1 </dev/zero 2>/dev/null | head -c "$2"; }
-if [[ ! -f base.img || $(stat -c %s base.img) != $((mib << 20)) ]]; then
-    echo "making ${mib} MiB images..." >&2
-    stream base $((mib << 20)) >base.img
-    stream alt $((mib << 20)) >alt.img
-fi
+# (openssl dies of SIGPIPE when head has enough; that is expected.)
+stream() { { openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } | head -c "$2"; }
+for img in base alt; do
+    if [[ ! -f $img.img || $(stat -c %s $img.img) != $((mib << 20)) ]]; then
+        echo "making ${mib} MiB image $img.img..." >&2
+        stream $img $((mib << 20)) >$img.img
+    fi
+done
 
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l | xargs printf '%.2f'; }

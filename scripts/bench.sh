@@ -109,7 +109,7 @@ for pct in $fractions; do
     kill "$(cat rsyncd.pid)"; sleep 0.2
     cmp -s target.img remote/disk.img || { echo "bench: rsync target differs at $pct%" >&2; exit 1; }
     rs_t=$(secs "$t0" "$t1")
-    rs_b=$(echo "$rs_out" | awk -F': ' '/Total bytes received/ {gsub(/,/,"",$2); print $2+0}')
+    rs_b=$(echo "$rs_out" | awk -F': ' '/Total bytes received/ {gsub(/,/,"",$2); print $2}')
 
     # full copy over HTTP
     (cd remote && exec python3 -m http.server $port_http --bind 127.0.0.1 >/dev/null 2>&1) &

@@ -3,8 +3,8 @@
 //! token or fingerprint write nothing; the token never shows up anywhere.
 
 mod sync_common;
-use sync_common::*;
 use std::fs;
+use sync_common::*;
 
 struct Setup {
     _dir: tempfile::TempDir,

@@ -28,6 +28,14 @@ pub enum Event {
     },
     /// Local disks found.
     Disks { disks: Vec<crate::disks::Disk> },
+    /// The network is configured.
+    Network {
+        #[serde(flatten)]
+        network: crate::net::Network,
+        uptime_s: f64,
+    },
+    /// The client waits for something outside its control.
+    Waiting { what: String },
     /// Something went wrong; what follows is `failback.after`.
     Error { message: String },
     /// The plan for one volume: what differs between it and its local target.
@@ -154,6 +162,20 @@ pub fn text(event: &Event) -> String {
             }
             s
         }
+        Event::Network { network: n, .. } => format!(
+            "network: {} ({}) {} by {}, gateway {}, DNS {}",
+            n.interface,
+            n.mac,
+            n.address,
+            n.method,
+            n.gateway.map_or("none".to_string(), |g| g.to_string()),
+            n.dns
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Event::Waiting { what } => format!("waiting for {what}"),
         Event::Error { message } => format!("ERROR: {message}"),
         Event::Plan {
             volume,

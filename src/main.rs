@@ -9,6 +9,7 @@ mod build;
 mod config;
 mod disks;
 mod events;
+mod net;
 mod source;
 mod sync;
 

@@ -132,7 +132,11 @@ fn the_preset_drives_an_unattended_boot() {
         .arg(&preset)
         .output()
         .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     // Nothing about progress or the end on the command line: the preset decides.
     let mut vm = Vm::start(&[
         "-m",

@@ -8,7 +8,7 @@ mod efi;
 
 use cmdline::Cmdline;
 
-use crate::config::{After, Preset, Progress};
+use crate::config::{After, IpConfig, Preset, Progress};
 use crate::disks;
 use crate::events::{ConsoleReporter, Event, Reporter, Style};
 use anyhow::{Context, Result};
@@ -20,10 +20,15 @@ use std::time::Duration;
 /// The preset baked into the image by `failback build --config`.
 const PRESET: &str = "/etc/failback.toml";
 
+/// How long DHCP may take on one link before the next is tried.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What this boot runs with: the preset, overridden by the command line.
 struct Settings {
     cmdline: Cmdline,
     after: After,
+    ip: IpConfig,
+    dhcp_timeout: Duration,
     style: Style,
 }
 
@@ -46,11 +51,30 @@ impl Settings {
             Some(Progress::Json) => Style::Json,
             _ => Style::Text,
         };
+        let ip = match cmdline.params.get("ip") {
+            Some(text) => IpConfig::parse(text.clone()).unwrap_or_else(|e| {
+                problems.push(anyhow::anyhow!("failback.ip: {e}"));
+                IpConfig::Dhcp
+            }),
+            None => preset.ip.clone().unwrap_or(IpConfig::Dhcp),
+        };
+        let dhcp_timeout = match cmdline.params.get("dhcp_timeout").map(|s| s.parse::<u64>()) {
+            Some(Ok(seconds)) => Duration::from_secs(seconds),
+            Some(Err(_)) => {
+                problems.push(anyhow::anyhow!(
+                    "failback.dhcp_timeout: use a number of seconds"
+                ));
+                DHCP_TIMEOUT
+            }
+            None => DHCP_TIMEOUT,
+        };
         (
             Settings {
                 cmdline,
                 after,
                 style,
+                ip,
+                dhcp_timeout,
             },
             problems,
         )
@@ -117,7 +141,29 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
 
     let disks = disks::discover(Path::new("/sys/block"))?;
     reporter.report(&Event::Disks { disks });
+
+    wait_for_entropy(reporter);
+    let network = crate::net::configure(&settings.ip, settings.dhcp_timeout)?;
+    reporter.report(&Event::Network {
+        network,
+        uptime_s: uptime(),
+    });
     Ok(())
+}
+
+/// TLS and DHCP need random numbers; before the kernel's generator is seeded
+/// they would block without a word. Say why, then wait.
+fn wait_for_entropy(reporter: &dyn Reporter) {
+    let mut byte = [0u8; 1];
+    // SAFETY: getrandom(2) writes at most one byte into `byte`.
+    let ready = unsafe { libc::getrandom(byte.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) } == 1;
+    if !ready {
+        reporter.report(&Event::Waiting {
+            what: "the kernel's random number generator to be seeded (a CPU with RDRAND or a virtio-rng device makes this instant)".into(),
+        });
+        // SAFETY: as above, blocking this time.
+        unsafe { libc::getrandom(byte.as_mut_ptr().cast(), 1, 0) };
+    }
 }
 
 fn mount_kernel_filesystems() -> Result<()> {

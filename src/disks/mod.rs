@@ -58,8 +58,8 @@ pub enum Error {
 }
 
 /// Lists the whole disks under `sys_block` (normally `/sys/block`), sorted by name.
-/// Virtual devices (loop, ram, zram, device-mapper: no `device` link) and empty
-/// devices (a CD drive with no medium) are left out.
+/// Virtual devices (loop, ram, zram, device-mapper: no `device` link), optical
+/// drives and empty devices are left out.
 pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
     let entries = fs::read_dir(sys_block).map_err(|source| Error::List {
         path: sys_block.into(),
@@ -72,7 +72,11 @@ pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
             source,
         })?;
         let dir = entry.path();
-        if !dir.join("device").exists() {
+        // Virtual devices have no `device`; optical drives (SCSI type 5) are
+        // never failback targets.
+        if !dir.join("device").exists()
+            || read_attr(&dir.join("device/type")).as_deref() == Some("5")
+        {
             continue;
         }
         let sectors = read_number(&dir.join("size"))?;
@@ -162,6 +166,8 @@ mod tests {
         fs::write(vda.join("removable"), "1\n").unwrap();
         fake_disk(tmp.path(), "loop0", "2048\n", false);
         fake_disk(tmp.path(), "sr0", "0\n", true);
+        let sr1 = fake_disk(tmp.path(), "sr1", "2097151\n", true);
+        fs::write(sr1.join("device/type"), "5\n").unwrap();
 
         let disks = discover(tmp.path()).unwrap();
         assert_eq!(

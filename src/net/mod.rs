@@ -1,0 +1,200 @@
+//! The network: bring links up, configure IPv4 by DHCP or statically on the
+//! first link that works, write /etc/resolv.conf.
+
+pub mod dhcp;
+mod ioctl;
+
+use crate::config::{IpConfig, Mac};
+use serde::Serialize;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// An Ethernet interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub mac: Mac,
+}
+
+/// The configured network, as reported in the `network` event.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Network {
+    pub interface: String,
+    pub mac: String,
+    /// ADDR/PREFIX
+    pub address: String,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    /// "dhcp" or "static"
+    pub method: &'static str,
+    /// NTP servers the DHCP server named (option 42).
+    pub ntp: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no network interface found: the NIC may need a driver this image lacks")]
+    NoLinks,
+    #[error("no network: {0}; check the cabling or give failback.ip=ADDR/PREFIX,GATEWAY,DNS")]
+    Failed(String),
+}
+
+/// Ethernet links from `/sys/class/net`, sorted by name (loopback excluded).
+pub fn links(sys_class_net: &Path) -> Vec<Link> {
+    let mut links: Vec<Link> = fs::read_dir(sys_class_net)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let dir = e.path();
+            // ARPHRD_ETHER = 1
+            if fs::read_to_string(dir.join("type")).ok()?.trim() != "1" {
+                return None;
+            }
+            let mac = Mac::parse(
+                fs::read_to_string(dir.join("address"))
+                    .ok()?
+                    .trim()
+                    .to_string(),
+            )
+            .ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name != "lo").then_some(Link { name, mac })
+        })
+        .collect();
+    links.sort_by(|a, b| a.name.cmp(&b.name));
+    links
+}
+
+/// Waits up to `timeout` for carrier on `name`.
+fn wait_carrier(name: &str, timeout: Duration) -> bool {
+    let path = Path::new("/sys/class/net").join(name).join("carrier");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fs::read_to_string(&path).is_ok_and(|c| c.trim() == "1") {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Configures the first link that works: every link with carrier is tried in
+/// order (DHCP with `dhcp_timeout` each), or the first with carrier gets the
+/// static configuration.
+pub fn configure(config: &IpConfig, dhcp_timeout: Duration) -> Result<Network, Error> {
+    let _ = ioctl::link_up("lo");
+    let links = links(Path::new("/sys/class/net"));
+    if links.is_empty() {
+        return Err(Error::NoLinks);
+    }
+    for link in &links {
+        let _ = ioctl::link_up(&link.name);
+    }
+    let mut problems = Vec::new();
+    for link in &links {
+        // Links negotiate in parallel since all were brought up above.
+        if !wait_carrier(&link.name, Duration::from_secs(5)) {
+            problems.push(format!("{}: no carrier", link.name));
+            continue;
+        }
+        let attempt = match config {
+            IpConfig::Dhcp => dhcp::acquire(&link.name, link.mac.0, dhcp_timeout)
+                .map_err(|e| e.to_string())
+                .and_then(|lease| {
+                    apply(
+                        link,
+                        lease.address,
+                        lease.prefix,
+                        lease.gateway,
+                        &lease.dns,
+                        "dhcp",
+                        lease.ntp,
+                    )
+                }),
+            IpConfig::Static {
+                address,
+                prefix,
+                gateway,
+                dns,
+            } => apply(link, *address, *prefix, *gateway, dns, "static", Vec::new()),
+        };
+        match attempt {
+            Ok(network) => return Ok(network),
+            Err(e) => problems.push(e),
+        }
+    }
+    Err(Error::Failed(problems.join("; ")))
+}
+
+fn apply(
+    link: &Link,
+    address: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    dns: &[Ipv4Addr],
+    method: &'static str,
+    ntp: Vec<Ipv4Addr>,
+) -> Result<Network, String> {
+    let name = &link.name;
+    ioctl::set_address(name, address, prefix)
+        .map_err(|e| format!("{name}: cannot set {address}/{prefix}: {e}"))?;
+    if let Some(gw) = gateway {
+        ioctl::add_default_route(name, gw)
+            .map_err(|e| format!("{name}: cannot route via {gw}: {e}"))?;
+    }
+    fs::write("/etc/resolv.conf", resolv_conf(dns))
+        .map_err(|e| format!("cannot write /etc/resolv.conf: {e}"))?;
+    Ok(Network {
+        interface: name.clone(),
+        mac: link.mac.to_string(),
+        address: format!("{address}/{prefix}"),
+        gateway,
+        dns: dns.to_vec(),
+        method,
+        ntp,
+    })
+}
+
+fn resolv_conf(dns: &[Ipv4Addr]) -> String {
+    dns.iter().map(|d| format!("nameserver {d}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ethernet_links_are_found_sorted_without_loopback() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, kind, mac) in [
+            ("lo", "772", "00:00:00:00:00:00"),
+            ("eth1", "1", "52:54:00:00:00:02"),
+            ("eth0", "1", "52:54:00:00:00:01"),
+            ("ib0", "32", "x"),
+        ] {
+            let d = tmp.path().join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            fs::write(d.join("address"), format!("{mac}\n")).unwrap();
+        }
+        let found = links(tmp.path());
+        assert_eq!(
+            found.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["eth0", "eth1"]
+        );
+        assert_eq!(found[0].mac, Mac([0x52, 0x54, 0, 0, 0, 1]));
+    }
+
+    #[test]
+    fn resolv_conf_lists_the_servers() {
+        assert_eq!(
+            resolv_conf(&[[10, 0, 2, 3].into(), [1, 1, 1, 1].into()]),
+            "nameserver 10.0.2.3\nnameserver 1.1.1.1\n"
+        );
+    }
+}

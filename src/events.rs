@@ -36,6 +36,8 @@ pub enum Event {
     },
     /// The client waits for something outside its control.
     Waiting { what: String },
+    /// Something the operator should know that is not an error.
+    Notice { message: String },
     /// Something went wrong; what follows is `failback.after`.
     Error { message: String },
     /// The plan for one volume: what differs between it and its local target.
@@ -90,6 +92,17 @@ pub enum Event {
 /// Where events go.
 pub trait Reporter: Send + Sync {
     fn report(&self, event: &Event);
+}
+
+/// Sends every event to several reporters (console and agent).
+pub struct Tee<'a>(pub Vec<&'a dyn Reporter>);
+
+impl Reporter for Tee<'_> {
+    fn report(&self, event: &Event) {
+        for r in &self.0 {
+            r.report(event);
+        }
+    }
 }
 
 /// Output style on the console.
@@ -176,6 +189,7 @@ pub fn text(event: &Event) -> String {
                 .join(" ")
         ),
         Event::Waiting { what } => format!("waiting for {what}"),
+        Event::Notice { message } => format!("note: {message}"),
         Event::Error { message } => format!("ERROR: {message}"),
         Event::Plan {
             volume,

@@ -5,6 +5,7 @@
 mod cmdline;
 mod coldplug;
 mod efi;
+mod pull;
 
 use cmdline::Cmdline;
 
@@ -26,6 +27,7 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(15);
 /// What this boot runs with: the preset, overridden by the command line.
 struct Settings {
     cmdline: Cmdline,
+    preset: Preset,
     after: After,
     ip: IpConfig,
     dhcp_timeout: Duration,
@@ -71,6 +73,7 @@ impl Settings {
         (
             Settings {
                 cmdline,
+                preset,
                 after,
                 style,
                 ip,
@@ -148,6 +151,17 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
         network,
         uptime_s: uptime(),
     });
+
+    match pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)? {
+        Some(pull) => {
+            pull.run(reporter)?;
+        }
+        None => reporter.report(&Event::Notice {
+            message: "no source configured (failback.source= or the preset): nothing to pull; \
+                      the interactive mode is not built yet"
+                .into(),
+        }),
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `failback pull`: arguments, reporters and the confirmation prompt around [`Puller`].
 
 use super::{Options, PlanSummary, Puller, map};
-use crate::events::{ConsoleReporter, Event, Reporter, Style};
+use crate::events::{ConsoleReporter, Event, Reporter, Style, Tee};
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, Write};
@@ -59,17 +59,6 @@ pub struct PullArgs {
     /// Treat this path as the boot disk (tests).
     #[arg(long, hide = true)]
     pub boot_disk: Option<PathBuf>,
-}
-
-/// Sends every event to several reporters.
-struct Tee<'a>(Vec<&'a dyn Reporter>);
-
-impl Reporter for Tee<'_> {
-    fn report(&self, event: &Event) {
-        for r in &self.0 {
-            r.report(event);
-        }
-    }
 }
 
 /// Prints only what matters when bars are off.

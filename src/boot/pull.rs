@@ -1,0 +1,127 @@
+//! The pull step of the boot image: from the preset and the command line to a
+//! [`Puller`] run against the agent, reported on the console and to the agent.
+
+use crate::config::{Preset, Source};
+use crate::events::{Event, Reporter, Tee};
+use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
+use crate::sync::{Options, PlanSummary, Puller, Summary, map};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to pull and from where, resolved from the preset and `failback.*`.
+pub struct PullSettings {
+    source: Source,
+    token: Option<String>,
+    fingerprint: Option<String>,
+    map: Vec<String>,
+    unattended: bool,
+}
+
+impl PullSettings {
+    /// `None` when no source is configured (nothing to pull).
+    pub fn resolve(preset: &Preset, params: &BTreeMap<String, String>) -> Result<Option<Self>> {
+        let source = match params.get("source") {
+            Some(s) => Some(Source::parse(s.clone()).map_err(|e| anyhow!("failback.source: {e}"))?),
+            None => preset.source.clone(),
+        };
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        let map = match params.get("map") {
+            Some(m) => vec![m.clone()],
+            None => preset
+                .map
+                .iter()
+                .map(|(volume, target)| format!("{volume}={target}"))
+                .collect(),
+        };
+        Ok(Some(PullSettings {
+            source,
+            token: params
+                .get("token")
+                .cloned()
+                .or_else(|| preset.token.clone()),
+            fingerprint: params
+                .get("fingerprint")
+                .cloned()
+                .or_else(|| preset.fingerprint.as_ref().map(|f| f.to_string())),
+            map,
+            unattended: params
+                .get("unattended")
+                .map_or(preset.unattended, |v| v != "0"),
+        }))
+    }
+
+    /// Plans, confirms on the console (unless unattended), pulls and verifies.
+    pub fn run(&self, console: &dyn Reporter) -> Result<Summary> {
+        let Source::Agent(url) = &self.source else {
+            bail!(
+                "{}: EBS sources are not built into the boot image yet; use the agent (https://HOST:PORT)",
+                self.source
+            );
+        };
+        let token = self
+            .token
+            .clone()
+            .context("no token for the agent: set failback.token= or token in the preset")?;
+        let fingerprint = self
+            .fingerprint
+            .as_deref()
+            .and_then(parse_fingerprint)
+            .context("no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset")?;
+        if self.map.is_empty() {
+            bail!(
+                "no mapping of volumes to local disks: set failback.map=VOLUME=/dev/DISK,... or [map] in the preset"
+            );
+        }
+        let mapping = map::parse(&self.map)?;
+        let source = Arc::new(AgentSource::new(AgentConfig {
+            url: url.clone(),
+            token,
+            fingerprint,
+            timeout: Duration::from_secs(60),
+        })?);
+        let mut id = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
+        let agent = AgentReporter::new(source.clone(), hex(&id));
+        let tee = Tee(vec![console, &agent]);
+        let opts = Options {
+            unattended: self.unattended,
+            ..Options::default()
+        };
+        let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut confirm_on_console);
+        if let Err(e) = &result {
+            agent.report(&Event::Error {
+                message: e.to_string(),
+            });
+        }
+        agent.finish();
+        Ok(result?)
+    }
+}
+
+/// Shows the plan on the console and asks; anything but "yes" writes nothing.
+fn confirm_on_console(plans: &[PlanSummary]) -> bool {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "About to overwrite:");
+    for p in plans {
+        let _ = writeln!(
+            out,
+            "  {} <- {}: {} blocks ({:.1} MiB) to pull, {} blocks to zero",
+            p.target.display(),
+            p.volume,
+            p.blocks_to_pull,
+            p.bytes_to_pull as f64 / f64::from(1u32 << 20),
+            p.zero_blocks
+        );
+    }
+    let _ = write!(out, "Type 'yes' to write these disks: ");
+    let _ = out.flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    line.trim() == "yes"
+}

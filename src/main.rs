@@ -3,6 +3,7 @@
 //! One binary, several roles chosen by subcommand (and by being PID 1 as `/init`).
 //! `main` only parses arguments and dispatches; each role lives in its own module.
 
+mod build;
 mod disks;
 mod events;
 

@@ -97,7 +97,77 @@ pub fn build_esp(files: &[EspFile<'_>], volume_id: u32, epoch: i64) -> Result<Ve
         }
         fs.unmount().map_err(fat("(unmount)"))?;
     }
-    Ok(disk.into_inner())
+    let mut image = disk.into_inner();
+    drop_dot_lfn_entries(&mut image).map_err(fat("(fix-up of . and ..)"))?;
+    Ok(image)
+}
+
+/// Size of a FAT directory entry (Microsoft FAT specification 1.03, section 6).
+const DIR_ENTRY: usize = 32;
+/// Directory entry attribute of a long file name entry (FAT specification section 7).
+const ATTR_LFN: u8 = 0x0F;
+const ATTR_DIRECTORY: u8 = 0x10;
+
+/// fatfs 0.3 writes long-name entries in front of the "." and ".." entries of a new
+/// directory; the FAT specification (section 6.1) wants "." and ".." as the first two
+/// entries, and fsck.vfat rightly objects. Remove those long-name entries and close the gap.
+/// Handles FAT12/16 directories of one cluster, which is what `build_esp` makes.
+fn drop_dot_lfn_entries(image: &mut [u8]) -> io::Result<()> {
+    let bad = |why: &str| io::Error::other(format!("unexpected FAT layout: {why}"));
+    let u16_at = |o: usize| u16::from_le_bytes([image[o], image[o + 1]]) as usize;
+    // FAT specification section 3.1: the BPB.
+    let bytes_per_sector = u16_at(11);
+    let sectors_per_cluster = usize::from(image[13]);
+    let reserved = u16_at(14);
+    let fats = usize::from(image[16]);
+    let root_entries = u16_at(17);
+    let fat_size = u16_at(22);
+    if fat_size == 0 || bytes_per_sector == 0 || sectors_per_cluster == 0 {
+        return Err(bad("FAT32 or empty BPB"));
+    }
+    let root_start = (reserved + fats * fat_size) * bytes_per_sector;
+    let root_len = root_entries * DIR_ENTRY;
+    let data_start = root_start + root_len.div_ceil(bytes_per_sector) * bytes_per_sector;
+    let cluster_len = sectors_per_cluster * bytes_per_sector;
+
+    let mut pending = vec![(root_start, root_len, true)];
+    while let Some((start, len, is_root)) = pending.pop() {
+        let end = start.checked_add(len).filter(|&e| e <= image.len());
+        let end = end.ok_or_else(|| bad("directory outside the image"))?;
+        let dir = &mut image[start..end];
+        if !is_root {
+            // Keep every entry except long-name entries belonging to "." or "..".
+            let entries: Vec<[u8; DIR_ENTRY]> = dir
+                .chunks(DIR_ENTRY)
+                .map(|c| c.try_into().expect("whole entries"))
+                .collect();
+            let mut kept = Vec::with_capacity(entries.len());
+            for (i, e) in entries.iter().enumerate() {
+                if e[11] == ATTR_LFN && e[0] != 0xE5 {
+                    let owner = entries[i..].iter().find(|x| x[11] != ATTR_LFN);
+                    if owner.is_some_and(|o| o[0] == b'.') {
+                        continue;
+                    }
+                }
+                kept.push(*e);
+            }
+            kept.resize(entries.len(), [0; DIR_ENTRY]);
+            dir.copy_from_slice(&kept.concat());
+        }
+        for e in dir.chunks(DIR_ENTRY) {
+            if e[0] == 0 {
+                break;
+            }
+            if e[0] != 0xE5 && e[0] != b'.' && e[11] != ATTR_LFN && e[11] & ATTR_DIRECTORY != 0 {
+                let cluster = usize::from(u16::from_le_bytes([e[26], e[27]]));
+                let first = cluster
+                    .checked_sub(2)
+                    .ok_or_else(|| bad("directory at cluster < 2"))?;
+                pending.push((data_start + first * cluster_len, cluster_len, false));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Hands fatfs the build time (SOURCE_DATE_EPOCH) instead of the clock.

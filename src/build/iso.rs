@@ -603,7 +603,8 @@ impl Image {
             l_table.resize(l_table.len() + rec, 0);
             m_table_len += rec;
         }
-        let path_table_size = u32::try_from(m_table_len).map_err(|_| IsoError::TooLarge("path table"))?;
+        let path_table_size =
+            u32::try_from(m_table_len).map_err(|_| IsoError::TooLarge("path table"))?;
         let table_sectors = sectors(m_table_len as u64)?;
 
         // Sectors 16, 17, 18: descriptors; then L table, M table, CE area, directories.
@@ -623,7 +624,9 @@ impl Image {
         // Files in the order they were added; the ESP last, 4 KiB aligned (GPT partition).
         for f in 0..tree.files.len() {
             if f == boot.esp {
-                next = next.checked_add(next % 2).ok_or(IsoError::TooLarge("sectors"))?;
+                next = next
+                    .checked_add(next % 2)
+                    .ok_or(IsoError::TooLarge("sectors"))?;
             }
             tree.files[f].lba = next;
             next = add(next, sectors(tree.files[f].data.len() as u64)?)?;
@@ -758,8 +761,9 @@ impl Image {
             source_len: RRIP_SOURCE.len() as u8,
             ext_version: 1,
         };
-        er.len = (size_of::<SuspErHead>() + RRIP_ID.len() + RRIP_DESCRIPTOR.len() + RRIP_SOURCE.len())
-            as u8;
+        er.len =
+            (size_of::<SuspErHead>() + RRIP_ID.len() + RRIP_DESCRIPTOR.len() + RRIP_SOURCE.len())
+                as u8;
         let mut er_bytes = er.as_bytes().to_vec();
         er_bytes.extend_from_slice(RRIP_ID);
         er_bytes.extend_from_slice(RRIP_DESCRIPTOR);
@@ -1030,8 +1034,7 @@ fn boot_info_table(data: &mut [u8], lba: u32) -> Result<(), IsoError> {
 /// virtual sectors as isolinux expects), last section header (EFI) with one entry (the ESP).
 fn boot_catalog(isolinux_lba: u32, esp_lba: u32, esp_bytes: u64) -> Result<Vec<u8>, IsoError> {
     let esp_sectors = esp_bytes.div_ceil(DISK_SECTOR);
-    let esp_count = u16::try_from(esp_sectors)
-        .map_err(|_| EspError::TooBig { size: esp_bytes })?;
+    let esp_count = u16::try_from(esp_sectors).map_err(|_| EspError::TooBig { size: esp_bytes })?;
     let mut validation = ValidationEntry {
         header_id: 1,
         platform: PLATFORM_X86,
@@ -1041,10 +1044,9 @@ fn boot_catalog(isolinux_lba: u32, esp_lba: u32, esp_bytes: u64) -> Result<Vec<u
         key: [0x55, 0xAA],
     };
     validation.id[..8].copy_from_slice(b"FAILBACK");
-    let sum = validation
-        .as_bytes()
-        .chunks(2)
-        .fold(0u16, |s, w| s.wrapping_add(u16::from_le_bytes([w[0], w[1]])));
+    let sum = validation.as_bytes().chunks(2).fold(0u16, |s, w| {
+        s.wrapping_add(u16::from_le_bytes([w[0], w[1]]))
+    });
     validation.checksum = U16::new(0u16.wrapping_sub(sum));
     let entry = |lba: u32, count: u16| BootEntry {
         indicator: BOOTABLE,
@@ -1189,7 +1191,12 @@ mod tests {
         let kernel = fs::read_dir(inputs.join("boot"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("vmlinuz-")
+            })
             .expect("a kernel in inputs/boot");
         let initrd = tmp.join("initrd.img");
         fs::write(&initrd, vec![0x5Au8; 100_000]).unwrap();
@@ -1243,7 +1250,11 @@ mod tests {
         let dest = tmp.path().join("failback.iso");
         let err = IsoBuilder::new(i).write(&dest).unwrap_err();
         assert!(err.to_string().contains("cannot read the kernel"), "{err}");
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "only the initrd");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "only the initrd"
+        );
     }
 
     #[test]
@@ -1254,7 +1265,11 @@ mod tests {
         let b = tmp.path().join("b.iso");
         let report = IsoBuilder::new(i.clone()).write(&a).unwrap();
         IsoBuilder::new(i).write(&b).unwrap();
-        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "not reproducible");
+        assert_eq!(
+            fs::read(&a).unwrap(),
+            fs::read(&b).unwrap(),
+            "not reproducible"
+        );
         assert_eq!(report.bytes, fs::metadata(&a).unwrap().len());
         if let Some(keep) = std::env::var_os("FAILBACK_KEEP_ISO") {
             fs::copy(&a, keep).unwrap();

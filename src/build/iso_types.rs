@@ -60,7 +60,9 @@ impl Both32 {
 }
 
 /// ECMA-119 9.1.5: recording date and time of a directory record (7 bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct DirDate {
     /// Years since 1900.

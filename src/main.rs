@@ -3,6 +3,7 @@
 //! One binary, several roles chosen by subcommand (and by being PID 1 as `/init`).
 //! `main` only parses arguments and dispatches; each role lives in its own module.
 
+mod boot;
 mod build;
 mod disks;
 mod events;
@@ -24,6 +25,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the boot image: PXE tree (kernel + initramfs) and checksums.
+    Build {
+        /// Unpacked Debian packages (scripts/fetch-inputs.sh).
+        #[arg(long, default_value = "inputs")]
+        inputs: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// The static client binary to run as /init (default: this binary).
+        #[arg(long)]
+        client: Option<PathBuf>,
+        /// Use this kernel image instead of the one in the inputs.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The kernel's modules directory (lib/modules/VERSION) when --kernel is given.
+        #[arg(long)]
+        modules: Option<PathBuf>,
+        /// Volume label of failback.iso (1-32 of A-Z 0-9 _).
+        #[arg(long, default_value = "FAILBACK")]
+        label: String,
+        /// Extra kernel arguments for every boot menu entry of failback.iso.
+        #[arg(long, default_value = "")]
+        append: String,
+    },
+    /// Run as PID 1 in the initramfs (automatic when started as /init).
+    #[command(hide = true)]
+    Init,
     /// List local disks with their identity.
     Disks {
         /// Print JSON instead of a table.
@@ -36,6 +64,9 @@ enum Command {
 }
 
 fn main() {
+    if std::process::id() == 1 {
+        boot::main();
+    }
     if let Err(err) = run(Cli::parse()) {
         eprintln!("failback: {err:#}");
         std::process::exit(1);
@@ -44,6 +75,33 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Build {
+            inputs,
+            out,
+            client,
+            kernel,
+            modules,
+            label,
+            append,
+        } => {
+            let client = match client {
+                Some(c) => c,
+                None => std::env::current_exe()?,
+            };
+            let opts = build::Options {
+                inputs,
+                out,
+                client,
+                kernel,
+                modules,
+                source_date_epoch: build::source_date_epoch()?,
+                label,
+                append,
+            };
+            println!("{}", build::run(&opts)?);
+            Ok(())
+        }
+        Command::Init => anyhow::bail!("failback init runs only as PID 1 in the boot image"),
         Command::Disks { json, sys_block } => {
             let disks = disks::discover(&sys_block)?;
             if json {

@@ -24,7 +24,7 @@
 //! files, and what matters (extent placement shared with the GPT and El Torito, the
 //! boot-info table, the Rock Ridge root) needs control over every sector anyway.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -132,7 +132,6 @@ impl IsoInputs {
 /// What was written.
 #[derive(Debug, Clone)]
 pub struct IsoReport {
-    pub path: PathBuf,
     pub bytes: u64,
     pub esp_bytes: u64,
 }
@@ -154,15 +153,22 @@ impl IsoBuilder {
             path: dest.to_path_buf(),
             source,
         };
-        let tmp = TempFile::create(dest).map_err(werr)?;
-        let mut out = BufWriter::with_capacity(1 << 20, tmp.file().map_err(werr)?);
+        let dir = dest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Removed on drop unless persisted: a failed build leaves nothing behind.
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(werr)?;
+        let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
         image.emit(&mut out).map_err(werr)?;
-        let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
-        drop(file);
-        tmp.persist().map_err(werr)?;
+        out.flush().map_err(werr)?;
+        drop(out);
+        tmp.as_file().sync_all().map_err(werr)?;
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(werr)?;
+        tmp.persist(dest).map_err(|e| werr(e.error))?;
         Ok(IsoReport {
-            path: dest.to_path_buf(),
             bytes: image.image_bytes,
             esp_bytes: image.esp_bytes,
         })
@@ -1126,47 +1132,6 @@ impl<W: Write> Cursor<'_, W> {
             )));
         }
         self.zeros(to - self.pos)
-    }
-}
-
-/// The output under a temporary name in its directory; removed unless persisted.
-struct TempFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    done: bool,
-}
-
-impl TempFile {
-    fn create(dest: &Path) -> io::Result<Self> {
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::other("no file name"))?
-            .to_string_lossy();
-        let tmp = dest.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-        File::create(&tmp)?;
-        Ok(Self {
-            tmp,
-            dest: dest.to_path_buf(),
-            done: false,
-        })
-    }
-
-    fn file(&self) -> io::Result<File> {
-        fs::OpenOptions::new().write(true).open(&self.tmp)
-    }
-
-    fn persist(mut self) -> io::Result<()> {
-        fs::rename(&self.tmp, &self.dest)?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.tmp);
-        }
     }
 }
 

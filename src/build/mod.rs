@@ -1,6 +1,146 @@
-//! `failback build`: the host-side image builder.
+//! `failback build`: assemble the boot artifacts from the inputs, a preset and
+//! the static client binary.
 
+mod cpio;
 pub mod esp;
 pub mod hybrid;
+pub mod initramfs;
+pub mod inputs;
 pub mod iso;
 pub mod iso_types;
+pub mod modules;
+pub mod output;
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What to build from and where to.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub inputs: PathBuf,
+    pub out: PathBuf,
+    pub client: PathBuf,
+    pub kernel: Option<PathBuf>,
+    pub modules: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH: the one timestamp every output carries.
+    pub source_date_epoch: u32,
+    /// ISO 9660 volume label of failback.iso.
+    pub label: String,
+    /// Extra kernel arguments for every entry of the ISO's boot menus.
+    pub append: String,
+}
+
+/// What was built, for the operator.
+pub struct Report {
+    pub kernel_version: String,
+    pub initrd_bytes: usize,
+    pub initrd_uncompressed: usize,
+    pub modules: usize,
+    pub classes: Vec<initramfs::ClassStats>,
+    pub iso_bytes: u64,
+    pub esp_bytes: u64,
+    pub outputs: Vec<PathBuf>,
+    pub seconds: f64,
+}
+
+/// Builds the PXE tree (kernel + initrd) and SHA256SUMS under `opts.out`.
+pub fn run(opts: &Options) -> Result<Report> {
+    let started = Instant::now();
+    inputs::check_static_client(&opts.client)?;
+    let kernel = inputs::locate_kernel(
+        &opts.inputs,
+        opts.kernel.as_deref(),
+        opts.modules.as_deref(),
+    )?;
+    let index = modules::ModuleIndex::scan(&kernel.modules)?;
+    let initrd = initramfs::build(&initramfs::Spec {
+        client: &opts.client,
+        index: &index,
+        kernel_version: &kernel.version,
+        preset: None,
+        mtime: opts.source_date_epoch,
+    })?;
+
+    let vmlinuz = std::fs::read(&kernel.image)
+        .with_context(|| format!("cannot read {}", kernel.image.display()))?;
+    let files = ["pxe/vmlinuz", "pxe/initrd.img", "failback.iso"];
+    output::write_atomic(&opts.out.join(files[0]), &vmlinuz)?;
+    output::write_atomic(&opts.out.join(files[1]), &initrd.image)?;
+
+    // The hybrid ISO (BIOS + UEFI, CD + USB), from the same kernel and initrd.
+    let iso_inputs = iso::IsoInputs {
+        label: opts.label.clone(),
+        epoch: i64::from(opts.source_date_epoch),
+        extra_args: opts.append.clone(),
+        ..iso::IsoInputs::debian(&opts.inputs, kernel.image.clone(), opts.out.join(files[1]))
+    };
+    let iso = iso::IsoBuilder::new(iso_inputs).write(&opts.out.join(files[2]))?;
+
+    let sums = output::sha256sums(&opts.out, &files)?;
+    output::write_atomic(&opts.out.join("SHA256SUMS"), sums.as_bytes())?;
+
+    Ok(Report {
+        kernel_version: kernel.version,
+        initrd_bytes: initrd.image.len(),
+        initrd_uncompressed: initrd.uncompressed,
+        modules: initrd.modules,
+        classes: initrd.classes,
+        iso_bytes: iso.bytes,
+        esp_bytes: iso.esp_bytes,
+        outputs: files
+            .iter()
+            .chain(&["SHA256SUMS"])
+            .map(|f| opts.out.join(f))
+            .collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// SOURCE_DATE_EPOCH from the environment (reproducible builds), else 0.
+pub fn source_date_epoch() -> Result<u32> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a Unix time in seconds")),
+        Err(_) => Ok(0),
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        writeln!(
+            f,
+            "initramfs: {:.1} MiB gzip ({:.1} MiB unpacked), {} kernel modules for {}",
+            mib(self.initrd_bytes as u64),
+            mib(self.initrd_uncompressed as u64),
+            self.modules,
+            self.kernel_version
+        )?;
+        for c in &self.classes {
+            write!(
+                f,
+                "  {:<8} {:>4} modules {:>6.1} MiB",
+                c.class,
+                c.modules,
+                mib(c.bytes)
+            )?;
+            if !c.missing.is_empty() {
+                write!(f, "  (not in this kernel: {})", c.missing.join(" "))?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(
+            f,
+            "iso: {:.1} MiB (EFI System Partition {:.1} MiB)",
+            mib(self.iso_bytes),
+            mib(self.esp_bytes)
+        )?;
+        for o in &self.outputs {
+            writeln!(f, "wrote {}", o.display())?;
+        }
+        write!(f, "built in {:.1} s", self.seconds)
+    }
+}

@@ -87,6 +87,7 @@ pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
             model: read_attr(&device.join("model")),
             serial: read_attr(&dir.join("serial"))
                 .or_else(|| read_attr(&device.join("serial")))
+                .or_else(|| vpd_serial(&device.join("vpd_pg80")))
                 .or_else(|| read_attr(&device.join("wwid"))),
             removable: read_attr(&dir.join("removable")).as_deref() == Some("1"),
         });
@@ -114,6 +115,17 @@ fn read_attr(path: &Path) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
+/// The unit serial number of a SCSI/ATA disk: VPD page 0x80 (SPC-4 7.8.19),
+/// a 4-byte header (length at bytes 2-3) then the serial, space-padded.
+fn vpd_serial(path: &Path) -> Option<String> {
+    let page = fs::read(path).ok()?;
+    let len = usize::from(u16::from_be_bytes([*page.get(2)?, *page.get(3)?]));
+    let serial = String::from_utf8_lossy(page.get(4..4 + len)?)
+        .trim()
+        .to_string();
+    (!serial.is_empty()).then_some(serial)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +146,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let sda = fake_disk(tmp.path(), "sda", "262144\n", true);
         fs::write(sda.join("device/model"), "QEMU HARDDISK   \n").unwrap();
-        fs::write(sda.join("device/serial"), "QM00001\n").unwrap();
+        fs::write(sda.join("device/vpd_pg80"), b"\x00\x80\x00\x0a  QM00001 ").unwrap();
+        fs::write(sda.join("device/wwid"), "t10.ATA QEMU HARDDISK QM00001\n").unwrap();
         let vda = fake_disk(tmp.path(), "vda", "131072\n", true);
         fs::write(vda.join("serial"), "\n").unwrap();
         fs::write(vda.join("removable"), "1\n").unwrap();

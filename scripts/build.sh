@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Build the static client and the boot image: out/pxe/{vmlinuz,initrd.img}, out/SHA256SUMS.
+# Needs inputs/ (scripts/fetch-inputs.sh). Extra arguments go to `failback build`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=x86_64-unknown-linux-gnu
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target"
+client="target/$target/release/failback"
+if ! file "$client" | grep -q "static-pie linked"; then
+    echo "build: $client is not a static-pie executable: $(file -b "$client")" >&2
+    exit 1
+fi
+"$client" build --inputs inputs --out out --client "$client" "$@"

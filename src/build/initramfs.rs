@@ -1,0 +1,166 @@
+//! The initramfs: the client as `/init`, the driver classes' modules with their
+//! closure and index files, the optional preset; packed as a compressed newc cpio.
+
+use super::cpio::{self, Archive, Kind};
+use super::modules::{self, ModuleIndex};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The driver classes, as kept in `initramfs/drivers/*.list`.
+pub const DRIVER_CLASSES: &[(&str, &str)] = &[
+    (
+        "storage",
+        include_str!("../../initramfs/drivers/storage.list"),
+    ),
+    (
+        "network",
+        include_str!("../../initramfs/drivers/network.list"),
+    ),
+    ("base", include_str!("../../initramfs/drivers/base.list")),
+];
+
+/// Module names of a class list: one per line, `#` comments.
+pub fn class_modules(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Modules(#[from] modules::Error),
+    #[error(transparent)]
+    Cpio(#[from] cpio::Error),
+    #[error("cannot compress the initramfs: {0}")]
+    Compress(std::io::Error),
+}
+
+/// What goes in.
+pub struct Spec<'a> {
+    pub client: &'a Path,
+    pub index: &'a ModuleIndex,
+    pub kernel_version: &'a str,
+    /// `/etc/failback.toml`, already validated.
+    pub preset: Option<Vec<u8>>,
+    /// SOURCE_DATE_EPOCH: every mtime in the archive.
+    pub mtime: u32,
+}
+
+/// Per driver class: how many modules its closure has and their bytes.
+#[derive(Debug, Clone)]
+pub struct ClassStats {
+    pub class: String,
+    pub modules: usize,
+    pub bytes: u64,
+    /// Listed names this kernel has neither as module nor built in.
+    pub missing: Vec<String>,
+}
+
+/// What came out.
+pub struct Initramfs {
+    /// gzip-compressed newc archive.
+    pub image: Vec<u8>,
+    pub uncompressed: usize,
+    pub modules: usize,
+    pub classes: Vec<ClassStats>,
+}
+
+/// Assembles and compresses the initramfs.
+pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
+    let mut archive = Archive::new();
+    archive.add("init", Kind::FileFrom(spec.client.to_path_buf()), 0o755);
+    // The kernel opens /dev/console for PID 1's stdio before anything is mounted.
+    archive.add("dev/console", Kind::CharDev { major: 5, minor: 1 }, 0o600);
+    for dir in ["proc", "sys", "run", "tmp", "etc", "mnt"] {
+        archive.add(dir, Kind::Dir, 0o755);
+    }
+    if let Some(preset) = &spec.preset {
+        archive.add("etc/failback.toml", Kind::Bytes(preset.clone()), 0o600);
+    }
+
+    let mut all = BTreeSet::new();
+    let mut classes = Vec::new();
+    for (class, list) in DRIVER_CLASSES {
+        let closure = spec.index.closure(class_modules(list))?;
+        let bytes = closure
+            .modules
+            .iter()
+            .map(|m| module_size(spec.index, m))
+            .sum();
+        classes.push(ClassStats {
+            class: class.to_string(),
+            modules: closure.modules.len(),
+            bytes,
+            missing: closure.missing.into_iter().collect(),
+        });
+        all.extend(closure.modules);
+    }
+    let dir = format!("lib/modules/{}", spec.kernel_version);
+    for name in &all {
+        let module = spec.index.get(name).expect("closure holds indexed modules");
+        let src: PathBuf = spec.index.dir().join(&module.rel);
+        archive.add(
+            &format!("{dir}/{}", module.rel.display()),
+            Kind::FileFrom(src),
+            0o644,
+        );
+    }
+    archive.add(
+        &format!("{dir}/modules.dep"),
+        Kind::Bytes(spec.index.modules_dep(&all).into_bytes()),
+        0o644,
+    );
+    archive.add(
+        &format!("{dir}/modules.alias"),
+        Kind::Bytes(spec.index.modules_alias(&all).into_bytes()),
+        0o644,
+    );
+    archive.add(
+        &format!("{dir}/modules.softdep"),
+        Kind::Bytes(spec.index.modules_softdep(&all).into_bytes()),
+        0o644,
+    );
+
+    let mut raw = Vec::new();
+    archive.write(spec.mtime, &mut raw)?;
+    // flate2 writes a gzip header with mtime 0 and no name: reproducible.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&raw).map_err(Error::Compress)?;
+    let image = gz.finish().map_err(Error::Compress)?;
+    Ok(Initramfs {
+        image,
+        uncompressed: raw.len(),
+        modules: all.len(),
+        classes,
+    })
+}
+
+fn module_size(index: &ModuleIndex, name: &str) -> u64 {
+    index
+        .get(name)
+        .and_then(|m| std::fs::metadata(index.dir().join(&m.rel)).ok())
+        .map_or(0, |m| m.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_lists_hold_module_names_only() {
+        for (class, list) in DRIVER_CLASSES {
+            let names: Vec<_> = class_modules(list).collect();
+            assert!(!names.is_empty(), "{class} list is empty");
+            for n in names {
+                assert!(
+                    n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                    "{class}: bad name {n:?}"
+                );
+            }
+        }
+        assert!(class_modules(DRIVER_CLASSES[0].1).any(|m| m == "ahci"));
+    }
+}

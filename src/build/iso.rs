@@ -283,7 +283,8 @@ fn render(template: &str, vars: &[(&str, &str)]) -> String {
     })
 }
 
-fn check_label(label: &str) -> Result<(), IsoError> {
+/// The label must be ISO 9660 d-characters, at most 32 (ECMA-119 8.4.6).
+pub fn check_label(label: &str) -> Result<(), IsoError> {
     let ok = (1..=32).contains(&label.len())
         && label
             .bytes()

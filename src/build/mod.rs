@@ -47,6 +47,7 @@ pub struct Report {
 /// Builds the PXE tree (kernel + initrd) and SHA256SUMS under `opts.out`.
 pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
+    iso::check_label(&opts.label)?;
     inputs::check_static_client(&opts.client)?;
     let kernel = inputs::locate_kernel(
         &opts.inputs,

@@ -76,10 +76,10 @@ pub fn system_area(boot_code: &[u8], layout: &HybridLayout) -> Result<SystemArea
         .try_into()
         .map_err(|_| HybridError::BootCode(boot_code.len()))?;
     let l = layout;
-    if l.image_bytes % SECTOR != 0
-        || l.esp_start % DISK_SECTOR != 0
-        || l.esp_bytes % DISK_SECTOR != 0
-        || l.boot_file % DISK_SECTOR != 0
+    if !l.image_bytes.is_multiple_of(SECTOR)
+        || !l.esp_start.is_multiple_of(DISK_SECTOR)
+        || !l.esp_bytes.is_multiple_of(DISK_SECTOR)
+        || !l.boot_file.is_multiple_of(DISK_SECTOR)
     {
         return Err(HybridError::Layout("extents not sector aligned"));
     }

@@ -476,7 +476,7 @@ impl Tree {
             .map(|&s| Entry::Dir(s))
             .chain(d.files.iter().map(|&f| Entry::File(f)))
             .collect();
-        v.sort_by(|a, b| self.sort_key(*a).cmp(&self.sort_key(*b)));
+        v.sort_by_key(|e| self.sort_key(*e));
         v
     }
 
@@ -848,7 +848,7 @@ impl Image {
     fn record_bytes(&self, r: &Record) -> Vec<u8> {
         let su = system_use(r, self.date, self.ce_lba, self.er.len() as u32);
         let name_len = r.ident.len();
-        let pad = usize::from(name_len % 2 == 0);
+        let pad = usize::from(name_len.is_multiple_of(2));
         let mut len = 33 + name_len + pad + su.len();
         len += len % 2;
         let head = DirRecordHead {

@@ -192,9 +192,17 @@ pub fn qemu_args(iso: &Path, firmware: Firmware, medium: Medium, vars: &Path) ->
     a
 }
 
-/// At most this many VMs at once (TCG is CPU bound; the machine has few cores).
+/// At most this many VMs at once (TCG is CPU bound; the machine has few cores):
+/// FAILBACK_QEMU_JOBS, default 2. Use 1 to measure boot times.
 static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
-const MAX_VMS: usize = 2;
+
+fn max_vms() -> usize {
+    std::env::var("FAILBACK_QEMU_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2)
+}
 
 struct Slot;
 
@@ -202,7 +210,7 @@ impl Slot {
     fn take() -> Slot {
         let (count, cv) = &SLOTS;
         let mut n = count.lock().unwrap();
-        while *n >= MAX_VMS {
+        while *n >= max_vms() {
             n = cv.wait(n).unwrap();
         }
         *n += 1;

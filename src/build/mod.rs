@@ -40,6 +40,7 @@ pub struct Report {
     pub classes: Vec<initramfs::ClassStats>,
     pub iso_bytes: u64,
     pub esp_bytes: u64,
+    pub iso_seconds: f64,
     pub outputs: Vec<PathBuf>,
     pub seconds: f64,
 }
@@ -76,7 +77,9 @@ pub fn run(opts: &Options) -> Result<Report> {
         extra_args: opts.append.clone(),
         ..iso::IsoInputs::debian(&opts.inputs, kernel.image.clone(), opts.out.join(files[1]))
     };
+    let iso_started = Instant::now();
     let iso = iso::IsoBuilder::new(iso_inputs).write(&opts.out.join(files[2]))?;
+    let iso_seconds = iso_started.elapsed().as_secs_f64();
 
     let sums = output::sha256sums(&opts.out, &files)?;
     output::write_atomic(&opts.out.join("SHA256SUMS"), sums.as_bytes())?;
@@ -89,6 +92,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         classes: initrd.classes,
         iso_bytes: iso.bytes,
         esp_bytes: iso.esp_bytes,
+        iso_seconds,
         outputs: files
             .iter()
             .chain(&["SHA256SUMS"])
@@ -135,9 +139,10 @@ impl std::fmt::Display for Report {
         }
         writeln!(
             f,
-            "iso: {:.1} MiB (EFI System Partition {:.1} MiB)",
+            "iso: {:.1} MiB (EFI System Partition {:.1} MiB) in {:.1} s",
             mib(self.iso_bytes),
-            mib(self.esp_bytes)
+            mib(self.esp_bytes),
+            self.iso_seconds
         )?;
         for o in &self.outputs {
             writeln!(f, "wrote {}", o.display())?;

@@ -76,6 +76,8 @@ pub enum IsoError {
         #[source]
         source: io::Error,
     },
+    #[error("kernel arguments {0:?} contain a control character (a newline would break the menus)")]
+    BadArgs(String),
     #[error("two ISO files map to the same ISO 9660 name {0}")]
     NameClash(String),
     #[error("the ISO would be too large ({0})")]
@@ -178,6 +180,9 @@ impl IsoBuilder {
     fn assemble(&self) -> Result<Image, IsoError> {
         let i = &self.inputs;
         check_label(&i.label)?;
+        if i.extra_args.chars().any(char::is_control) {
+            return Err(IsoError::BadArgs(i.extra_args.clone()));
+        }
         let read = |what: &'static str, path: &Path| {
             fs::read(path).map_err(|source| IsoError::Read {
                 what,
@@ -1206,6 +1211,17 @@ mod tests {
         for bad in ["", "lower", "TOO_LONG_TOO_LONG_TOO_LONG_TOO_LONG", "A-B"] {
             assert!(matches!(check_label(bad), Err(IsoError::Label(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn newlines_in_kernel_args_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut i = test_inputs(tmp.path());
+        i.extra_args = "quiet\ndefault evil".into();
+        let err = IsoBuilder::new(i)
+            .write(&tmp.path().join("x.iso"))
+            .unwrap_err();
+        assert!(matches!(err, IsoError::BadArgs(_)), "{err}");
     }
 
     #[test]

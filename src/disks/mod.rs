@@ -88,7 +88,7 @@ pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
             serial: read_attr(&dir.join("serial"))
                 .or_else(|| read_attr(&device.join("serial")))
                 .or_else(|| vpd_serial(&device.join("vpd_pg80")))
-                .or_else(|| read_attr(&device.join("wwid"))),
+                .or_else(|| read_attr(&device.join("wwid")).map(|w| wwid_serial(&w))),
             removable: read_attr(&dir.join("removable")).as_deref() == Some("1"),
         });
     }
@@ -124,6 +124,15 @@ fn vpd_serial(path: &Path) -> Option<String> {
         .trim()
         .to_string();
     (!serial.is_empty()).then_some(serial)
+}
+
+/// libata's `wwid` is `t10.` + vendor (8) + model (40) + serial: keep the serial.
+/// Other identifiers (naa., eui.) are the best serial there is: kept whole.
+fn wwid_serial(wwid: &str) -> String {
+    match wwid.strip_prefix("t10.ATA").and_then(|_| wwid.get(52..)) {
+        Some(serial) if !serial.trim().is_empty() => serial.trim().to_string(),
+        _ => wwid.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +183,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_serial_is_cut_out_of_an_ata_wwid() {
+        assert_eq!(
+            wwid_serial("t10.ATA     FAILBACK-TEST                           SATA-SN-2"),
+            "SATA-SN-2"
+        );
+        assert_eq!(wwid_serial("naa.5000c500a1b2c3d4"), "naa.5000c500a1b2c3d4");
     }
 
     #[test]

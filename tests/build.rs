@@ -1,0 +1,172 @@
+//! `failback build` as a user runs it: reproducible output, a clear refusal of a
+//! dynamically linked client, and an initramfs that holds what the client needs.
+
+mod common;
+
+use common::{inputs_dir, static_client};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the builder as users do: the release binary from scripts/build.sh.
+fn build(out: &Path, client: &Path, epoch: &str) -> Output {
+    Command::new(static_client())
+        .args(["build", "--inputs"])
+        .arg(inputs_dir())
+        .arg("--out")
+        .arg(out)
+        .arg("--client")
+        .arg(client)
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .output()
+        .unwrap()
+}
+
+/// (path, mode, data) of every entry of a gzip'd newc archive.
+fn unpack(initrd: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(initrd)
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut buf = &raw[..];
+    let mut out = Vec::new();
+    let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap() as usize;
+    loop {
+        assert_eq!(&buf[..6], b"070701", "newc magic");
+        let (mode, size, namesize) = (hex(&buf[14..22]), hex(&buf[54..62]), hex(&buf[94..102]));
+        let name = String::from_utf8(buf[110..110 + namesize - 1].to_vec()).unwrap();
+        let data = (110 + namesize).div_ceil(4) * 4;
+        if name == "TRAILER!!!" {
+            return out;
+        }
+        out.push((name, mode as u32, buf[data..data + size].to_vec()));
+        buf = &buf[(data + size).div_ceil(4) * 4..];
+    }
+}
+
+#[test]
+fn same_inputs_and_epoch_give_a_bit_identical_initrd() {
+    let client = static_client();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    for (out, epoch) in [(&a, "1700000000"), (&b, "1700000000"), (&c, "1700000001")] {
+        let o = build(out, &client, epoch);
+        assert!(
+            o.status.success(),
+            "build failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let read = |dir: &Path| std::fs::read(dir.join("pxe/initrd.img")).unwrap();
+    assert!(
+        read(&a) == read(&b),
+        "two builds with the same SOURCE_DATE_EPOCH differ"
+    );
+    assert!(
+        read(&a) != read(&c),
+        "SOURCE_DATE_EPOCH does not reach the archive"
+    );
+    assert_eq!(
+        std::fs::read(a.join("SHA256SUMS")).unwrap(),
+        std::fs::read(b.join("SHA256SUMS")).unwrap()
+    );
+}
+
+#[test]
+fn the_initrd_holds_the_client_drivers_and_their_index() {
+    let client = static_client();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = build(tmp.path(), &client, "0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(report.contains("kernel modules"), "build report: {report}");
+
+    let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
+    let get = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e.0 == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let init = get("init");
+    assert_eq!(init.1, 0o100755);
+    assert_eq!(
+        init.2,
+        std::fs::read(&client).unwrap(),
+        "/init is the client"
+    );
+    assert_eq!(get("dev/console").1, 0o020600);
+    let moddir = entries
+        .iter()
+        .find(|e| e.0.ends_with("/modules.dep"))
+        .unwrap()
+        .0
+        .trim_end_matches("modules.dep")
+        .to_string();
+    let dep = String::from_utf8(get(&format!("{moddir}modules.dep")).2.clone()).unwrap();
+    let alias = String::from_utf8(get(&format!("{moddir}modules.alias")).2.clone()).unwrap();
+    // Every module named in modules.dep (and each of its dependencies) is in the archive.
+    for line in dep.lines() {
+        for rel in line.replace(':', " ").split_whitespace() {
+            get(&format!("{moddir}{rel}"));
+        }
+    }
+    assert!(
+        dep.lines()
+            .any(|l| l.starts_with("kernel/drivers/ata/ahci.ko: ") && l.contains("libata.ko")),
+        "{dep}"
+    );
+    for module in [
+        "ahci",
+        "nvme",
+        "virtio_blk",
+        "e1000e",
+        "virtio_net",
+        "mpt3sas",
+        "megaraid_sas",
+        "usb_storage",
+    ] {
+        assert!(
+            alias.lines().any(|l| l.ends_with(&format!(" {module}"))),
+            "no alias for {module}"
+        );
+    }
+}
+
+#[test]
+fn a_dynamically_linked_client_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The binary under test is built without crt-static: dynamically linked.
+    let o = build(tmp.path(), Path::new(env!("CARGO_BIN_EXE_failback")), "0");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("dynamically linked") && err.contains("crt-static"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("pxe").exists(), "nothing written");
+}
+
+#[test]
+fn a_missing_inputs_dir_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(static_client())
+        .args(["build", "--inputs", "/nonexistent/inputs", "--out"])
+        .arg(tmp.path())
+        .arg("--client")
+        .arg(static_client())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/nonexistent/inputs") && err.contains("fetch-inputs.sh"),
+        "{err}"
+    );
+}

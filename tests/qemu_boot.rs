@@ -1,0 +1,115 @@
+//! Boots the built kernel + initramfs under QEMU (TCG) with two disks and
+//! checks what the client (PID 1) reports on the serial console.
+
+mod common;
+
+use common::{Vm, disk_image, have_qemu, out_dir};
+use std::time::Duration;
+
+#[test]
+fn client_boots_finds_both_disks_and_powers_off() {
+    if !have_qemu() {
+        return;
+    }
+    let out = out_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let virtio = disk_image(tmp.path(), "virtio.img", 64 << 20);
+    let sata = disk_image(tmp.path(), "sata.img", 128 << 20);
+    let mut vm = Vm::start(&[
+        "-m",
+        "512",
+        "-kernel",
+        out.join("pxe/vmlinuz").to_str().unwrap(),
+        "-initrd",
+        out.join("pxe/initrd.img").to_str().unwrap(),
+        "-append",
+        "console=ttyS0 failback.progress=json failback.after=poweroff failback.host=test-01",
+        "-drive",
+        &format!("if=none,id=vd,format=raw,file={}", virtio.display()),
+        "-device",
+        "virtio-blk-pci,drive=vd,serial=VIRTIO-SN-1",
+        "-drive",
+        &format!("if=none,id=sd,format=raw,file={}", sata.display()),
+        "-device",
+        "ahci,id=ahci0",
+        "-device",
+        "ide-hd,drive=sd,bus=ahci0.0,serial=SATA-SN-2,model=FAILBACK-TEST",
+    ]);
+
+    let (boot, at) = vm.event("boot", Duration::from_secs(120));
+    eprintln!("boot event {at:.1} s after QEMU started");
+    assert_eq!(boot["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(boot["secure_boot"], false, "SeaBIOS has no Secure Boot");
+    assert_eq!(boot["host"], "test-01");
+    assert!(boot["uptime_s"].as_f64().unwrap() > 0.0);
+
+    let (drivers, _) = vm.event("drivers", Duration::from_secs(120));
+    let loaded: Vec<&str> = drivers["loaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for module in ["virtio_pci", "virtio_blk", "ahci", "sd_mod"] {
+        assert!(loaded.contains(&module), "{module} not loaded: {loaded:?}");
+    }
+
+    let (disks, _) = vm.event("disks", Duration::from_secs(60));
+    let disks = disks["disks"].as_array().unwrap();
+    let find = |serial: &str| {
+        disks
+            .iter()
+            .find(|d| d["serial"] == serial)
+            .unwrap_or_else(|| panic!("no disk with serial {serial} in {disks:?}"))
+    };
+    let vd = find("VIRTIO-SN-1");
+    assert_eq!(vd["size"], 64u64 << 20);
+    assert_eq!(vd["removable"], false);
+    assert!(vd["name"].as_str().unwrap().starts_with("vd"));
+    let sd = find("SATA-SN-2");
+    assert_eq!(sd["size"], 128u64 << 20);
+    assert_eq!(sd["model"], "FAILBACK-TEST");
+    assert!(sd["name"].as_str().unwrap().starts_with("sd"));
+    assert_eq!(disks.len(), 2, "exactly the two attached disks: {disks:?}");
+
+    let status = vm.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "QEMU exit {status} after poweroff");
+    assert!(!vm.log().contains("Kernel panic"), "{}", vm.log());
+}
+
+#[test]
+fn a_bad_parameter_is_an_error_event_not_a_panic() {
+    if !have_qemu() {
+        return;
+    }
+    let out = out_dir();
+    // failback.after is bad on purpose: the client must say so on the console and
+    // then wait for the operator (the default), not crash the kernel.
+    let mut vm = Vm::start(&[
+        "-m",
+        "512",
+        "-kernel",
+        out.join("pxe/vmlinuz").to_str().unwrap(),
+        "-initrd",
+        out.join("pxe/initrd.img").to_str().unwrap(),
+        "-append",
+        "console=ttyS0 failback.progress=json failback.after=explode",
+    ]);
+    let (error, _) = vm.event("error", Duration::from_secs(120));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("failback.after"),
+        "{error}"
+    );
+    // Then it waits: still running a few seconds later, no panic.
+    std::thread::sleep(Duration::from_secs(3));
+    vm.drain();
+    assert!(!vm.log().contains("Kernel panic"), "{}", vm.log());
+    assert!(
+        vm.log().contains("type 'reboot' or 'poweroff'"),
+        "{}",
+        vm.log()
+    );
+}

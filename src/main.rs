@@ -5,6 +5,7 @@
 
 mod boot;
 mod build;
+mod config;
 mod disks;
 mod events;
 
@@ -42,6 +43,9 @@ enum Command {
         /// The kernel's modules directory (lib/modules/VERSION) when --kernel is given.
         #[arg(long)]
         modules: Option<PathBuf>,
+        /// A preset (failback.toml) to bake into the image; validated first.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Volume label of failback.iso (1-32 of A-Z 0-9 _).
         #[arg(long, default_value = "FAILBACK")]
         label: String,
@@ -81,6 +85,7 @@ fn run(cli: Cli) -> Result<()> {
             client,
             kernel,
             modules,
+            config,
             label,
             append,
         } => {
@@ -94,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
                 client,
                 kernel,
                 modules,
+                preset: config,
                 source_date_epoch: build::source_date_epoch()?,
                 label,
                 append,

@@ -22,10 +22,11 @@ fn build(out: &Path, client: &Path, epoch: &str) -> Output {
         .unwrap()
 }
 
-/// (path, mode, data) of every entry of a gzip'd newc archive.
+/// (path, mode, data) of every entry of a zstd-compressed newc archive.
 fn unpack(initrd: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(initrd)
+    zstd::Decoder::new(initrd)
+        .unwrap()
         .read_to_end(&mut raw)
         .unwrap();
     let mut buf = &raw[..];
@@ -169,4 +170,38 @@ fn a_missing_inputs_dir_is_one_clear_line() {
         err.contains("/nonexistent/inputs") && err.contains("fetch-inputs.sh"),
         "{err}"
     );
+}
+
+#[test]
+fn a_preset_is_validated_and_baked_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "after = \"reboot\"\nsorce = \"https://10.0.2.2:1500\"\n").unwrap();
+    let run = |preset: &Path, out: &Path| {
+        Command::new(static_client())
+            .args(["build", "--inputs"])
+            .arg(inputs_dir())
+            .arg("--out")
+            .arg(out)
+            .arg("--config")
+            .arg(preset)
+            .output()
+            .unwrap()
+    };
+    let o = run(&bad, &tmp.path().join("bad-out"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml") && err.contains("line 2") && err.contains("sorce"), "{err}");
+    assert!(!tmp.path().join("bad-out").exists(), "nothing written for a bad preset");
+
+    let good = tmp.path().join("good.toml");
+    let text = "# rack 1\nsource = \"https://10.0.2.2:1500\"\nafter = \"poweroff\"\nprogress = \"json\"\n";
+    std::fs::write(&good, text).unwrap();
+    let out = tmp.path().join("good-out");
+    let o = run(&good, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entries = unpack(&std::fs::read(out.join("pxe/initrd.img")).unwrap());
+    let preset = entries.iter().find(|e| e.0 == "etc/failback.toml").expect("etc/failback.toml in the initrd");
+    assert_eq!(preset.2, text.as_bytes());
 }

@@ -113,3 +113,39 @@ fn a_bad_parameter_is_an_error_event_not_a_panic() {
         vm.log()
     );
 }
+
+#[test]
+fn the_preset_drives_an_unattended_boot() {
+    if !have_qemu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = tmp.path().join("failback.toml");
+    std::fs::write(&preset, "after = \"poweroff\"\nprogress = \"json\"\n").unwrap();
+    let out = tmp.path().join("out");
+    let built = std::process::Command::new(common::static_client())
+        .args(["build", "--inputs"])
+        .arg(common::inputs_dir())
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(&preset)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    // Nothing about progress or the end on the command line: the preset decides.
+    let mut vm = Vm::start(&[
+        "-m",
+        "512",
+        "-kernel",
+        out.join("pxe/vmlinuz").to_str().unwrap(),
+        "-initrd",
+        out.join("pxe/initrd.img").to_str().unwrap(),
+        "-append",
+        "console=ttyS0",
+    ]);
+    vm.event("boot", Duration::from_secs(120));
+    vm.event("disks", Duration::from_secs(120));
+    let status = vm.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "the preset's after = poweroff: {status}");
+}

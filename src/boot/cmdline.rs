@@ -1,17 +1,8 @@
-//! The kernel command line's `failback.*` parameters, typed.
+//! The kernel command line's `failback.*` parameters, typed. Anything given here
+//! overrides the preset baked into the image.
 
-use crate::events::Style;
+use crate::config::{After, Progress};
 use std::collections::BTreeMap;
-
-/// What PID 1 does when the flow ends (or fails).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    /// Wait for the operator on the console (the default: nothing happens unseen).
-    Wait,
-    Reboot,
-    Poweroff,
-    Shell,
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -23,11 +14,11 @@ pub enum Error {
     },
 }
 
-/// The parsed command line.
-#[derive(Debug, Clone, PartialEq)]
+/// The parsed command line; `None` where the parameter was not given.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cmdline {
-    pub progress: Style,
-    pub after: After,
+    pub progress: Option<Progress>,
+    pub after: Option<After>,
     pub host: Option<String>,
     /// `failback.debug` or the kernel's `debug`: keep kernel messages on the console.
     pub debug: bool,
@@ -35,21 +26,12 @@ pub struct Cmdline {
     pub params: BTreeMap<String, String>,
 }
 
-impl Default for Cmdline {
-    fn default() -> Self {
-        Self {
-            progress: Style::Text,
-            after: After::Wait,
-            host: None,
-            debug: false,
-            params: BTreeMap::new(),
-        }
-    }
-}
-
 impl Cmdline {
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    /// Parses what it can; a bad value is left unset and returned as an error,
+    /// so that the rest (e.g. the progress style to report it with) still holds.
+    pub fn parse(text: &str) -> (Self, Vec<Error>) {
         let mut out = Cmdline::default();
+        let mut errors = Vec::new();
         for word in split(text) {
             let (key, value) = word.split_once('=').unwrap_or((word.as_str(), ""));
             if key == "debug" {
@@ -64,29 +46,15 @@ impl Cmdline {
                 expected,
             };
             match key {
-                "progress" => {
-                    out.progress = match value {
-                        "json" => Style::Json,
-                        "text" | "bar" => Style::Text,
-                        _ => return Err(bad("json or text")),
-                    }
-                }
-                "after" => {
-                    out.after = match value {
-                        "wait" => After::Wait,
-                        "reboot" => After::Reboot,
-                        "poweroff" => After::Poweroff,
-                        "shell" => After::Shell,
-                        _ => return Err(bad("wait, reboot, poweroff or shell")),
-                    }
-                }
+                "progress" => out.progress = value.parse().map_err(|e| errors.push(bad(e))).ok(),
+                "after" => out.after = value.parse().map_err(|e| errors.push(bad(e))).ok(),
                 "host" => out.host = Some(value.to_string()).filter(|h| !h.is_empty()),
                 "debug" => out.debug = value != "0",
                 _ => {}
             }
             out.params.insert(key.to_string(), value.to_string());
         }
-        Ok(out)
+        (out, errors)
     }
 }
 
@@ -119,31 +87,32 @@ mod tests {
 
     #[test]
     fn parses_the_failback_parameters() {
-        let c = Cmdline::parse(
+        let (c, errors) = Cmdline::parse(
             "BOOT_IMAGE=/vmlinuz console=ttyS0 failback.progress=json failback.after=poweroff \
              failback.host=rack1-07 failback.map=\"a=/dev/sda b=/dev/sdb\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.progress, Style::Json);
-        assert_eq!(c.after, After::Poweroff);
+        );
+        assert!(errors.is_empty());
+        assert_eq!(c.progress, Some(Progress::Json));
+        assert_eq!(c.after, Some(After::Poweroff));
         assert_eq!(c.host.as_deref(), Some("rack1-07"));
         assert!(!c.debug);
         assert_eq!(c.params["map"], "a=/dev/sda b=/dev/sdb");
     }
 
     #[test]
-    fn defaults_wait_for_the_operator_with_text() {
-        let c = Cmdline::parse("quiet debug").unwrap();
-        assert_eq!(c.after, After::Wait);
-        assert_eq!(c.progress, Style::Text);
+    fn unset_parameters_stay_unset() {
+        let (c, _) = Cmdline::parse("quiet debug");
+        assert_eq!(c.after, None);
+        assert_eq!(c.progress, None);
         assert!(c.debug);
     }
 
     #[test]
-    fn a_bad_value_names_the_key_and_the_choices() {
-        let err = Cmdline::parse("failback.after=explode")
-            .unwrap_err()
-            .to_string();
+    fn a_bad_value_names_the_key_and_the_choices_and_spares_the_rest() {
+        let (c, errors) = Cmdline::parse("failback.after=explode failback.progress=json");
+        assert_eq!(c.progress, Some(Progress::Json));
+        assert_eq!(c.after, None);
+        let err = errors[0].to_string();
         assert_eq!(
             err,
             "failback.after=\"explode\" is not valid: use wait, reboot, poweroff or shell"

@@ -6,8 +6,9 @@ mod cmdline;
 mod coldplug;
 mod efi;
 
-pub use cmdline::{After, Cmdline};
+use cmdline::Cmdline;
 
+use crate::config::{After, Preset, Progress};
 use crate::disks;
 use crate::events::{ConsoleReporter, Event, Reporter, Style};
 use anyhow::{Context, Result};
@@ -16,29 +17,63 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
+/// The preset baked into the image by `failback build --config`.
+const PRESET: &str = "/etc/failback.toml";
+
+/// What this boot runs with: the preset, overridden by the command line.
+struct Settings {
+    cmdline: Cmdline,
+    after: After,
+    style: Style,
+}
+
+impl Settings {
+    /// Never fails: what cannot be read is returned as problems to report.
+    fn load() -> (Self, Vec<anyhow::Error>) {
+        let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let (cmdline, errors) = Cmdline::parse(&text);
+        let mut problems: Vec<anyhow::Error> = errors.into_iter().map(Into::into).collect();
+        let preset = if Path::new(PRESET).exists() {
+            Preset::load(Path::new(PRESET)).unwrap_or_else(|e| {
+                problems.push(e.into());
+                Preset::default()
+            })
+        } else {
+            Preset::default()
+        };
+        let after = cmdline.after.or(preset.after).unwrap_or(After::Wait);
+        let style = match cmdline.progress.or(preset.progress) {
+            Some(Progress::Json) => Style::Json,
+            _ => Style::Text,
+        };
+        (
+            Settings {
+                cmdline,
+                after,
+                style,
+            },
+            problems,
+        )
+    }
+
+    fn host(&self) -> Option<String> {
+        self.cmdline.host.clone()
+    }
+}
+
 /// Runs as `/init`; never returns.
 pub fn main() -> ! {
     let mounted = mount_kernel_filesystems();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let (cmdline, cmdline_error) = match Cmdline::parse(&cmdline) {
-        Ok(c) => (c, None),
-        Err(e) => (
-            Cmdline {
-                progress: Style::Json,
-                ..Cmdline::default()
-            },
-            Some(e),
-        ),
-    };
-    let reporter = ConsoleReporter::new(std::io::stdout(), cmdline.progress);
-    if !cmdline.debug {
+    let (settings, problems) = Settings::load();
+    let reporter = ConsoleReporter::new(std::io::stdout(), settings.style);
+    if !settings.cmdline.debug {
         // Keep kernel chatter below errors off the console so that events stay readable.
         let _ = std::fs::write("/proc/sys/kernel/printk", "4");
     }
     let result = mounted
-        .and_then(|()| cmdline_error.map_or(Ok(()), |e| Err(e.into())))
+        .and_then(|()| problems.into_iter().next().map_or(Ok(()), Err))
         .and_then(|()| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cmdline, &reporter)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&settings, &reporter)))
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!("internal error (panic); please report it"))
                 })
@@ -48,11 +83,11 @@ pub fn main() -> ! {
             message: format!("{err:#}"),
         });
     }
-    finish(cmdline.after)
+    finish(settings.after)
 }
 
 /// The client flow: what PID 1 does between boot and `failback.after`.
-fn run(cmdline: &Cmdline, reporter: &dyn Reporter) -> Result<()> {
+fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("cannot read the kernel release")?;
     let modules_dir = Path::new("/lib/modules").join(release.trim());
@@ -66,7 +101,7 @@ fn run(cmdline: &Cmdline, reporter: &dyn Reporter) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_s: uptime(),
         secure_boot,
-        host: cmdline.host.clone(),
+        host: settings.host(),
     });
 
     let outcome = coldplug::Coldplug::new(&modules, &mut loader).run(

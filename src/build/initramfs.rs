@@ -4,7 +4,6 @@
 use super::cpio::{self, Archive, Kind};
 use super::modules::{self, ModuleIndex};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The driver classes, as kept in `initramfs/drivers/*.list`.
@@ -37,6 +36,8 @@ pub enum Error {
     Compress(std::io::Error),
 }
 
+const ZSTD_LEVEL: i32 = 3;
+
 /// What goes in.
 pub struct Spec<'a> {
     pub client: &'a Path,
@@ -60,7 +61,7 @@ pub struct ClassStats {
 
 /// What came out.
 pub struct Initramfs {
-    /// gzip-compressed newc archive.
+    /// zstd-compressed newc archive.
     pub image: Vec<u8>,
     pub uncompressed: usize,
     pub modules: usize,
@@ -125,10 +126,10 @@ pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
 
     let mut raw = Vec::new();
     archive.write(spec.mtime, &mut raw)?;
-    // flate2 writes a gzip header with mtime 0 and no name: reproducible.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&raw).map_err(Error::Compress)?;
-    let image = gz.finish().map_err(Error::Compress)?;
+    // zstd at a low level: the kernel unpacks it faster than gzip (under TCG too:
+    // measured 2.9 s vs 5.0 s of uptime to /init) and it is still smaller than gzip -9.
+    // Single-threaded with fixed parameters: reproducible.
+    let image = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(Error::Compress)?;
     Ok(Initramfs {
         image,
         uncompressed: raw.len(),

@@ -23,6 +23,8 @@ pub struct Options {
     pub client: PathBuf,
     pub kernel: Option<PathBuf>,
     pub modules: Option<PathBuf>,
+    /// The preset to bake in as /etc/failback.toml.
+    pub preset: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: the one timestamp every output carries.
     pub source_date_epoch: u32,
     /// ISO 9660 volume label of failback.iso.
@@ -50,6 +52,13 @@ pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
     iso::check_label(&opts.label)?;
     inputs::check_static_client(&opts.client)?;
+    let preset = match &opts.preset {
+        Some(path) => {
+            crate::config::Preset::load(path)?;
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
     let kernel = inputs::locate_kernel(
         &opts.inputs,
         opts.kernel.as_deref(),
@@ -60,7 +69,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         client: &opts.client,
         index: &index,
         kernel_version: &kernel.version,
-        preset: None,
+        preset,
         mtime: opts.source_date_epoch,
     })?;
 
@@ -118,7 +127,7 @@ impl std::fmt::Display for Report {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         writeln!(
             f,
-            "initramfs: {:.1} MiB gzip ({:.1} MiB unpacked), {} kernel modules for {}",
+            "initramfs: {:.1} MiB zstd ({:.1} MiB unpacked), {} kernel modules for {}",
             mib(self.initrd_bytes as u64),
             mib(self.initrd_uncompressed as u64),
             self.modules,

@@ -1,0 +1,528 @@
+//! The preset (`failback.toml`): settings baked into the image at build time
+//! as `/etc/failback.toml`, so that a booted host needs no typing. The kernel
+//! command line (`failback.KEY=VALUE`) overrides it. Validated when the image is
+//! built: an unknown key or a bad value is an error naming the key.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// The whole preset. Every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    /// Where to pull from: `https://HOST:PORT` (the agent) or `ebs://snap-ID[?base=snap-ID]`.
+    pub source: Option<Source>,
+    /// The agent's bearer token.
+    pub token: Option<String>,
+    /// SHA-256 fingerprint of the agent's certificate (64 hex digits, `:` allowed).
+    pub fingerprint: Option<Fingerprint>,
+    /// Remote volume -> local disk (`/dev/...`) or `EXCLUDE`.
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    /// `dhcp` (default) or `ADDR/PREFIX,GATEWAY,DNS[,DNS]`.
+    pub ip: Option<IpConfig>,
+    /// 802.1Q VLAN id for the network.
+    pub vlan: Option<u16>,
+    /// HTTPS proxy URL for all outbound HTTPS.
+    pub proxy: Option<String>,
+    /// NTP server (else DHCP option 42, else the source's HTTP Date).
+    pub ntp: Option<String>,
+    /// Proceed without asking (only on a mapping given explicitly or proven by identity).
+    #[serde(default)]
+    pub unattended: bool,
+    /// What to do at the end: wait, reboot, poweroff, shell.
+    pub after: Option<After>,
+    /// Console output: text or json.
+    pub progress: Option<Progress>,
+    /// AWS credentials and endpoint for `ebs://` sources.
+    pub aws: Option<Aws>,
+    /// Per-host settings for PXE fleets, chosen by MAC address.
+    #[serde(default)]
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum After {
+    Wait,
+    Reboot,
+    Poweroff,
+    Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Progress {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for After {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "wait" => Ok(After::Wait),
+            "reboot" => Ok(After::Reboot),
+            "poweroff" => Ok(After::Poweroff),
+            "shell" => Ok(After::Shell),
+            _ => Err("wait, reboot, poweroff or shell"),
+        }
+    }
+}
+
+impl std::str::FromStr for Progress {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" | "bar" => Ok(Progress::Text),
+            "json" => Ok(Progress::Json),
+            _ => Err("json or text"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aws {
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    /// Endpoint URL override (e.g. a VPC endpoint).
+    pub endpoint: Option<String>,
+}
+
+/// Settings for one host of a fleet, found by its MAC address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub mac: Mac,
+    /// Host name (`failback.host=`), echoed in the boot event.
+    pub name: Option<String>,
+    pub source: Option<Source>,
+    pub ip: Option<IpConfig>,
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    /// Extra kernel arguments for this host.
+    pub args: Option<String>,
+}
+
+/// Fails with a message naming what is wrong and what would be right.
+fn invalid<T>(what: &str, value: &str, expected: &str) -> Result<T, String> {
+    Err(format!("{value:?} is not {what}: {expected}"))
+}
+
+macro_rules! string_newtype {
+    ($name:ident, $parse:expr) => {
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $parse(s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.to_string()
+            }
+        }
+    };
+}
+
+/// A pull source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Source {
+    Agent(String),
+    Ebs {
+        snapshot: String,
+        base: Option<String>,
+    },
+}
+
+impl Source {
+    pub fn parse(s: String) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("ebs://") {
+            let (snapshot, base) = match rest.split_once("?base=") {
+                Some((snap, base)) => (snap, Some(base)),
+                None => (rest, None),
+            };
+            let snap_ok = |id: &str| {
+                id.starts_with("snap-")
+                    && id.len() > 5
+                    && id[5..].chars().all(|c| c.is_ascii_alphanumeric())
+            };
+            if !snap_ok(snapshot) || !base.is_none_or(snap_ok) {
+                return invalid(
+                    "an EBS source",
+                    &s,
+                    "use ebs://snap-ID or ebs://snap-NEW?base=snap-OLD",
+                );
+            }
+            return Ok(Source::Ebs {
+                snapshot: snapshot.into(),
+                base: base.map(Into::into),
+            });
+        }
+        match s.strip_prefix("https://") {
+            Some(host) if !host.is_empty() => Ok(Source::Agent(s)),
+            _ => invalid(
+                "a source",
+                &s,
+                "use https://HOST:PORT (the agent) or ebs://snap-ID",
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Agent(url) => f.write_str(url),
+            Source::Ebs {
+                snapshot,
+                base: None,
+            } => write!(f, "ebs://{snapshot}"),
+            Source::Ebs {
+                snapshot,
+                base: Some(b),
+            } => write!(f, "ebs://{snapshot}?base={b}"),
+        }
+    }
+}
+string_newtype!(Source, Source::parse);
+
+/// A SHA-256 certificate fingerprint, kept as 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn parse(s: String) -> Result<Self, String> {
+        let hex: String = s
+            .trim_start_matches("sha256:")
+            .chars()
+            .filter(|c| *c != ':')
+            .collect();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return invalid(
+                "a SHA-256 fingerprint",
+                &s,
+                "64 hex digits, as `failback serve` prints it",
+            );
+        }
+        Ok(Fingerprint(hex.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+string_newtype!(Fingerprint, Fingerprint::parse);
+
+/// Network configuration: DHCP or static.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum IpConfig {
+    Dhcp,
+    Static {
+        address: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+        dns: Vec<Ipv4Addr>,
+    },
+}
+
+impl IpConfig {
+    pub fn parse(s: String) -> Result<Self, String> {
+        if s == "dhcp" {
+            return Ok(IpConfig::Dhcp);
+        }
+        let expected =
+            "use dhcp or ADDR/PREFIX,GATEWAY,DNS[,DNS] (e.g. 10.0.0.5/24,10.0.0.1,10.0.0.2)";
+        let mut parts = s.split(',');
+        let (addr, prefix) = parts
+            .next()
+            .unwrap_or_default()
+            .split_once('/')
+            .unwrap_or(("", ""));
+        let address = addr
+            .parse()
+            .or_else(|_| invalid("an IP configuration", &s, expected))?;
+        let prefix = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .map_or_else(|| invalid("an IP configuration", &s, expected), Ok)?;
+        let gateway = match parts.next() {
+            None | Some("") => None,
+            Some(g) => Some(
+                g.parse()
+                    .or_else(|_| invalid("an IP configuration", &s, expected))?,
+            ),
+        };
+        let dns = parts
+            .map(|d| {
+                d.parse()
+                    .or_else(|_| invalid("an IP configuration", &s, expected))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(IpConfig::Static {
+            address,
+            prefix,
+            gateway,
+            dns,
+        })
+    }
+}
+
+impl fmt::Display for IpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpConfig::Dhcp => f.write_str("dhcp"),
+            IpConfig::Static {
+                address,
+                prefix,
+                gateway,
+                dns,
+            } => {
+                write!(f, "{address}/{prefix},")?;
+                if let Some(g) = gateway {
+                    write!(f, "{g}")?;
+                }
+                for d in dns {
+                    write!(f, ",{d}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+string_newtype!(IpConfig, IpConfig::parse);
+
+/// An Ethernet MAC address, kept as `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    pub fn parse(s: String) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let mut mac = [0u8; 6];
+        if parts.len() != 6
+            || parts
+                .iter()
+                .zip(&mut mac)
+                .any(|(p, b)| p.len() != 2 || u8::from_str_radix(p, 16).map(|v| *b = v).is_err())
+        {
+            return invalid("a MAC address", &s, "six hex pairs, e.g. 52:54:00:12:34:56");
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+string_newtype!(Mac, Mac::parse);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the preset {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Preset {
+    /// Parses and validates preset text; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str) -> Result<Self, Error> {
+        let preset: Preset = toml::from_str(text).map_err(|e| {
+            let mut message = e.message().trim().replace('\n', " ");
+            if let Some(span) = e.span() {
+                // Name the line and quote it: that names the key.
+                let start = text[..span.start.min(text.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1);
+                let number = text[..start].lines().count() + 1;
+                let line = text[start..].lines().next().unwrap_or_default().trim();
+                message = format!("line {number} `{line}`: {message}");
+            }
+            Error::Invalid {
+                path: name.into(),
+                message,
+            }
+        })?;
+        preset.check(name)?;
+        Ok(preset)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    /// Checks that need more than one key at a time.
+    fn check(&self, name: &str) -> Result<(), Error> {
+        let bad = |message: String| {
+            Err(Error::Invalid {
+                path: name.into(),
+                message,
+            })
+        };
+        let maps = std::iter::once(&self.map).chain(self.hosts.iter().map(|h| &h.map));
+        for map in maps {
+            for (volume, target) in map {
+                if target != "EXCLUDE" && !target.starts_with("/dev/") {
+                    return bad(format!(
+                        "map.{volume} = {target:?}: use a local disk (/dev/...) or EXCLUDE"
+                    ));
+                }
+            }
+        }
+        let mut macs: Vec<Mac> = self.hosts.iter().map(|h| h.mac).collect();
+        macs.sort();
+        if let Some(w) = macs.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!("hosts: MAC {} is listed twice", w[0]));
+        }
+        if self.unattended && self.source.is_none() {
+            return bad("unattended = true needs a source".into());
+        }
+        if let Some(proxy) = &self.proxy
+            && !(proxy.starts_with("http://") || proxy.starts_with("https://"))
+        {
+            return bad(format!("proxy = {proxy:?}: use http://HOST:PORT"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+source = "https://10.0.2.2:1500"
+token = "s3cret"
+fingerprint = "AB:cd:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd"
+ip = "10.0.0.5/24,10.0.0.1,10.0.0.2,10.0.0.3"
+vlan = 42
+proxy = "http://proxy:3128"
+unattended = true
+after = "reboot"
+progress = "json"
+
+[map]
+system = "/dev/nvme0n1"
+scratch = "EXCLUDE"
+
+[aws]
+region = "eu-west-1"
+
+[[hosts]]
+mac = "52:54:00:12:34:56"
+name = "rack1-07"
+ip = "dhcp"
+"#;
+
+    #[test]
+    fn a_full_preset_parses_and_round_trips() {
+        let p = Preset::parse(FULL, "failback.toml").unwrap();
+        assert_eq!(
+            p.source,
+            Some(Source::Agent("https://10.0.2.2:1500".into()))
+        );
+        assert_eq!(
+            p.fingerprint.as_ref().unwrap().to_string(),
+            "abcd00112233445566778899aabbccddeeff00112233445566778899aabbccdd"
+        );
+        assert_eq!(
+            p.ip,
+            Some(IpConfig::Static {
+                address: [10, 0, 0, 5].into(),
+                prefix: 24,
+                gateway: Some([10, 0, 0, 1].into()),
+                dns: vec![[10, 0, 0, 2].into(), [10, 0, 0, 3].into()]
+            })
+        );
+        assert_eq!(p.after, Some(After::Reboot));
+        assert_eq!(p.hosts[0].mac, Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert_eq!(
+            Preset::parse(&toml::to_string(&p).unwrap(), "again").unwrap(),
+            p
+        );
+    }
+
+    fn error(text: &str) -> String {
+        Preset::parse(text, "failback.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let e = error("source = \"https://a:1500\"\nsorce = \"x\"\n");
+        assert!(
+            e.starts_with("failback.toml: line 2 `sorce = \"x\"`: unknown field `sorce`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = error("[aws]\nregion = \"x\"\nsecret = \"y\"\n");
+        assert!(e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, needle) in [
+            ("after = \"explode\"", "explode"),
+            ("source = \"ftp://x\"", "https://HOST:PORT"),
+            ("source = \"ebs://vol-1\"", "ebs://snap-ID"),
+            ("fingerprint = \"abc\"", "64 hex digits"),
+            ("ip = \"10.0.0.5\"", "ADDR/PREFIX"),
+            ("ip = \"10.0.0.5/33,10.0.0.1\"", "ADDR/PREFIX"),
+            ("vlan = 70000", "vlan"),
+            ("[[hosts]]\nmac = \"52:54:00:12:34\"", "MAC address"),
+            ("[map]\nsystem = \"sda\"", "map.system"),
+            ("unattended = true", "needs a source"),
+            (
+                "[[hosts]]\nmac = \"52:54:00:12:34:56\"\n[[hosts]]\nmac = \"52-54-00-12-34-56\"",
+                "listed twice",
+            ),
+        ] {
+            let e = error(text);
+            assert!(e.contains(needle), "{text:?} gave {e:?}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn ebs_sources_with_a_base() {
+        let s = Source::parse("ebs://snap-0abc?base=snap-0def".into()).unwrap();
+        assert_eq!(
+            s,
+            Source::Ebs {
+                snapshot: "snap-0abc".into(),
+                base: Some("snap-0def".into())
+            }
+        );
+        assert_eq!(s.to_string(), "ebs://snap-0abc?base=snap-0def");
+    }
+}

@@ -30,6 +30,53 @@ pub enum Event {
     Disks { disks: Vec<crate::disks::Disk> },
     /// Something went wrong; what follows is `failback.after`.
     Error { message: String },
+    /// The plan for one volume: what differs between it and its local target.
+    Plan {
+        volume: String,
+        target: String,
+        size: u64,
+        blocks: u64,
+        /// Blocks whose remote content differs from the target's.
+        differing: u64,
+        /// Of those, blocks that are all zero remotely: written locally, never fetched.
+        zero_blocks: u64,
+        /// Bytes of block data to fetch (before compression).
+        bytes_to_pull: u64,
+        dry_run: bool,
+    },
+    /// How far a volume got in its current phase (`hashing`, `pulling`, `verifying`).
+    Progress {
+        volume: String,
+        phase: String,
+        done_bytes: u64,
+        total_bytes: u64,
+        wire_bytes: u64,
+        retries: u64,
+    },
+    /// A volume is written, flushed and verified.
+    VolumeDone {
+        volume: String,
+        target: String,
+        /// Whole-volume digest of the target after the pull (SHA-256 over the ordered
+        /// 512 KiB block SHA-256s, the EBS "LINEAR" aggregation).
+        sha256: String,
+        /// The same digest computed from the remote volume's block hashes.
+        remote_sha256: String,
+        pulled_blocks: u64,
+        zero_blocks: u64,
+        wire_bytes: u64,
+        retries: u64,
+        seconds: f64,
+    },
+    /// The pull is over (or, with `dry_run`, the plan is).
+    Done {
+        volumes: u64,
+        pulled_blocks: u64,
+        wire_bytes: u64,
+        retries: u64,
+        seconds: f64,
+        dry_run: bool,
+    },
 }
 
 /// Where events go.
@@ -74,7 +121,8 @@ impl<W: Write + Send> Reporter for ConsoleReporter<W> {
     }
 }
 
-fn text(event: &Event) -> String {
+/// One readable line (or a few) for an event.
+pub fn text(event: &Event) -> String {
     match event {
         Event::Boot {
             version,
@@ -107,7 +155,74 @@ fn text(event: &Event) -> String {
             s
         }
         Event::Error { message } => format!("ERROR: {message}"),
+        Event::Plan {
+            volume,
+            target,
+            blocks,
+            differing,
+            zero_blocks,
+            bytes_to_pull,
+            dry_run,
+            ..
+        } => format!(
+            "{}{volume} -> {target}: {differing} of {blocks} blocks differ; pull {} blocks ({}), zero {zero_blocks} locally",
+            if *dry_run {
+                "plan (dry run): "
+            } else {
+                "plan: "
+            },
+            differing - zero_blocks,
+            mib(*bytes_to_pull)
+        ),
+        Event::Progress {
+            volume,
+            phase,
+            done_bytes,
+            total_bytes,
+            wire_bytes,
+            retries,
+        } => format!(
+            "{volume}: {phase} {} of {}, {} over the wire, {retries} retries",
+            mib(*done_bytes),
+            mib(*total_bytes),
+            mib(*wire_bytes)
+        ),
+        Event::VolumeDone {
+            volume,
+            target,
+            sha256,
+            remote_sha256,
+            pulled_blocks,
+            zero_blocks,
+            wire_bytes,
+            retries,
+            seconds,
+        } => format!(
+            "{volume} -> {target}: done in {seconds:.1} s, pulled {pulled_blocks} blocks ({} over the wire), zeroed {zero_blocks}, {retries} retries\n  target sha256 {sha256}\n  remote sha256 {remote_sha256}",
+            mib(*wire_bytes)
+        ),
+        Event::Done {
+            volumes,
+            pulled_blocks,
+            wire_bytes,
+            retries,
+            seconds,
+            dry_run,
+        } => {
+            if *dry_run {
+                format!("dry run: {volumes} volume(s) planned in {seconds:.1} s, nothing written")
+            } else {
+                format!(
+                    "done: {volumes} volume(s), {pulled_blocks} blocks pulled, {} over the wire, {retries} retries, {seconds:.1} s",
+                    mib(*wire_bytes)
+                )
+            }
+        }
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 //! One binary, several roles chosen by subcommand (and by being PID 1 as `/init`).
 //! `main` only parses arguments and dispatches; each role lives in its own module.
 
+mod agent;
 mod boot;
 mod build;
 mod config;
 mod disks;
 mod events;
+mod source;
+mod sync;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -65,6 +68,10 @@ enum Command {
         #[arg(long, default_value = "/sys/block", hide = true)]
         sys_block: PathBuf,
     },
+    /// Pull remote volumes into local disks or images (only the blocks that differ).
+    Pull(sync::cli::PullArgs),
+    /// Serve volumes read-only to `failback pull` (the agent).
+    Serve(agent::ServeArgs),
 }
 
 fn main() {
@@ -119,5 +126,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Pull(args) => sync::cli::run(args),
+        Command::Serve(args) => agent::run(args),
     }
 }

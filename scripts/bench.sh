@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests). Usage: scripts/bench.sh sync
+#
+# sync: 2 GiB images with 0%, 1%, 10%, 100% of their 512 KiB blocks changed (seeded),
+# client and agent on 127.0.0.1. Side by side in one run: failback pull; rsync
+# --inplace --no-whole-file through an rsync daemon; a full copy with curl from a local
+# HTTP server (python3 -m http.server); and `openssl speed -evp sha256` as the hashing
+# floor. Prints a Markdown table (wall time, bytes over the wire).
+# Environment: BENCH_DIR (default /tmp/failback-bench), BENCH_MIB (default 2048),
+# BENCH_FRACTIONS (default "0 1 10 100"). Needs: rsync, curl, openssl, python3.
+set -euo pipefail
+
+what=${1:-}
+[[ $what == sync ]] || { echo "usage: $0 sync" >&2; exit 2; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=${BENCH_DIR:-/tmp/failback-bench}
+mib=${BENCH_MIB:-2048}
+fractions=${BENCH_FRACTIONS:-0 1 10 100}
+bs=$((512 * 1024))
+blocks=$((mib * 2))
+for tool in rsync curl openssl python3; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is missing: install it (apt-get install -y $tool)" >&2; exit 1; }
+done
+
+echo "building failback (release)..." >&2
+(cd "$root" && cargo build --release --quiet)
+fb=$root/target/release/failback
+
+mkdir -p "$dir"
+cd "$dir"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Seeded pseudo-random bytes: AES-CTR keystream of zeros.
+# (openssl dies of SIGPIPE when head has enough; that is expected.)
+stream() { { openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } | head -c "$2"; }
+for img in base alt; do
+    if [[ ! -f $img.img || $(stat -c %s $img.img) != $((mib << 20)) ]]; then
+        echo "making ${mib} MiB image $img.img..." >&2
+        stream $img $((mib << 20)) >$img.img
+    fi
+done
+
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc -l | xargs printf '%.2f'; }
+
+# Hashing floor: both images hashed at openssl's multi-core SHA-256 rate.
+cores=$(nproc)
+rate=$(openssl speed -evp sha256 -bytes $bs -seconds 2 -multi "$cores" 2>/dev/null |
+    awk '/^sha256|^SHA256/ {v=$NF} END {sub(/k$/,"",v); print v*1000}')
+floor=$(echo "2 * $mib * 1048576 / $rate" | bc -l | xargs printf '%.2f')
+single=$(openssl speed -evp sha256 -bytes $bs -seconds 2 2>/dev/null |
+    awk '/^sha256|^SHA256/ {v=$NF} END {sub(/k$/,"",v); print v*1000}')
+
+port_fb=15500 port_rs=15501 port_http=15502
+mkdir -p remote state
+cat >rsyncd.conf <<CONF
+pid file = $dir/rsyncd.pid
+use chroot = no
+[bench]
+path = $dir/remote
+read only = yes
+CONF
+
+echo "| changed | tool | wall s | bytes over the wire | vs rsync | vs full copy | vs SHA floor |"
+echo "|---|---|---|---|---|---|---|"
+for pct in $fractions; do
+    # The remote (recovered) image: base with pct% of blocks replaced from alt.
+    rm -f remote/disk.img
+    if [[ $pct == 100 ]]; then
+        cp alt.img remote/disk.img
+    else
+        cp base.img remote/disk.img
+        n=$((blocks * pct / 100))
+        if ((n > 0)); then
+            shuf -i 0-$((blocks - 1)) -n "$n" --random-source=<(stream "pick$pct" 1000000) | sort -n |
+                while read -r b; do
+                    dd if=alt.img of=remote/disk.img bs=$bs skip="$b" seek="$b" count=1 conv=notrunc status=none
+                done
+        fi
+    fi
+    sync
+
+    # failback
+    "$fb" serve --volume disk="$dir/remote/disk.img" --listen 127.0.0.1:$port_fb --state-dir state \
+        --token bench-token-0123456789 >agent.log 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do grep -q fingerprint agent.log && break; sleep 0.1; done
+    fp=$(awk '/fingerprint:/ {print $2}' agent.log)
+    cp base.img target.img && sync
+    t0=$(now)
+    FAILBACK_TOKEN=bench-token-0123456789 "$fb" pull --source https://127.0.0.1:$port_fb --fingerprint "$fp" \
+        --map disk="$dir/target.img" --yes --progress json >pull.json
+    t1=$(now)
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+    cmp -s target.img remote/disk.img || { echo "bench: failback target differs at $pct%" >&2; exit 1; }
+    fb_t=$(secs "$t0" "$t1")
+    fb_b=$(grep '"event":"done"' pull.json | sed 's/.*"wire_bytes":\([0-9]*\).*/\1/')
+
+    # rsync daemon, delta transfer in place
+    rsync --daemon --config=rsyncd.conf --port=$port_rs --address=127.0.0.1
+    sleep 0.3
+    cp base.img target.img && sync
+    t0=$(now)
+    rs_out=$(rsync --inplace --no-whole-file -I --stats rsync://127.0.0.1:$port_rs/bench/disk.img target.img)
+    t1=$(now)
+    kill "$(cat rsyncd.pid)"; sleep 0.2
+    cmp -s target.img remote/disk.img || { echo "bench: rsync target differs at $pct%" >&2; exit 1; }
+    rs_t=$(secs "$t0" "$t1")
+    rs_b=$(echo "$rs_out" | awk -F': ' '/Total bytes received/ {gsub(/,/,"",$2); print $2}')
+
+    # full copy over HTTP
+    (cd remote && exec python3 -m http.server $port_http --bind 127.0.0.1 >/dev/null 2>&1) &
+    pids+=($!)
+    sleep 0.5
+    rm -f copy.img
+    t0=$(now)
+    cp_b=$(curl -sS -o copy.img -w '%{size_download}' http://127.0.0.1:$port_http/disk.img)
+    t1=$(now)
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+    cp_t=$(secs "$t0" "$t1")
+
+    r() { echo "$1 / $2" | bc -l | xargs printf '%.2fx'; }
+    echo "| $pct% | failback | $fb_t | $fb_b | $(r "$fb_t" "$rs_t") | $(r "$fb_t" "$cp_t") | $(r "$fb_t" "$floor") |"
+    echo "| $pct% | rsync daemon | $rs_t | $rs_b | 1.00x | $(r "$rs_t" "$cp_t") | $(r "$rs_t" "$floor") |"
+    echo "| $pct% | full copy (curl) | $cp_t | $cp_b | $(r "$cp_t" "$rs_t") | 1.00x | $(r "$cp_t" "$floor") |"
+done
+echo
+echo "SHA-256 (openssl speed -evp sha256, 512 KiB): $(echo "$single / 1000000000" | bc -l | xargs printf '%.2f') GB/s on one core, $(echo "$rate / 1000000000" | bc -l | xargs printf '%.2f') GB/s on $cores cores; floor for hashing both ${mib} MiB images: ${floor} s"

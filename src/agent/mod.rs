@@ -1,0 +1,502 @@
+//! `failback serve`: the agent. Serves image files and block devices read-only over
+//! HTTPS (self-signed certificate pinned by clients, bearer token):
+//!
+//! - `GET  /v1/volumes` -> JSON list of [`VolumeInfo`]
+//! - `GET  /v1/volumes/{id}/hashes?start=&count=` -> 32-byte SHA-256 per block
+//! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`])
+//! - `POST /v1/sessions/{id}/progress` <- a client's event; `GET /v1/sessions`
+
+pub mod tls;
+
+use crate::source::wire::{self, ACCEPT_ZSTD, Encoding};
+use crate::source::{BLOCK_SIZE, VolumeInfo};
+use crate::sync::hash;
+use anyhow::{Context, Result, bail};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+/// Arguments of `failback serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A volume to serve, NAME=PATH (image file or block device); repeatable.
+    #[arg(long = "volume", required = true)]
+    pub volumes: Vec<String>,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "0.0.0.0:1500")]
+    pub listen: SocketAddr,
+    /// Token clients must present (better passed as FAILBACK_TOKEN); default: made
+    /// on first start and kept in the state directory.
+    #[arg(long, env = "FAILBACK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Certificate (PEM) to use instead of the self-signed one.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the self-signed certificate and the token are kept.
+    #[arg(long, env = "FAILBACK_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// One served volume.
+struct Volume {
+    info: VolumeInfo,
+    file: Arc<File>,
+}
+
+/// Shared agent state.
+struct State {
+    volumes: BTreeMap<String, Volume>,
+    token: String,
+    sessions: Mutex<BTreeMap<String, serde_json::Value>>,
+    log: Box<dyn Fn(String) + Send + Sync>,
+}
+
+type Resp = Response<BoxBody<Bytes, Infallible>>;
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+        return PathBuf::from(d);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/failback");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/state/failback")
+}
+
+/// Opens a volume read-only and reads its identity hints.
+fn open_volume(spec: &str) -> Result<Volume> {
+    let (name, path) = spec
+        .split_once('=')
+        .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        .with_context(|| format!("--volume '{spec}' is not NAME=PATH"))?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("--volume name '{name}' may use only letters, digits, '-', '_' and '.'");
+    }
+    let mut file =
+        File::open(path).with_context(|| format!("cannot open volume {path} read-only"))?;
+    let size = file
+        .seek(SeekFrom::End(0))
+        .with_context(|| format!("cannot size volume {path}"))?;
+    let mut head = vec![0u8; 1024.min(size as usize)];
+    file.read_exact_at(&mut head, 0)
+        .with_context(|| format!("cannot read volume {path}"))?;
+    let (gpt_guid, mbr_id) = identity_hints(&head);
+    Ok(Volume {
+        info: VolumeInfo {
+            id: name.to_string(),
+            size,
+            block_size: BLOCK_SIZE,
+            gpt_guid,
+            mbr_id,
+        },
+        file: Arc::new(file),
+    })
+}
+
+/// GPT disk GUID (UEFI spec 5.3.2, header at LBA 1, GUID at offset 56) and MBR disk
+/// signature (offset 440), if present in the first 1024 bytes.
+fn identity_hints(head: &[u8]) -> (Option<String>, Option<String>) {
+    let mbr = (head.len() >= 512 && head[510] == 0x55 && head[511] == 0xAA)
+        .then(|| u32::from_le_bytes(head[440..444].try_into().expect("4 bytes")))
+        .filter(|id| *id != 0)
+        .map(|id| format!("{id:08x}"));
+    let gpt = (head.len() >= 1024 && &head[512..520] == b"EFI PART").then(|| {
+        let g = &head[512 + 56..512 + 72];
+        format!(
+            "{:08x}-{:04x}-{:04x}-{}-{}",
+            u32::from_le_bytes(g[0..4].try_into().expect("4 bytes")),
+            u16::from_le_bytes(g[4..6].try_into().expect("2 bytes")),
+            u16::from_le_bytes(g[6..8].try_into().expect("2 bytes")),
+            crate::source::agent::hex(&g[8..10]),
+            crate::source::agent::hex(&g[10..16])
+        )
+    });
+    (gpt, mbr)
+}
+
+/// Runs `failback serve` until killed.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut volumes = BTreeMap::new();
+    for spec in &args.volumes {
+        let v = open_volume(spec)?;
+        if volumes.contains_key(&v.info.id) {
+            bail!(
+                "--volume names '{}' twice: give each volume its own name",
+                v.info.id
+            );
+        }
+        volumes.insert(v.info.id.clone(), v);
+    }
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let id = tls::identity(
+        &state_dir,
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )?;
+    let (token, show_token) = match args.token.clone() {
+        Some(t) if t.len() >= 16 => (t, false),
+        Some(_) => bail!("--token is too short: use at least 16 characters"),
+        None => (tls::token(&state_dir)?, true),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(id.certs, id.key)
+        .context("the TLS certificate and key do not go together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}: is the port in use?", args.listen))?;
+        let local = listener.local_addr()?;
+        println!("failback agent listening on {local}");
+        println!(
+            "  fingerprint: {}",
+            crate::source::agent::format_fingerprint(&id.fingerprint)
+        );
+        if show_token {
+            println!("  token:       {token}   (kept in {})", state_dir.display());
+        } else {
+            println!("  token:       as given");
+        }
+        for v in volumes.values() {
+            println!(
+                "  volume {}: {} bytes ({} blocks), read-only",
+                v.info.id,
+                v.info.size,
+                v.info.blocks()
+            );
+        }
+        let state = Arc::new(State {
+            volumes,
+            token,
+            sessions: Mutex::new(BTreeMap::new()),
+            log: Box::new(|line| println!("{line}")),
+        });
+        serve(listener, Arc::new(config), state).await
+    })
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: Arc<State>,
+) -> Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("static response parts")
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Resp {
+    full(status, "text/plain", format!("{}\n", msg.into()))
+}
+
+/// Constant-time comparison of the presented token with ours.
+fn token_ok(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    if !token_ok(&req, &state.token) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), parts.as_slice()) {
+        (&Method::GET, ["v1", "volumes"]) => {
+            let list: Vec<&VolumeInfo> = state.volumes.values().map(|v| &v.info).collect();
+            full(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec(&list).unwrap_or_default(),
+            )
+        }
+        (&Method::GET, ["v1", "volumes", id, "hashes"]) => {
+            let query = req.uri().query().unwrap_or("").to_string();
+            hashes(&state, id, &query).await
+        }
+        (&Method::POST, ["v1", "volumes", id, "blocks"]) => {
+            let id = id.to_string();
+            blocks(state, id, req).await
+        }
+        (&Method::POST, ["v1", "sessions", id, "progress"]) => {
+            let id = id.to_string();
+            progress(&state, peer, id, req).await
+        }
+        (&Method::GET, ["v1", "sessions"]) => {
+            let s = state
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            full(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec(&s).unwrap_or_default(),
+            )
+        }
+        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+fn no_volume(id: &str) -> Resp {
+    text(StatusCode::NOT_FOUND, format!("no volume named '{id}'"))
+}
+
+async fn hashes(state: &State, id: &str, query: &str) -> Resp {
+    let Some(v) = state.volumes.get(id) else {
+        return no_volume(id);
+    };
+    let mut start = None;
+    let mut count = None;
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("start", n)) => start = n.parse::<u64>().ok(),
+            Some(("count", n)) => count = n.parse::<u64>().ok(),
+            _ => {}
+        }
+    }
+    let n = v.info.blocks();
+    let (Some(start), Some(count)) = (start, count) else {
+        return text(StatusCode::BAD_REQUEST, "need ?start=N&count=N");
+    };
+    if count > 4096 || start.checked_add(count).is_none_or(|end| end > n) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "blocks {start}+{count} are out of range (volume has {n}, at most 4096 at once)"
+            ),
+        );
+    }
+    let file = v.file.clone();
+    let size = v.info.size;
+    let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(count as usize * 32);
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        for i in start..start + count {
+            let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
+            file.read_exact_at(&mut buf[..len], i * BLOCK_SIZE)?;
+            out.extend_from_slice(&hash::block_hash(&buf[..len]));
+        }
+        Ok(out)
+    })
+    .await;
+    match res {
+        Ok(Ok(body)) => full(StatusCode::OK, "application/octet-stream", body),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("read error: {e}"),
+        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "hashing task failed"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BlockRequest {
+    indexes: Vec<u64>,
+}
+
+/// A response body fed by a channel (the blocking reader on the other end).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
+    let Some(v) = state.volumes.get(&id) else {
+        return no_volume(&id);
+    };
+    let zstd_ok = req.headers().contains_key(ACCEPT_ZSTD);
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "request body too large or broken"),
+    };
+    let Ok(ask) = serde_json::from_slice::<BlockRequest>(&body) else {
+        return text(StatusCode::BAD_REQUEST, "body must be {\"indexes\":[...]}");
+    };
+    let n = v.info.blocks();
+    if ask.indexes.len() > 1024 || ask.indexes.iter().any(|&i| i >= n) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("at most 1024 blocks per request, each below {n}"),
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let file = v.file.clone();
+    let size = v.info.size;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        let mut packer = zstd::bulk::Compressor::new(1).ok();
+        for i in ask.indexes {
+            let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
+            if file.read_exact_at(&mut buf[..len], i * BLOCK_SIZE).is_err() {
+                return; // the client sees a short stream and retries
+            }
+            let data = &buf[..len];
+            let mut frame;
+            if hash::is_zero(data) {
+                frame = wire::header(i, Encoding::Zero, len as u32).to_vec();
+            } else {
+                let packed = match (&mut packer, zstd_ok) {
+                    (Some(p), true) => p.compress(data).ok().filter(|c| c.len() < len - len / 16),
+                    _ => None,
+                };
+                match packed {
+                    Some(c) => {
+                        frame = wire::header(i, Encoding::Zstd, c.len() as u32).to_vec();
+                        frame.extend_from_slice(&c);
+                    }
+                    None => {
+                        frame = Vec::with_capacity(wire::HEADER + len);
+                        frame.extend_from_slice(&wire::header(i, Encoding::Raw, len as u32));
+                        frame.extend_from_slice(data);
+                    }
+                }
+            }
+            if tx.blocking_send(Bytes::from(frame)).is_err() {
+                return; // client went away
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(ChannelBody(rx).boxed())
+        .expect("static response parts")
+}
+
+async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Incoming>) -> Resp {
+    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "event too large or broken"),
+    };
+    let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return text(StatusCode::BAD_REQUEST, "body must be a JSON event");
+    };
+    let line = describe(&ev);
+    (state.log)(format!("client {id} ({}): {line}", peer.ip()));
+    state
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, ev);
+    text(StatusCode::OK, "ok")
+}
+
+/// A short line for a client's event.
+fn describe(ev: &serde_json::Value) -> String {
+    let s = |k: &str| {
+        ev.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let n = |k: &str| ev.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+    match ev.get("event").and_then(|v| v.as_str()) {
+        Some("progress") => format!(
+            "{} {} {} of {} ({} over the wire, {} retries)",
+            s("volume"),
+            s("phase"),
+            mib(n("done_bytes")),
+            mib(n("total_bytes")),
+            mib(n("wire_bytes")),
+            n("retries")
+        ),
+        _ => ev.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_hints_read_mbr_and_gpt() {
+        let mut head = vec![0u8; 1024];
+        head[440..444].copy_from_slice(&0xdeadbeefu32.to_le_bytes());
+        head[510] = 0x55;
+        head[511] = 0xAA;
+        head[512..520].copy_from_slice(b"EFI PART");
+        let guid = [
+            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+            0xc9, 0x3b,
+        ];
+        head[568..584].copy_from_slice(&guid);
+        let (gpt, mbr) = identity_hints(&head);
+        assert_eq!(mbr.as_deref(), Some("deadbeef"));
+        assert_eq!(gpt.as_deref(), Some("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"));
+        assert_eq!(identity_hints(&[0u8; 1024]), (None, None));
+    }
+}

@@ -1,0 +1,373 @@
+//! The agent as a [`BlockSource`]: HTTPS to `failback serve`, a bearer token, and the
+//! agent's self-signed certificate pinned by its SHA-256 fingerprint (no CA involved).
+
+use super::wire::{self, ACCEPT_ZSTD};
+use super::{BlockSource, Hash, Received, SourceError, VolumeInfo};
+use crate::events::{Event, Reporter};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Parses a fingerprint as printed by the agent: 64 hex digits, optionally with a
+/// `sha256:` prefix and colons. Returns `None` if it is not one.
+pub fn parse_fingerprint(s: &str) -> Option<Hash> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("sha256:")
+        .or_else(|| s.strip_prefix("SHA256:"))
+        .unwrap_or(s);
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Formats a fingerprint the way the agent prints it.
+pub fn format_fingerprint(h: &Hash) -> String {
+    format!("sha256:{}", hex(h))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accepts exactly one certificate: the one whose DER has the pinned SHA-256.
+#[derive(Debug)]
+struct Pinned {
+    expected: Hash,
+    seen: Mutex<Option<Hash>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen: Hash = Sha256::digest(end_entity.as_ref()).into();
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+        if seen == self.expected {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "certificate fingerprint does not match the pinned one".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Connection settings for an agent.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// `https://HOST:PORT`
+    pub url: String,
+    /// Bearer token. Never printed.
+    pub token: String,
+    /// Pinned certificate fingerprint.
+    pub fingerprint: Hash,
+    /// Limit for one request (a stalled connection is abandoned after this).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A [`BlockSource`] backed by `failback serve`.
+pub struct AgentSource {
+    cfg: AgentConfig,
+    client: reqwest::blocking::Client,
+    pinned: Arc<Pinned>,
+}
+
+impl AgentSource {
+    /// Builds the HTTPS client; makes no connection yet.
+    pub fn new(cfg: AgentConfig) -> Result<Self, SourceError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pinned = Arc::new(Pinned {
+            expected: cfg.fingerprint,
+            seen: Mutex::new(None),
+            provider: provider.clone(),
+        });
+        let transport = |m: String| SourceError::Transport {
+            url: cfg.url.clone(),
+            message: m,
+        };
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| transport(format!("TLS setup: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(pinned.clone())
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = reqwest::blocking::Client::builder()
+            .use_preconfigured_tls(tls)
+            .http1_only()
+            .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
+            .timeout(cfg.timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| transport(format!("HTTP client setup: {e}")))?;
+        Ok(Self {
+            cfg,
+            client,
+            pinned,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.cfg.url.trim_end_matches('/'), path)
+    }
+
+    /// Turns a reqwest error into ours, recognising a fingerprint mismatch. Messages
+    /// carry the URL (never the token: it only travels in a header).
+    fn transport(&self, e: reqwest::Error) -> SourceError {
+        let seen = *self.pinned.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(seen) = seen.filter(|s| *s != self.cfg.fingerprint) {
+            return SourceError::Fingerprint {
+                url: self.cfg.url.clone(),
+                seen: format_fingerprint(&seen),
+                expected: format_fingerprint(&self.cfg.fingerprint),
+            };
+        }
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        SourceError::Transport {
+            url: self.cfg.url.clone(),
+            message: message.replace(&self.cfg.token, "<token>"),
+        }
+    }
+
+    fn send(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, SourceError> {
+        let resp = req
+            .bearer_auth(&self.cfg.token)
+            .send()
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(SourceError::Unauthorized {
+                url: self.cfg.url.clone(),
+            });
+        }
+        if !status.is_success() {
+            let message = resp.text().unwrap_or_default();
+            let message = message.trim().replace(&self.cfg.token, "<token>");
+            return Err(SourceError::Http {
+                url: self.cfg.url.clone(),
+                status: status.as_u16(),
+                message: message.chars().take(300).collect(),
+            });
+        }
+        Ok(resp)
+    }
+
+    fn protocol(&self, message: String) -> SourceError {
+        SourceError::Protocol {
+            url: self.cfg.url.clone(),
+            message,
+        }
+    }
+
+    /// Sends one event to the agent (`POST /v1/sessions/{id}/progress`).
+    pub fn report(&self, session: &str, event: &Event) -> Result<(), SourceError> {
+        let req = self
+            .client
+            .post(self.url(&format!("/v1/sessions/{session}/progress")))
+            .json(event);
+        self.send(req).map(|_| ())
+    }
+}
+
+impl BlockSource for AgentSource {
+    fn volumes(&self) -> Result<Vec<VolumeInfo>, SourceError> {
+        let resp = self.send(self.client.get(self.url("/v1/volumes")))?;
+        resp.json::<Vec<VolumeInfo>>()
+            .map_err(|e| self.protocol(format!("volume list: {e}")))
+    }
+
+    fn hashes(&self, volume: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError> {
+        let path = format!("/v1/volumes/{volume}/hashes?start={start}&count={count}");
+        let resp = self.send(self.client.get(self.url(&path)))?;
+        let body = resp.bytes().map_err(|e| self.transport(e))?;
+        if u64::try_from(body.len()).ok() != count.checked_mul(32) {
+            return Err(self.protocol(format!("{} bytes of hashes for {count} blocks", body.len())));
+        }
+        Ok(body
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect())
+    }
+
+    fn blocks(
+        &self,
+        volume: &str,
+        indexes: &[u64],
+        sink: &mut dyn FnMut(u64, &[u8], u64) -> Received,
+    ) -> Result<(), SourceError> {
+        let body = serde_json::json!({ "indexes": indexes });
+        let req = self
+            .client
+            .post(self.url(&format!("/v1/volumes/{volume}/blocks")))
+            .header(ACCEPT_ZSTD, "1")
+            .json(&body);
+        let mut resp = self.send(req)?;
+        let (mut scratch, mut data) = (Vec::new(), Vec::new());
+        loop {
+            match wire::read_frame(&mut resp, &mut scratch, &mut data) {
+                Ok(Some(f)) => {
+                    if let Received::Stop = sink(f.index, &data, f.wire_bytes) {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(SourceError::Transport {
+                        url: self.cfg.url.clone(),
+                        message: format!("block stream of volume {volume} broke: {e}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Forwards events to the agent from a background thread, so the operator sees them
+/// on the agent's console. Progress events are sent at most once a second; delivery
+/// is best effort and never slows the pull.
+pub struct AgentReporter {
+    tx: Mutex<Option<mpsc::Sender<Event>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl AgentReporter {
+    pub fn new(source: Arc<AgentSource>, session: String) -> Self {
+        let (tx, rx) = mpsc::channel::<Event>();
+        let thread = std::thread::spawn(move || {
+            let mut last_progress: Option<Instant> = None;
+            let mut pending: Option<Event> = None;
+            loop {
+                let ev = match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(ev) => Some(ev),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let now = Instant::now();
+                let due = last_progress.is_none_or(|t| now - t >= Duration::from_secs(1));
+                match ev {
+                    Some(ev @ Event::Progress { .. }) => pending = Some(ev),
+                    Some(ev) => {
+                        if let Some(p) = pending.take() {
+                            let _ = source.report(&session, &p);
+                        }
+                        let _ = source.report(&session, &ev);
+                        continue;
+                    }
+                    None => {}
+                }
+                if due && let Some(p) = pending.take() {
+                    let _ = source.report(&session, &p);
+                    last_progress = Some(now);
+                }
+            }
+        });
+        Self {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Sends what is queued and stops the background thread.
+    pub fn finish(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Reporter for AgentReporter {
+    fn report(&self, event: &Event) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(event.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_the_printed_and_colon_forms() {
+        let h: Hash = core::array::from_fn(|i| i as u8 * 7);
+        let printed = format_fingerprint(&h);
+        assert_eq!(parse_fingerprint(&printed), Some(h));
+        let colons: Vec<String> = h.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(parse_fingerprint(&colons.join(":")), Some(h));
+        assert_eq!(parse_fingerprint("sha256:abcd"), None);
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! Where remote volumes come from: a [`BlockSource`] lists volumes, gives the SHA-256
+//! of every 512 KiB block and hands over the blocks themselves. The agent over HTTPS
+//! ([`agent::AgentSource`]) is one; an EBS snapshot source fits the same trait
+//! (ListSnapshotBlocks gives block checksums, GetSnapshotBlock the data).
+
+pub mod agent;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+
+/// The block size of the whole system (the EBS block size).
+pub const BLOCK_SIZE: u64 = 512 * 1024;
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// One remote volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The name the operator maps (`--map NAME=TARGET`).
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Block size in bytes; always [`BLOCK_SIZE`] today.
+    pub block_size: u64,
+    /// GPT disk GUID, if the volume starts with a GPT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpt_guid: Option<String>,
+    /// MBR disk identifier (hex), if the volume starts with an MBR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbr_id: Option<String>,
+}
+
+impl VolumeInfo {
+    /// Number of blocks (the last one may be short).
+    pub fn blocks(&self) -> u64 {
+        self.size.div_ceil(self.block_size)
+    }
+}
+
+/// Why a source call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the agent at {url} refused the token (HTTP 401): check --token")]
+    Unauthorized { url: String },
+    #[error(
+        "the agent at {url} presented a certificate with fingerprint {seen}, not the expected {expected}: check --fingerprint (or that you reach the right host)"
+    )]
+    Fingerprint {
+        url: String,
+        seen: String,
+        expected: String,
+    },
+    #[error("the agent at {url} answered HTTP {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot talk to the agent at {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("the agent at {url} sent a malformed answer: {message}")]
+    Protocol { url: String, message: String },
+}
+
+impl SourceError {
+    /// True when trying again may help (network trouble, agent restarting, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Transport { .. } | SourceError::Protocol { .. } => true,
+            SourceError::Http { status, .. } => *status >= 500 || *status == 429,
+            SourceError::Unauthorized { .. } | SourceError::Fingerprint { .. } => false,
+        }
+    }
+}
+
+/// What the receiver of blocks says after each one.
+pub enum Received {
+    /// Carry on.
+    Continue,
+    /// Stop this transfer (the caller is aborting).
+    Stop,
+}
+
+/// A remote set of volumes, read block by block. Calls are blocking and may be made
+/// from several threads at once (each call may use its own connection).
+pub trait BlockSource: Send + Sync {
+    /// The volumes on offer.
+    fn volumes(&self) -> Result<Vec<VolumeInfo>, SourceError>;
+
+    /// SHA-256 of blocks `start..start+count` of `volume`, in order.
+    fn hashes(&self, volume: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError>;
+
+    /// Fetches the blocks at `indexes` of `volume`; `sink(index, data, wire_bytes)` is
+    /// called for each one as it arrives (any order). An error may come after some
+    /// blocks were delivered; the caller retries the rest. The source does not verify.
+    fn blocks(
+        &self,
+        volume: &str,
+        indexes: &[u64],
+        sink: &mut dyn FnMut(u64, &[u8], u64) -> Received,
+    ) -> Result<(), SourceError>;
+}

@@ -1,0 +1,181 @@
+//! `failback pull`: arguments, reporters and the confirmation prompt around [`Puller`].
+
+use super::{Options, PlanSummary, Puller, map};
+use crate::events::{ConsoleReporter, Event, Reporter, Style};
+use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars per volume and a total, on stderr.
+    Bar,
+    /// One JSON event per line on stdout.
+    Json,
+    /// Only the plan, the results and errors, as text.
+    None,
+}
+
+/// Arguments of `failback pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The agent: https://HOST:PORT
+    #[arg(long, env = "FAILBACK_SOURCE")]
+    pub source: String,
+    /// The agent's token (better passed as FAILBACK_TOKEN).
+    #[arg(long, env = "FAILBACK_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The agent's certificate fingerprint, as `failback serve` prints it.
+    #[arg(long, env = "FAILBACK_FINGERPRINT")]
+    pub fingerprint: String,
+    /// NAME=TARGET, NAME=EXCLUDE, a,b lists of those, or a JSON object; repeatable.
+    #[arg(long = "map", required = true)]
+    pub map: Vec<String>,
+    /// Do not ask before writing (unattended: every volume must be mapped or excluded).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan (blocks and bytes to pull) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "bar")]
+    pub progress: ProgressMode,
+    /// Connections fetching blocks at once.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Seconds before a stalled request is abandoned (and retried).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Attempts without progress before giving up.
+    #[arg(long, default_value_t = 12)]
+    pub max_attempts: u32,
+    /// Mount table to check targets against (tests).
+    #[arg(long, default_value = "/proc/self/mountinfo", hide = true)]
+    pub mountinfo: PathBuf,
+    /// Treat this path as the boot disk (tests).
+    #[arg(long, hide = true)]
+    pub boot_disk: Option<PathBuf>,
+}
+
+/// Sends every event to several reporters.
+struct Tee<'a>(Vec<&'a dyn Reporter>);
+
+impl Reporter for Tee<'_> {
+    fn report(&self, event: &Event) {
+        for r in &self.0 {
+            r.report(event);
+        }
+    }
+}
+
+/// Prints only what matters when bars are off.
+struct Quiet(ConsoleReporter<std::io::Stderr>);
+
+impl Reporter for Quiet {
+    fn report(&self, event: &Event) {
+        if !matches!(event, Event::Progress { .. }) {
+            self.0.report(event);
+        }
+    }
+}
+
+/// Runs `failback pull`.
+pub fn run(args: PullArgs) -> Result<()> {
+    let fingerprint = parse_fingerprint(&args.fingerprint).with_context(|| {
+        format!(
+            "--fingerprint '{}' is not a SHA-256 fingerprint: give the 64 hex digits `failback serve` prints",
+            args.fingerprint
+        )
+    })?;
+    if !args.source.starts_with("https://") {
+        bail!(
+            "--source '{}' is not an https:// URL: give https://HOST:PORT of `failback serve`",
+            args.source
+        );
+    }
+    let mapping = map::parse(&args.map)?;
+    let source = Arc::new(AgentSource::new(AgentConfig {
+        url: args.source.clone(),
+        token: args.token.clone(),
+        fingerprint,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    })?);
+    let mut id = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| anyhow::anyhow!("no randomness from the kernel for a session id"))?;
+    let session = hex(&id);
+    let agent = AgentReporter::new(source.clone(), session);
+    let bars;
+    let json;
+    let quiet;
+    let console: &dyn Reporter = match args.progress {
+        ProgressMode::Bar => {
+            bars = super::bars::Bars::new();
+            &bars
+        }
+        ProgressMode::Json => {
+            json = ConsoleReporter::new(std::io::stdout(), Style::Json);
+            &json
+        }
+        ProgressMode::None => {
+            quiet = Quiet(ConsoleReporter::new(std::io::stderr(), Style::Text));
+            &quiet
+        }
+    };
+    let tee = Tee(vec![console, &agent]);
+    let opts = Options {
+        dry_run: args.dry_run,
+        unattended: args.yes,
+        connections: args.connections,
+        max_attempts: args.max_attempts.max(1),
+        tick: if args.progress == ProgressMode::Bar {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        },
+        mountinfo: args.mountinfo,
+        boot_disk: args.boot_disk,
+        ..Options::default()
+    };
+    let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut ask);
+    if let Err(e) = &result {
+        // The console gets the error from main as one line; JSON readers and the
+        // agent get it as an event too.
+        let ev = Event::Error {
+            message: e.to_string(),
+        };
+        agent.report(&ev);
+        if args.progress == ProgressMode::Json {
+            console.report(&ev);
+        }
+    }
+    agent.finish();
+    result?;
+    Ok(())
+}
+
+/// Shows the plan and asks on the terminal; anything but "yes" declines.
+fn ask(plans: &[PlanSummary]) -> bool {
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "About to overwrite:");
+    for p in plans {
+        let _ = writeln!(
+            err,
+            "  {} <- {}: {} blocks ({:.1} MiB) to pull, {} blocks to zero",
+            p.target.display(),
+            p.volume,
+            p.blocks_to_pull,
+            p.bytes_to_pull as f64 / (1u64 << 20) as f64,
+            p.zero_blocks
+        );
+    }
+    let _ = write!(err, "Type 'yes' to write these targets: ");
+    let _ = err.flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    line.trim() == "yes"
+}

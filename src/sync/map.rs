@@ -1,0 +1,95 @@
+//! `--map`: which local target receives which remote volume.
+//! Forms: `NAME=TARGET`, `NAME=EXCLUDE`, DRS-style lists `a=/dev/sda,b=EXCLUDE`, and
+//! JSON objects `{"a":"/dev/sda","b":"EXCLUDE"}`; several `--map` add up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where one remote volume goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapTo {
+    Target(PathBuf),
+    Exclude,
+}
+
+/// The mapping, by remote volume name.
+pub type Mapping = BTreeMap<String, MapTo>;
+
+/// Why a `--map` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--map '{0}' is not NAME=TARGET, NAME=EXCLUDE or a JSON object")]
+    Form(String),
+    #[error("--map names volume '{0}' twice: give each volume one target")]
+    Twice(String),
+}
+
+/// Parses every `--map` value into one mapping.
+pub fn parse(values: &[String]) -> Result<Mapping, Error> {
+    let mut map = Mapping::new();
+    let mut add = |name: &str, to: &str, raw: &str| -> Result<(), Error> {
+        let (name, to) = (name.trim(), to.trim());
+        if name.is_empty() || to.is_empty() {
+            return Err(Error::Form(raw.to_string()));
+        }
+        let to = if to == "EXCLUDE" {
+            MapTo::Exclude
+        } else {
+            MapTo::Target(PathBuf::from(to))
+        };
+        if map.insert(name.to_string(), to).is_some() {
+            return Err(Error::Twice(name.to_string()));
+        }
+        Ok(())
+    };
+    for raw in values {
+        let v = raw.trim();
+        if v.starts_with('{') {
+            let obj: BTreeMap<String, String> =
+                serde_json::from_str(v).map_err(|_| Error::Form(raw.clone()))?;
+            for (name, to) in &obj {
+                add(name, to, raw)?;
+            }
+        } else {
+            for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
+                let (name, to) = pair
+                    .split_once('=')
+                    .ok_or_else(|| Error::Form(raw.clone()))?;
+                add(name, to, raw)?;
+            }
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_forms_add_up() {
+        let m = parse(&[
+            "root=/dev/sda".into(),
+            "data=/tmp/x.img,logs=EXCLUDE".into(),
+            r#"{"extra":"/dev/nvme1n1","scratch":"EXCLUDE"}"#.into(),
+        ])
+        .unwrap();
+        assert_eq!(m["root"], MapTo::Target("/dev/sda".into()));
+        assert_eq!(m["data"], MapTo::Target("/tmp/x.img".into()));
+        assert_eq!(m["logs"], MapTo::Exclude);
+        assert_eq!(m["extra"], MapTo::Target("/dev/nvme1n1".into()));
+        assert_eq!(m["scratch"], MapTo::Exclude);
+        assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn bad_forms_and_repeats_are_refused() {
+        assert!(matches!(parse(&["root".into()]), Err(Error::Form(_))));
+        assert!(matches!(parse(&["=x".into()]), Err(Error::Form(_))));
+        assert!(matches!(parse(&["{not json".into()]), Err(Error::Form(_))));
+        assert!(matches!(
+            parse(&["a=/x".into(), r#"{"a":"/y"}"#.into()]),
+            Err(Error::Twice(n)) if n == "a"
+        ));
+    }
+}

@@ -1,0 +1,337 @@
+//! `failback serve` + `failback pull` end to end on 127.0.0.1: the pull makes the
+//! target identical while sending only what differs; dry runs, refusals, wrong
+//! token or fingerprint write nothing; the token never shows up anywhere.
+
+mod sync_common;
+use std::fs;
+use sync_common::*;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    agent: Agent,
+    source: Vec<u8>,
+    old: Vec<u8>,
+    target: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+/// A 24 MiB volume (last block short) with 3 zero blocks, and a target holding an
+/// older version: blocks 2, 5..9 and 20 differ, and the zero blocks differ too.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 24 * BS + 4096 * 3;
+    let base = random_bytes(size, 1);
+    let mut source = mutate(&base, &[2, 5, 6, 7, 8, 20], 2);
+    for b in [10, 11, 24] {
+        let end = ((b + 1) * BS).min(size);
+        source[b * BS..end].fill(0);
+    }
+    let src = dir.path().join("source.img");
+    let target = dir.path().join("target.img");
+    fs::write(&src, &source).unwrap();
+    fs::write(&target, &base).unwrap();
+    let agent = Agent::start(&dir.path().join("state"), &[("root", &src)], 0);
+    Setup {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        agent,
+        source,
+        old: base,
+        target,
+    }
+}
+
+fn no_token_leak(s: &str) {
+    assert!(!s.contains(TOKEN), "the token leaked into: {s}");
+}
+
+#[test]
+fn pull_makes_the_target_identical_and_sends_only_what_differs() {
+    let s = setup();
+    let map = format!("root={}", s.target.display());
+    let out = run(pull_cmd(
+        &s.agent.url(),
+        &s.agent.fingerprint,
+        &["--map", &map, "--yes", "--progress", "json"],
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    let evs = events(&out);
+    let plan = event(&evs, "plan").expect("plan event");
+    assert_eq!(plan["differing"], 9, "6 changed + 3 zeroed blocks");
+    assert_eq!(plan["zero_blocks"], 3);
+    assert_eq!(
+        plan["bytes_to_pull"],
+        6 * BS as u64,
+        "the short last block is zero"
+    );
+    let done = event(&evs, "volume_done").expect("volume_done event");
+    let digest = linear_digest(&s.source);
+    assert_eq!(done["sha256"], digest.as_str());
+    assert_eq!(done["remote_sha256"], digest.as_str());
+    assert_eq!(done["pulled_blocks"], 6);
+    let wire = done["wire_bytes"].as_u64().unwrap();
+    assert!(
+        wire >= 6 * BS as u64 && wire < 7 * BS as u64,
+        "wire bytes {wire}"
+    );
+    assert!(event(&evs, "done").is_some());
+    assert!(
+        evs.iter()
+            .any(|e| e["event"] == "progress" && e["phase"] == "pulling")
+    );
+    no_token_leak(&text(&out));
+
+    // Converged: a second run pulls nothing.
+    let again = run(pull_cmd(
+        &s.agent.url(),
+        &s.agent.fingerprint,
+        &["--map", &map, "--yes", "--progress", "json"],
+    ));
+    assert!(again.status.success(), "{}", text(&again));
+    let evs = events(&again);
+    assert_eq!(event(&evs, "plan").unwrap()["differing"], 0);
+    assert_eq!(event(&evs, "done").unwrap()["wire_bytes"], 0);
+
+    // The agent printed the client's progress, and never the token.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = s.agent.output();
+    assert!(log.contains("volume_done"), "agent log: {log}");
+    assert!(log.contains("\"event\":\"plan\""), "agent log: {log}");
+    assert!(
+        log.contains("over the wire"),
+        "progress lines, agent log: {log}"
+    );
+    no_token_leak(&log);
+}
+
+#[test]
+fn compressible_blocks_travel_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = vec![0u8; 8 * BS];
+    for (i, b) in source.iter_mut().enumerate() {
+        *b = (i % 251) as u8 | 1; // repetitive, never zero
+    }
+    let src = dir.path().join("s.img");
+    let tgt = dir.path().join("t.img");
+    fs::write(&src, &source).unwrap();
+    fs::write(&tgt, vec![0u8; 8 * BS]).unwrap();
+    let agent = Agent::start(&dir.path().join("state"), &[("v", &src)], 0);
+    let map = format!("v={}", tgt.display());
+    let out = run(pull_cmd(
+        &agent.url(),
+        &agent.fingerprint,
+        &["--map", &map, "--yes", "--progress", "json"],
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read(&tgt).unwrap(), source);
+    let evs = events(&out);
+    let wire = event(&evs, "done").unwrap()["wire_bytes"].as_u64().unwrap();
+    assert!(
+        wire > 0 && wire < BS as u64,
+        "8 blocks of repetitive data took {wire} bytes"
+    );
+}
+
+#[test]
+fn dry_run_and_declined_confirmation_write_nothing() {
+    let s = setup();
+    let map = format!("root={}", s.target.display());
+    let out = run(pull_cmd(
+        &s.agent.url(),
+        &s.agent.fingerprint,
+        &["--map", &map, "--dry-run", "--progress", "json"],
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    let evs = events(&out);
+    assert_eq!(event(&evs, "plan").unwrap()["differing"], 9);
+    assert_eq!(event(&evs, "done").unwrap()["dry_run"], true);
+    assert_eq!(fs::read(&s.target).unwrap(), s.old);
+
+    // Without --yes it asks; answering "no" writes nothing.
+    let mut cmd = pull_cmd(
+        &s.agent.url(),
+        &s.agent.fingerprint,
+        &["--map", &map, "--progress", "none"],
+    );
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("Type 'yes'"), "{}", text(&out));
+    assert_eq!(fs::read(&s.target).unwrap(), s.old);
+}
+
+#[test]
+fn json_map_and_exclude_are_understood() {
+    let s = setup();
+    let src2 = s.dir.join("other.img");
+    fs::write(&src2, random_bytes(2 * BS, 9)).unwrap();
+    let agent = Agent::start(
+        &s.dir.join("state2"),
+        &[("root", &s.dir.join("source.img")), ("data", &src2)],
+        0,
+    );
+    // Unattended with a volume neither mapped nor excluded: refused.
+    let map = format!("root={}", s.target.display());
+    let out = run(pull_cmd(
+        &agent.url(),
+        &agent.fingerprint,
+        &["--map", &map, "--yes", "--progress", "none"],
+    ));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("'data' is neither mapped nor excluded"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(&s.target).unwrap(), s.old);
+    // JSON form with EXCLUDE: proceeds with root only.
+    let json = format!(r#"{{"root":"{}","data":"EXCLUDE"}}"#, s.target.display());
+    let out = run(pull_cmd(
+        &agent.url(),
+        &agent.fingerprint,
+        &["--map", &json, "--yes", "--progress", "none"],
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+}
+
+#[test]
+fn unsafe_targets_are_refused_and_nothing_is_written() {
+    let s = setup();
+    let url = s.agent.url();
+    let fp = &s.agent.fingerprint;
+    let small = s.dir.join("small.img");
+    fs::write(&small, vec![7u8; 4 * BS]).unwrap();
+    let mounts = s.dir.join("mountinfo");
+    fs::write(
+        &mounts,
+        format!(
+            "36 35 0:50 / /mnt/victim rw - ext4 {} rw\n",
+            s.target.display()
+        ),
+    )
+    .unwrap();
+    let t = s.target.display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--map".into(), format!("root={}", small.display())],
+            "smaller than volume 'root'",
+        ),
+        (
+            vec![
+                "--map".into(),
+                format!("root={t}"),
+                "--mountinfo".into(),
+                mounts.display().to_string(),
+            ],
+            "is mounted on /mnt/victim",
+        ),
+        (
+            vec![
+                "--map".into(),
+                format!("root={t}"),
+                "--boot-disk".into(),
+                t.clone(),
+            ],
+            "the disk this system booted from",
+        ),
+        (
+            vec!["--map".into(), format!("nosuch={t}")],
+            "offers only: root",
+        ),
+        (
+            vec!["--map".into(), format!("root={t},root=/x")],
+            "names volume 'root' twice",
+        ),
+        (
+            vec!["--map".into(), "root=/nonexistent/disk".into()],
+            "cannot open target /nonexistent/disk",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        all.extend(["--yes", "--progress", "none"]);
+        let out = run(pull_cmd(&url, fp, &all));
+        let msg = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(msg.contains(want), "{args:?}: expected '{want}' in: {msg}");
+        assert_eq!(msg.trim().lines().count(), 1, "one line please: {msg}");
+        assert_eq!(fs::read(&s.target).unwrap(), s.old, "{args:?} wrote");
+        assert_eq!(fs::read(&small).unwrap(), vec![7u8; 4 * BS]);
+        no_token_leak(&text(&out));
+    }
+}
+
+#[test]
+fn the_same_target_twice_is_refused() {
+    let s = setup();
+    let src2 = s.dir.join("other.img");
+    fs::write(&src2, random_bytes(2 * BS, 9)).unwrap();
+    let agent = Agent::start(
+        &s.dir.join("state2"),
+        &[("root", &s.dir.join("source.img")), ("data", &src2)],
+        0,
+    );
+    // The same file under two spellings.
+    let alias = s.dir.join("alias.img");
+    std::os::unix::fs::symlink(&s.target, &alias).unwrap();
+    let map = format!("root={},data={}", s.target.display(), alias.display());
+    let out = run(pull_cmd(
+        &agent.url(),
+        &agent.fingerprint,
+        &["--map", &map, "--yes", "--progress", "none"],
+    ));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is named for both 'data' and 'root'")
+            || String::from_utf8_lossy(&out.stderr).contains("is named for both 'root' and 'data'"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(&s.target).unwrap(), s.old);
+}
+
+#[test]
+fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
+    let s = setup();
+    let map = format!("root={}", s.target.display());
+    let mut cmd = pull_cmd(
+        &s.agent.url(),
+        &s.agent.fingerprint,
+        &["--map", &map, "--yes", "--progress", "json"],
+    );
+    let wrong = "wrong-token-0000000000000000";
+    cmd.env("FAILBACK_TOKEN", wrong);
+    let out = run(cmd);
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("refused the token (HTTP 401): check --token"),
+        "{msg}"
+    );
+    assert!(!msg.contains(wrong), "the wrong token was echoed: {msg}");
+    let evs = events(&out);
+    let err = event(&evs, "error").expect("error event");
+    assert!(err["message"].as_str().unwrap().contains("401"));
+
+    let other = "sha256:".to_string() + &"ab".repeat(32);
+    let out = run(pull_cmd(
+        &s.agent.url(),
+        &other,
+        &["--map", &map, "--yes", "--progress", "none"],
+    ));
+    assert!(!out.status.success());
+    let msg = text(&out);
+    let seen = format!(
+        "presented a certificate with fingerprint {}",
+        s.agent.fingerprint
+    );
+    assert!(msg.contains(&seen), "{msg}");
+    no_token_leak(&msg);
+    assert_eq!(fs::read(&s.target).unwrap(), s.old);
+    no_token_leak(&s.agent.output());
+}

@@ -50,6 +50,12 @@ enum Command {
         /// A preset (failback.toml) to bake into the image; validated first.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Volume label of failback.iso (1-32 of A-Z 0-9 _).
+        #[arg(long, default_value = "FAILBACK")]
+        label: String,
+        /// Extra kernel arguments for every boot menu entry of failback.iso.
+        #[arg(long, default_value = "")]
+        append: String,
     },
     /// Run as PID 1 in the initramfs (automatic when started as /init).
     #[command(hide = true)]
@@ -88,6 +94,8 @@ fn run(cli: Cli) -> Result<()> {
             kernel,
             modules,
             config,
+            label,
+            append,
         } => {
             let client = match client {
                 Some(c) => c,
@@ -101,6 +109,8 @@ fn run(cli: Cli) -> Result<()> {
                 modules,
                 preset: config,
                 source_date_epoch: build::source_date_epoch()?,
+                label,
+                append,
             };
             println!("{}", build::run(&opts)?);
             Ok(())

@@ -2,8 +2,12 @@
 //! the static client binary.
 
 mod cpio;
+pub mod esp;
+pub mod hybrid;
 pub mod initramfs;
 pub mod inputs;
+pub mod iso;
+pub mod iso_types;
 pub mod modules;
 pub mod output;
 
@@ -23,6 +27,10 @@ pub struct Options {
     pub preset: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: the one timestamp every output carries.
     pub source_date_epoch: u32,
+    /// ISO 9660 volume label of failback.iso.
+    pub label: String,
+    /// Extra kernel arguments for every entry of the ISO's boot menus.
+    pub append: String,
 }
 
 /// What was built, for the operator.
@@ -32,6 +40,9 @@ pub struct Report {
     pub initrd_uncompressed: usize,
     pub modules: usize,
     pub classes: Vec<initramfs::ClassStats>,
+    pub iso_bytes: u64,
+    pub esp_bytes: u64,
+    pub iso_seconds: f64,
     pub outputs: Vec<PathBuf>,
     pub seconds: f64,
 }
@@ -39,6 +50,7 @@ pub struct Report {
 /// Builds the PXE tree (kernel + initrd) and SHA256SUMS under `opts.out`.
 pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
+    iso::check_label(&opts.label)?;
     inputs::check_static_client(&opts.client)?;
     let preset = match &opts.preset {
         Some(path) => {
@@ -63,9 +75,21 @@ pub fn run(opts: &Options) -> Result<Report> {
 
     let vmlinuz = std::fs::read(&kernel.image)
         .with_context(|| format!("cannot read {}", kernel.image.display()))?;
-    let files = ["pxe/vmlinuz", "pxe/initrd.img"];
+    let files = ["pxe/vmlinuz", "pxe/initrd.img", "failback.iso"];
     output::write_atomic(&opts.out.join(files[0]), &vmlinuz)?;
     output::write_atomic(&opts.out.join(files[1]), &initrd.image)?;
+
+    // The hybrid ISO (BIOS + UEFI, CD + USB), from the same kernel and initrd.
+    let iso_inputs = iso::IsoInputs {
+        label: opts.label.clone(),
+        epoch: i64::from(opts.source_date_epoch),
+        extra_args: opts.append.clone(),
+        ..iso::IsoInputs::debian(&opts.inputs, kernel.image.clone(), opts.out.join(files[1]))
+    };
+    let iso_started = Instant::now();
+    let iso = iso::IsoBuilder::new(iso_inputs).write(&opts.out.join(files[2]))?;
+    let iso_seconds = iso_started.elapsed().as_secs_f64();
+
     let sums = output::sha256sums(&opts.out, &files)?;
     output::write_atomic(&opts.out.join("SHA256SUMS"), sums.as_bytes())?;
 
@@ -75,6 +99,9 @@ pub fn run(opts: &Options) -> Result<Report> {
         initrd_uncompressed: initrd.uncompressed,
         modules: initrd.modules,
         classes: initrd.classes,
+        iso_bytes: iso.bytes,
+        esp_bytes: iso.esp_bytes,
+        iso_seconds,
         outputs: files
             .iter()
             .chain(&["SHA256SUMS"])
@@ -119,6 +146,13 @@ impl std::fmt::Display for Report {
             }
             writeln!(f)?;
         }
+        writeln!(
+            f,
+            "iso: {:.1} MiB (EFI System Partition {:.1} MiB) in {:.1} s",
+            mib(self.iso_bytes),
+            mib(self.esp_bytes),
+            self.iso_seconds
+        )?;
         for o in &self.outputs {
             writeln!(f, "wrote {}", o.display())?;
         }

@@ -1,0 +1,290 @@
+//! The system area that makes the ISO a disk too: protective MBR with isohdpfx boot code,
+//! primary GPT in the ISO's 32 KiB system area, backup GPT in the image's last sectors.
+//!
+//! Layout, in 512-byte sectors (the same as Ubuntu's xorriso-made images):
+//!
+//! ```text
+//! 0            MBR: isohdpfx code, LBA of isolinux.bin at 432, one 0xEE partition
+//! 1            GPT header
+//! 2..33        GPT entries (128 x 128 bytes)
+//! 64..E-1      partition 1 "ISO9660" (basic data): the ISO 9660 volume from its PVD on
+//! E..F         partition 2 "EFI System": the FAT image, the same extent El Torito's
+//!              UEFI entry points at (the last file of the ISO)
+//! N-33..N-2    backup GPT entries
+//! N-1          backup GPT header
+//! ```
+//!
+//! BIOS from USB: the firmware runs the MBR code, which loads isolinux.bin by the LBA at
+//! byte 432 and enters its hybrid entry point. UEFI from USB: the firmware reads the GPT
+//! and starts `\EFI\BOOT\BOOTX64.EFI` from partition 2.
+
+use zerocopy::IntoBytes;
+use zerocopy::byteorder::{LittleEndian, U16, U32, U64};
+
+use super::iso_types::{
+    DISK_SECTOR, GPT_ENTRIES, GptEntry, GptHeader, MBR_TYPE_GPT_PROTECTIVE, Mbr, MbrPartition,
+    SECTOR,
+};
+
+/// Bytes of the ISO 9660 system area (ECMA-119 6.2.1: logical sectors 0 to 15).
+pub const SYSTEM_AREA_BYTES: usize = 16 * SECTOR as usize;
+/// Sectors taken by the GPT entry array.
+const ENTRY_SECTORS: u64 = GPT_ENTRIES as u64 * 128 / DISK_SECTOR;
+/// Bytes of the backup GPT at the end of the image (entries + header).
+pub const GPT_TAIL_BYTES: u64 = (ENTRY_SECTORS + 1) * DISK_SECTOR;
+/// First sector of partition 1: the ISO's primary volume descriptor (byte 32 KiB).
+const ISO_PART_FIRST: u64 = SYSTEM_AREA_BYTES as u64 / DISK_SECTOR;
+
+/// UEFI 2.10 5.3.3 table 5-7: EFI System Partition.
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+/// Microsoft basic data (what Ubuntu's and Debian's images call the ISO9660 partition).
+const BASIC_DATA_TYPE: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
+
+/// Why the system area cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HybridError {
+    #[error("the MBR boot code (isohdpfx.bin) is {0} bytes; expected 432")]
+    BootCode(usize),
+    #[error("hybrid layout does not fit: {0}")]
+    Layout(&'static str),
+}
+
+/// Where things are, in bytes from the start of the image.
+#[derive(Debug, Clone, Copy)]
+pub struct HybridLayout {
+    /// Total image size; a multiple of 2048, with room for the backup GPT at the end.
+    pub image_bytes: u64,
+    /// Start of isolinux.bin (the El Torito BIOS boot image).
+    pub boot_file: u64,
+    /// Start and size of the ESP image.
+    pub esp_start: u64,
+    pub esp_bytes: u64,
+    /// Seed for the disk and partition GUIDs and the MBR disk signature.
+    pub seed: u64,
+}
+
+/// The bytes to place: `head` at offset 0, `tail` at `tail_offset`.
+pub struct SystemArea {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+    pub tail_offset: u64,
+}
+
+/// Builds the MBR and both GPTs for `layout`.
+pub fn system_area(boot_code: &[u8], layout: &HybridLayout) -> Result<SystemArea, HybridError> {
+    let code: [u8; 432] = boot_code
+        .try_into()
+        .map_err(|_| HybridError::BootCode(boot_code.len()))?;
+    let l = layout;
+    if !l.image_bytes.is_multiple_of(SECTOR)
+        || !l.esp_start.is_multiple_of(DISK_SECTOR)
+        || !l.esp_bytes.is_multiple_of(DISK_SECTOR)
+        || !l.boot_file.is_multiple_of(DISK_SECTOR)
+    {
+        return Err(HybridError::Layout("extents not sector aligned"));
+    }
+    let sectors = l.image_bytes / DISK_SECTOR;
+    let last = sectors
+        .checked_sub(1)
+        .ok_or(HybridError::Layout("empty image"))?;
+    let last_usable = last
+        .checked_sub(ENTRY_SECTORS + 1)
+        .ok_or(HybridError::Layout("image too small"))?;
+    let esp_first = l.esp_start / DISK_SECTOR;
+    let esp_last = (l.esp_start + l.esp_bytes)
+        .checked_div(DISK_SECTOR)
+        .and_then(|end| end.checked_sub(1))
+        .ok_or(HybridError::Layout("empty ESP"))?;
+    if esp_first <= ISO_PART_FIRST || esp_last > last_usable || esp_first > esp_last {
+        return Err(HybridError::Layout("ESP outside the usable GPT area"));
+    }
+
+    let mut rng = SplitMix(l.seed);
+    let mut mbr = Mbr {
+        boot_code: code,
+        boot_file_lba: U64::new(l.boot_file / DISK_SECTOR),
+        disk_signature: U32::new(rng.next() as u32),
+        reserved: U16::new(0),
+        partitions: [MbrPartition::default(); 4],
+        signature: [0x55, 0xAA],
+    };
+    // UEFI 2.10 5.2.3 table 5-4: one partition from LBA 1 over the disk (or 2 TiB).
+    mbr.partitions[0] = MbrPartition {
+        boot_indicator: 0,
+        start_chs: [0x00, 0x02, 0x00],
+        os_type: MBR_TYPE_GPT_PROTECTIVE,
+        end_chs: [0xFF, 0xFF, 0xFF],
+        start_lba: U32::new(1),
+        size_lba: U32::new(u32::try_from(last).unwrap_or(u32::MAX)),
+    };
+
+    let disk_guid = rng.guid();
+    let entries = {
+        let mut table = vec![0u8; (ENTRY_SECTORS * DISK_SECTOR) as usize];
+        let parts = [
+            gpt_entry(
+                BASIC_DATA_TYPE,
+                rng.guid(),
+                ISO_PART_FIRST,
+                esp_first - 1,
+                "ISO9660",
+            ),
+            gpt_entry(ESP_TYPE, rng.guid(), esp_first, esp_last, "EFI System"),
+        ];
+        for (i, p) in parts.iter().enumerate() {
+            table[i * 128..(i + 1) * 128].copy_from_slice(p.as_bytes());
+        }
+        table
+    };
+    let entries_crc = crc32fast::hash(&entries);
+    let header = |my: u64, alternate: u64, entries_lba: u64| {
+        let mut h = GptHeader {
+            signature: *b"EFI PART",
+            revision: U32::new(0x0001_0000),
+            header_size: U32::new(92),
+            header_crc32: U32::new(0),
+            reserved: U32::new(0),
+            my_lba: U64::new(my),
+            alternate_lba: U64::new(alternate),
+            first_usable_lba: U64::new(ENTRY_SECTORS + 2),
+            last_usable_lba: U64::new(last_usable),
+            disk_guid,
+            entries_lba: U64::new(entries_lba),
+            entry_count: U32::new(GPT_ENTRIES),
+            entry_size: U32::new(128),
+            entries_crc32: U32::new(entries_crc),
+        };
+        h.header_crc32 = U32::new(crc32fast::hash(h.as_bytes()));
+        h
+    };
+
+    let mut head = vec![0u8; SYSTEM_AREA_BYTES];
+    head[..512].copy_from_slice(mbr.as_bytes());
+    head[512..512 + 92].copy_from_slice(header(1, last, 2).as_bytes());
+    head[1024..1024 + entries.len()].copy_from_slice(&entries);
+
+    let mut tail = entries;
+    let mut backup = vec![0u8; DISK_SECTOR as usize];
+    backup[..92].copy_from_slice(header(last, 1, last - ENTRY_SECTORS).as_bytes());
+    tail.extend_from_slice(&backup);
+    Ok(SystemArea {
+        head,
+        tail,
+        tail_offset: l.image_bytes - GPT_TAIL_BYTES,
+    })
+}
+
+fn gpt_entry(type_guid: &str, unique: [u8; 16], first: u64, last: u64, name: &str) -> GptEntry {
+    let mut utf16 = [U16::<LittleEndian>::new(0); 36];
+    for (slot, unit) in utf16.iter_mut().zip(name.encode_utf16()) {
+        *slot = U16::new(unit);
+    }
+    GptEntry {
+        type_guid: guid_bytes(type_guid),
+        unique_guid: unique,
+        first_lba: U64::new(first),
+        last_lba: U64::new(last),
+        attributes: U64::new(0),
+        name: utf16,
+    }
+}
+
+/// UEFI 2.10 appendix A: a GUID in its on-disk mixed-endian form.
+fn guid_bytes(text: &str) -> [u8; 16] {
+    let hex: Vec<u8> = text
+        .split('-')
+        .flat_map(|g| {
+            (0..g.len())
+                .step_by(2)
+                .map(move |i| u8::from_str_radix(&g[i..i + 2], 16).expect("constant GUID"))
+        })
+        .collect();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&hex);
+    b[0..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    b
+}
+
+/// Deterministic identifiers: the same inputs give the same GUIDs (reproducible builds).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// RFC 9562 version 4 layout (random bits from the seed).
+    fn guid(&mut self) -> [u8; 16] {
+        let mut g = [0u8; 16];
+        g[..8].copy_from_slice(&self.next().to_le_bytes());
+        g[8..].copy_from_slice(&self.next().to_le_bytes());
+        g[7] = (g[7] & 0x0F) | 0x40;
+        g[8] = (g[8] & 0x3F) | 0x80;
+        g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> HybridLayout {
+        HybridLayout {
+            image_bytes: 8 * 1024 * 1024,
+            boot_file: 40 * SECTOR,
+            esp_start: 2 * 1024 * 1024,
+            esp_bytes: 4 * 1024 * 1024,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn esp_guid_matches_the_spec_bytes() {
+        assert_eq!(
+            guid_bytes(ESP_TYPE),
+            [
+                0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E,
+                0xC9, 0x3B
+            ]
+        );
+    }
+
+    #[test]
+    fn mbr_points_at_the_boot_file_and_gpt_checksums_hold() {
+        let sa = system_area(&[0x33; 432], &layout()).unwrap();
+        assert_eq!(&sa.head[510..512], &[0x55, 0xAA]);
+        assert_eq!(
+            u32::from_le_bytes(sa.head[432..436].try_into().unwrap()),
+            160
+        );
+        assert_eq!(sa.head[446 + 4], 0xEE);
+        assert_eq!(&sa.head[512..520], b"EFI PART");
+        let mut hdr = sa.head[512..604].to_vec();
+        let crc = u32::from_le_bytes(hdr[16..20].try_into().unwrap());
+        hdr[16..20].fill(0);
+        assert_eq!(crc32fast::hash(&hdr), crc);
+        assert_eq!(sa.tail.len() as u64, GPT_TAIL_BYTES);
+        assert_eq!(&sa.tail[sa.tail.len() - 512..][..8], b"EFI PART");
+        assert_eq!(sa.tail_offset + GPT_TAIL_BYTES, layout().image_bytes);
+    }
+
+    #[test]
+    fn bad_boot_code_and_layout_are_refused() {
+        assert!(matches!(
+            system_area(&[0; 400], &layout()),
+            Err(HybridError::BootCode(400))
+        ));
+        let mut l = layout();
+        l.esp_bytes = 6 * 1024 * 1024 + 512;
+        assert!(matches!(
+            system_area(&[0; 432], &l),
+            Err(HybridError::Layout(_))
+        ));
+    }
+}

@@ -1,0 +1,193 @@
+//! Boots failback.iso under QEMU (TCG) in every way operators present it: BIOS and UEFI,
+//! CD-ROM and USB stick, UEFI with Secure Boot enforced, and a q35 VM whose only boot
+//! device is a SATA CD-ROM. Each boot must reach the client's `boot` and `disks` events.
+//!
+//! The ISO is built once per run by the `failback` under test, with the static client of
+//! scripts/build.sh and kernel arguments that make the client print JSON and power off.
+
+mod iso_support;
+
+use iso_support::{Firmware, Medium, Seen, Vm, build_into, have_qemu, inputs_dir, qemu_args};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const APPEND: &str = "failback.progress=json failback.after=poweroff";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn scratch() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("iso_boot")
+}
+
+/// The ISO under test, built once.
+fn test_iso() -> &'static Path {
+    static ISO: OnceLock<PathBuf> = OnceLock::new();
+    ISO.get_or_init(|| {
+        let out = scratch().join("out");
+        build_into(&out, &["--append", APPEND]);
+        out.join("failback.iso")
+    })
+}
+
+/// Boots `iso` and returns (boot event, seconds to it, disks event).
+fn boot(
+    name: &str,
+    iso: &Path,
+    firmware: Firmware,
+    medium: Medium,
+) -> (serde_json::Value, f64, serde_json::Value) {
+    let vars = tempfile::tempdir().unwrap();
+    let mut vm = Vm::start(&qemu_args(iso, firmware, medium, vars.path()));
+    let (boot, at) = vm.event("boot", BOOT_TIMEOUT);
+    eprintln!("{name}: boot event {at:.1} s after QEMU started");
+    let (disks, _) = vm.event("disks", BOOT_TIMEOUT);
+    (boot, at, disks)
+}
+
+/// The stick (or CD) the image was booted from shows up as a disk of the image's size.
+fn assert_medium_listed(disks: &serde_json::Value, iso: &Path) {
+    let size = std::fs::metadata(iso).unwrap().len();
+    let list = disks["disks"].as_array().expect("disks list");
+    assert!(
+        list.iter().any(|d| d["size"].as_u64() == Some(size)),
+        "no disk of {size} bytes (the ISO) in {list:?}"
+    );
+}
+
+#[test]
+fn bios_cdrom() {
+    if !have_qemu() {
+        return;
+    }
+    let (boot, _, _) = self::boot("bios_cdrom", test_iso(), Firmware::Bios, Medium::Cdrom);
+    assert_eq!(boot["secure_boot"], false);
+}
+
+#[test]
+fn uefi_cdrom() {
+    if !have_qemu() {
+        return;
+    }
+    let (boot, _, _) = self::boot("uefi_cdrom", test_iso(), Firmware::Uefi, Medium::Cdrom);
+    assert_eq!(boot["secure_boot"], false);
+}
+
+#[test]
+fn bios_usb_stick() {
+    if !have_qemu() {
+        return;
+    }
+    let iso = test_iso();
+    let (boot, _, disks) = self::boot("bios_usb_stick", iso, Firmware::Bios, Medium::UsbStick);
+    assert_eq!(boot["secure_boot"], false);
+    assert_medium_listed(&disks, iso);
+}
+
+#[test]
+fn uefi_usb_stick() {
+    if !have_qemu() {
+        return;
+    }
+    let iso = test_iso();
+    let (boot, _, disks) = self::boot("uefi_usb_stick", iso, Firmware::Uefi, Medium::UsbStick);
+    assert_eq!(boot["secure_boot"], false);
+    assert_medium_listed(&disks, iso);
+}
+
+#[test]
+fn secure_boot_cdrom() {
+    if !have_qemu() {
+        return;
+    }
+    let (boot, _, _) = self::boot(
+        "secure_boot_cdrom",
+        test_iso(),
+        Firmware::SecureBoot,
+        Medium::Cdrom,
+    );
+    assert_eq!(boot["secure_boot"], true, "client must see Secure Boot on");
+}
+
+#[test]
+fn secure_boot_usb_stick() {
+    if !have_qemu() {
+        return;
+    }
+    let (boot, _, _) = self::boot(
+        "secure_boot_usb_stick",
+        test_iso(),
+        Firmware::SecureBoot,
+        Medium::UsbStick,
+    );
+    assert_eq!(boot["secure_boot"], true, "client must see Secure Boot on");
+}
+
+#[test]
+fn q35_sata_cdrom_only() {
+    if !have_qemu() {
+        return;
+    }
+    let (boot, _, _) = self::boot(
+        "q35_sata_cdrom_only",
+        test_iso(),
+        Firmware::Bios,
+        Medium::SataCdOnly,
+    );
+    assert_eq!(boot["secure_boot"], false);
+}
+
+/// The same firmware refuses a kernel whose signature no longer matches: enforcement is real.
+#[test]
+fn secure_boot_refuses_a_modified_kernel() {
+    if !have_qemu() {
+        return;
+    }
+    let inputs = inputs_dir();
+    let kernel = std::fs::read_dir(inputs.join("boot"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .expect("a kernel in inputs/boot");
+    let version = kernel.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
+    let dir = scratch().join("unsigned");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = std::fs::read(&kernel).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF; // in the compressed payload: the Authenticode hash no longer matches
+    let modified = dir.join("vmlinuz-modified");
+    std::fs::write(&modified, bytes).unwrap();
+    let modules = inputs.join("lib/modules").join(&version);
+    let out = dir.join("out");
+    build_into(
+        &out,
+        &[
+            "--append",
+            APPEND,
+            "--kernel",
+            modified.to_str().unwrap(),
+            "--modules",
+            modules.to_str().unwrap(),
+        ],
+    );
+    let vars = tempfile::tempdir().unwrap();
+    let mut vm = Vm::start(&qemu_args(
+        &out.join("failback.iso"),
+        Firmware::SecureBoot,
+        Medium::Cdrom,
+        vars.path(),
+    ));
+    // Debian's GRUB asks shim to verify the kernel and stops with this message.
+    match vm.watch(
+        "boot",
+        &["bad shim signature", "invalid signature", "Access Denied"],
+        BOOT_TIMEOUT,
+    ) {
+        Seen::Text(t) => eprintln!("modified kernel refused: {t:?}"),
+        Seen::Event(..) => panic!("a modified kernel booted under Secure Boot:\n{}", vm.log()),
+    }
+}

@@ -1,0 +1,349 @@
+//! Helpers of the ISO tests: where things are, building a test ISO with `failback build`,
+//! and a QEMU (TCG) runner that boots it in one of the firmware/medium combinations.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The build output of scripts/build.sh, or a failure saying how to make it.
+pub fn out_dir() -> PathBuf {
+    let out = repo().join("out");
+    assert!(
+        out.join("failback.iso").is_file() && out.join("pxe/initrd.img").is_file(),
+        "{} has no failback.iso + pxe/initrd.img: run scripts/build.sh first",
+        out.display()
+    );
+    out
+}
+
+/// The static client built by scripts/build.sh (what goes into the initramfs as /init).
+pub fn static_client() -> PathBuf {
+    let path = repo().join("target/x86_64-unknown-linux-gnu/release/failback");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/build.sh first",
+        path.display()
+    );
+    path
+}
+
+pub fn inputs_dir() -> PathBuf {
+    let path = repo().join("inputs");
+    assert!(
+        path.join("usr/lib/ISOLINUX/isolinux.bin").is_file(),
+        "{} lacks the Debian inputs: run scripts/fetch-inputs.sh first",
+        path.display()
+    );
+    path
+}
+
+/// Runs the `failback` under test (this build), with SOURCE_DATE_EPOCH fixed.
+pub fn failback(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_failback"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .current_dir(repo())
+        .output()
+        .expect("cannot run failback")
+}
+
+/// `failback build` into `out` with the static client; panics with its output on failure.
+pub fn build_into(out: &Path, extra: &[&str]) {
+    let client = static_client();
+    let inputs = inputs_dir();
+    let mut args = vec![
+        "build",
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--client",
+        client.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = failback(&args);
+    assert!(
+        o.status.success(),
+        "failback build failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs an oracle tool; a missing tool is a failure (CI installs it), never a skip.
+pub fn tool(name: &str, args: &[&str]) -> Output {
+    Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("{name} is needed by this test (apt-get install xorriso genisoimage gdisk dosfstools): {e}")
+    })
+}
+
+/// False (after saying so loudly) when QEMU is not installed; under CI that is a failure.
+pub fn have_qemu() -> bool {
+    let found = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "qemu-system-x86_64 is not installed, and CI must install it"
+        );
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: qemu-system-x86_64 is not installed; this ISO boot test did not run !!!!!!!!\n"
+        );
+    }
+    found
+}
+
+/// How the ISO is presented to which firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF without Secure Boot.
+    Uefi,
+    /// OVMF with Microsoft keys enrolled and Secure Boot enforced.
+    SecureBoot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// `-cdrom` (IDE on pc, SATA on q35).
+    Cdrom,
+    /// The image written raw to a USB stick (xHCI + usb-storage).
+    UsbStick,
+    /// q35 with an explicit AHCI port holding a SATA CD-ROM as the only boot device.
+    SataCdOnly,
+}
+
+/// QEMU arguments booting `iso` from `medium` under `firmware`; `vars` is a scratch dir
+/// for the OVMF variable store copy.
+pub fn qemu_args(iso: &Path, firmware: Firmware, medium: Medium, vars: &Path) -> Vec<String> {
+    let iso = iso.display();
+    let mut a: Vec<String> = vec!["-m".into(), "1024".into(), "-nic".into(), "none".into()];
+    let ovmf = |a: &mut Vec<String>, code: &str, vars_src: &str| {
+        let copy = vars.join("OVMF_VARS.fd");
+        std::fs::copy(format!("/usr/share/OVMF/{vars_src}"), &copy)
+            .unwrap_or_else(|e| panic!("OVMF is needed (apt-get install ovmf): {vars_src}: {e}"));
+        a.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{code}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", copy.display()),
+        ]);
+    };
+    match firmware {
+        Firmware::Bios if medium == Medium::SataCdOnly => {
+            // No default devices at all (no NIC, no IDE/SATA drives, no floppy): only the
+            // console, a display, and the CD-ROM below.
+            a.extend(
+                [
+                    "-machine",
+                    "q35",
+                    "-nodefaults",
+                    "-serial",
+                    "stdio",
+                    "-vga",
+                    "std",
+                ]
+                .map(String::from),
+            );
+        }
+        Firmware::Bios => {}
+        Firmware::Uefi => {
+            a.extend(["-machine".into(), "q35".into()]);
+            ovmf(&mut a, "OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd");
+        }
+        Firmware::SecureBoot => {
+            a.extend([
+                "-machine".into(),
+                "q35,smm=on".into(),
+                "-global".into(),
+                "driver=cfi.pflash01,property=secure,value=on".into(),
+            ]);
+            ovmf(&mut a, "OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd");
+        }
+    }
+    match medium {
+        Medium::Cdrom => a.extend(["-cdrom".into(), iso.to_string()]),
+        Medium::UsbStick => a.extend([
+            "-device".into(),
+            "qemu-xhci,id=xhci".into(),
+            "-drive".into(),
+            format!("if=none,id=stick,format=raw,readonly=on,file={iso}"),
+            "-device".into(),
+            "usb-storage,bus=xhci.0,drive=stick,bootindex=0".into(),
+        ]),
+        Medium::SataCdOnly => a.extend([
+            "-drive".into(),
+            format!("if=none,id=cd,media=cdrom,readonly=on,format=raw,file={iso}"),
+            "-device".into(),
+            "ide-cd,drive=cd,bus=ide.0,bootindex=0".into(),
+        ]),
+    }
+    a
+}
+
+/// At most this many VMs at once (TCG is CPU bound; the machine has few cores):
+/// FAILBACK_QEMU_JOBS, default 2. Use 1 to measure boot times.
+static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+fn max_vms() -> usize {
+    std::env::var("FAILBACK_QEMU_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2)
+}
+
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let (count, cv) = &SLOTS;
+        let mut n = count.lock().unwrap();
+        while *n >= max_vms() {
+            n = cv.wait(n).unwrap();
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, cv) = &SLOTS;
+        *count.lock().unwrap() -= 1;
+        cv.notify_one();
+    }
+}
+
+/// What the console showed: a JSON event or a line matching one of the watched texts.
+pub enum Seen {
+    Event(serde_json::Value, f64),
+    Text(String),
+}
+
+/// A running VM whose serial console we read.
+pub struct Vm {
+    child: Child,
+    lines: Receiver<String>,
+    started: Instant,
+    pub console: Vec<String>,
+    _slot: Slot,
+}
+
+impl Vm {
+    pub fn start(args: &[String]) -> Vm {
+        let slot = Slot::take();
+        let mut child = Command::new("qemu-system-x86_64")
+            .args([
+                "-accel",
+                "tcg",
+                "-nographic",
+                "-no-reboot",
+                "-monitor",
+                "none",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start qemu-system-x86_64");
+        let (tx, lines) = channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                // Firmware and GRUB draw with escape codes and \r; split on both.
+                let mut r = BufReader::new(stream);
+                let mut buf = Vec::new();
+                while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    for part in text.split('\r') {
+                        if !part.trim().is_empty() && tx.send(part.trim_end().to_string()).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    buf.clear();
+                }
+            });
+        }
+        Vm {
+            child,
+            lines,
+            started: Instant::now(),
+            console: Vec::new(),
+            _slot: slot,
+        }
+    }
+
+    /// Waits for the event `name` or a console line containing one of `texts`.
+    pub fn watch(&mut self, name: &str, texts: &[&str], timeout: Duration) -> Seen {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.console.push(line.clone());
+                    if let Some(t) = texts.iter().find(|t| line.contains(*t)) {
+                        return Seen::Text((*t).to_string());
+                    }
+                    let Some(at) = line.find("{\"event\":") else {
+                        continue;
+                    };
+                    let Ok(event) = serde_json::from_str::<serde_json::Value>(&line[at..]) else {
+                        continue;
+                    };
+                    if event["event"] == name {
+                        return Seen::Event(event, self.started.elapsed().as_secs_f64());
+                    }
+                    assert_ne!(
+                        event["event"],
+                        "error",
+                        "client reported an error:\n{}",
+                        self.log()
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no '{name}' event within {timeout:?}:\n{}", self.log())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("QEMU exited before the '{name}' event:\n{}", self.log())
+                }
+            }
+        }
+    }
+
+    /// Waits for the JSON event `name`; returns it and the seconds since QEMU started.
+    pub fn event(&mut self, name: &str, timeout: Duration) -> (serde_json::Value, f64) {
+        match self.watch(name, &[], timeout) {
+            Seen::Event(e, at) => (e, at),
+            Seen::Text(_) => unreachable!(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let start = self.console.len().saturating_sub(60);
+        self.console[start..].join("\n")
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,91 @@
+//! The boot image pulls a volume back: `failback serve` on the host serves a
+//! volume, the VM boots the kernel + initramfs with an older copy on its
+//! virtio disk, pulls only the differing blocks over QEMU's user network
+//! (10.0.2.2 is the host's loopback), verifies, and powers off.
+
+mod common;
+#[path = "sync_common/mod.rs"]
+mod sync_common;
+
+use common::{Vm, have_qemu, out_dir};
+use std::time::Duration;
+use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
+
+#[test]
+fn the_image_pulls_only_the_differing_blocks_and_verifies() {
+    if !have_qemu() {
+        return;
+    }
+    let out = out_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    // 24 MiB volume: random, with a run of zero blocks; the local disk holds an
+    // older state where every third block differs.
+    let blocks = 48;
+    let mut remote = random_bytes(blocks * BS, 7);
+    remote[10 * BS..14 * BS].fill(0);
+    let changed: Vec<usize> = (0..blocks).filter(|b| b % 3 == 0).collect();
+    let local = mutate(&remote, &changed, 99);
+    let remote_path = tmp.path().join("remote.img");
+    let local_path = tmp.path().join("local.img");
+    std::fs::write(&remote_path, &remote).unwrap();
+    std::fs::write(&local_path, &local).unwrap();
+    let (remote_hashes, local_hashes) = (block_hashes(&remote), block_hashes(&local));
+    let differs = |b: &usize| remote_hashes[*b] != local_hashes[*b];
+    let differing = (0..blocks).filter(differs).count();
+    // Differing blocks that are zero remotely are zeroed locally, not pulled.
+    let to_pull = (0..blocks)
+        .filter(differs)
+        .filter(|b| remote[b * BS..(b + 1) * BS].iter().any(|&x| x != 0))
+        .count();
+    assert!(differing >= 15, "the test changes blocks: {differing}");
+
+    let agent = Agent::start(&tmp.path().join("state"), &[("system", &remote_path)], 0);
+    let cmdline = format!(
+        "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
+         failback.source=https://10.0.2.2:{} failback.token={TOKEN} failback.fingerprint={} \
+         failback.map=system=/dev/vda",
+        agent.port, agent.fingerprint
+    );
+    let mut vm = Vm::start(&[
+        "-m",
+        "512",
+        "-kernel",
+        out.join("pxe/vmlinuz").to_str().unwrap(),
+        "-initrd",
+        out.join("pxe/initrd.img").to_str().unwrap(),
+        "-append",
+        &cmdline,
+        "-drive",
+        &format!("if=none,id=local,format=raw,file={}", local_path.display()),
+        "-device",
+        "virtio-blk-pci,drive=local",
+        "-nic",
+        "user,model=virtio-net-pci",
+    ]);
+    let (plan, _) = vm.event("plan", Duration::from_secs(180));
+    assert_eq!(plan["volume"], "system");
+    assert_eq!(plan["target"], "/dev/vda");
+    assert_eq!(plan["differing"], differing as u64, "{plan}");
+    let (done, at) = vm.event("done", Duration::from_secs(300));
+    eprintln!("pull done {at:.1} s after QEMU started: {done}");
+    assert_eq!(done["pulled_blocks"], to_pull as u64);
+    assert!(
+        done["wire_bytes"].as_u64().unwrap() <= (to_pull * BS) as u64 + 64 * 1024,
+        "only those blocks crossed: {done}"
+    );
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+
+    assert!(
+        std::fs::read(&local_path).unwrap() == remote,
+        "the local disk equals the served volume"
+    );
+    let agent_log = agent.output();
+    assert!(
+        agent_log.contains("client "),
+        "the agent saw the client's progress:\n{agent_log}"
+    );
+    assert!(
+        !vm.log().contains(TOKEN) || cmdline.contains(TOKEN),
+        "token only where the operator put it"
+    );
+}

@@ -43,9 +43,9 @@ const GRUB_CFG: &str = include_str!("../../iso/grub.cfg");
 /// (the last `console=` becomes /dev/console, where the client prints).
 pub const CONSOLE_ARGS: &str = "console=tty0 console=ttyS0,115200";
 /// Added to the default entry.
-const DEFAULT_ARGS: &str = "quiet";
+pub(super) const DEFAULT_ARGS: &str = "quiet";
 /// Added to the "verbose + debug" entry.
-const DEBUG_ARGS: &str = "loglevel=7 failback.debug=1";
+pub(super) const DEBUG_ARGS: &str = "loglevel=7 failback.debug=1";
 
 /// The image size is a multiple of this (whole "cylinders" for old BIOSes, USB friendly).
 const IMAGE_ROUND: u64 = 1024 * 1024;
@@ -242,14 +242,7 @@ impl IsoBuilder {
             i.epoch,
         )?;
 
-        let args = |more: &str| {
-            [CONSOLE_ARGS, more, i.extra_args.trim()]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let args = |more: &str| kernel_args(more, &i.extra_args);
         let vars = [
             ("VERSION", i.version.as_str()),
             ("LABEL", i.label.as_str()),
@@ -281,8 +274,18 @@ impl IsoBuilder {
     }
 }
 
+/// The kernel arguments of a menu entry: console, the entry's own, the operator's.
+pub(super) fn kernel_args(entry: &str, extra: &str) -> String {
+    [CONSOLE_ARGS, entry, extra.trim()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Fills `@NAME@` placeholders.
-fn render(template: &str, vars: &[(&str, &str)]) -> String {
+pub(super) fn render(template: &str, vars: &[(&str, &str)]) -> String {
     vars.iter().fold(template.to_string(), |s, (k, v)| {
         s.replace(&format!("@{k}@"), v)
     })

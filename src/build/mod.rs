@@ -10,6 +10,7 @@ pub mod iso;
 pub mod iso_types;
 pub mod modules;
 pub mod output;
+pub mod pxe;
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -52,12 +53,14 @@ pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
     iso::check_label(&opts.label)?;
     inputs::check_static_client(&opts.client)?;
-    let preset = match &opts.preset {
+    let (preset, hosts) = match &opts.preset {
         Some(path) => {
-            crate::config::Preset::load(path)?;
-            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+            let parsed = crate::config::Preset::load(path)?;
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            (Some(text), parsed.hosts)
         }
-        None => None,
+        None => (None, Vec::new()),
     };
     let kernel = inputs::locate_kernel(
         &opts.inputs,
@@ -90,7 +93,20 @@ pub fn run(opts: &Options) -> Result<Report> {
     let iso = iso::IsoBuilder::new(iso_inputs).write(&opts.out.join(files[2]))?;
     let iso_seconds = iso_started.elapsed().as_secs_f64();
 
-    let sums = output::sha256sums(&opts.out, &files)?;
+    // The PXE tree beside the kernel and initrd.
+    let pxe_files = pxe::write(
+        &opts.out.join("pxe"),
+        &pxe::PxeInputs::debian(&opts.inputs),
+        &hosts,
+        &opts.append,
+    )?;
+    let pxe_files: Vec<String> = pxe_files.iter().map(|f| format!("pxe/{f}")).collect();
+    let all: Vec<&str> = files
+        .iter()
+        .copied()
+        .chain(pxe_files.iter().map(String::as_str))
+        .collect();
+    let sums = output::sha256sums(&opts.out, &all)?;
     output::write_atomic(&opts.out.join("SHA256SUMS"), sums.as_bytes())?;
 
     Ok(Report {

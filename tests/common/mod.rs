@@ -108,8 +108,12 @@ impl Vm {
         ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
+                // Firmware and boot loaders print bytes that are not UTF-8.
+                let mut reader = BufReader::new(stream);
+                let mut buf = Vec::new();
+                while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    buf.clear();
                     if tx.send(line).is_err() {
                         break;
                     }
@@ -195,4 +199,31 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// QEMU arguments for OVMF (q35), with a fresh copy of the variable store in
+/// `dir`; `secure`: Microsoft keys enrolled and Secure Boot enforced.
+pub fn ovmf_args(dir: &Path, secure: bool) -> Vec<String> {
+    let (code, vars, machine) = if secure {
+        ("OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd", "q35,smm=on")
+    } else {
+        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", "q35")
+    };
+    let copy = dir.join(vars);
+    std::fs::copy(format!("/usr/share/OVMF/{vars}"), &copy)
+        .unwrap_or_else(|e| panic!("OVMF is needed (apt-get install ovmf): {vars}: {e}"));
+    let mut args = vec!["-machine".to_string(), machine.to_string()];
+    if secure {
+        args.extend([
+            "-global".into(),
+            "driver=cfi.pflash01,property=secure,value=on".into(),
+        ]);
+    }
+    args.extend([
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{code}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", copy.display()),
+    ]);
+    args
 }

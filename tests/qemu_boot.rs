@@ -15,26 +15,22 @@ fn client_boots_finds_both_disks_and_powers_off() {
     let tmp = tempfile::tempdir().unwrap();
     let virtio = disk_image(tmp.path(), "virtio.img", 64 << 20);
     let sata = disk_image(tmp.path(), "sata.img", 128 << 20);
-    let mut vm = Vm::start(&[
-        "-m",
-        "512",
-        "-kernel",
-        out.join("pxe/vmlinuz").to_str().unwrap(),
-        "-initrd",
-        out.join("pxe/initrd.img").to_str().unwrap(),
-        "-append",
+    let mut vm = common::boot_kernel(
+        &out,
         "console=ttyS0 failback.progress=json failback.after=poweroff failback.host=test-01",
-        "-drive",
-        &format!("if=none,id=vd,format=raw,file={}", virtio.display()),
-        "-device",
-        "virtio-blk-pci,drive=vd,serial=VIRTIO-SN-1",
-        "-drive",
-        &format!("if=none,id=sd,format=raw,file={}", sata.display()),
-        "-device",
-        "ahci,id=ahci0",
-        "-device",
-        "ide-hd,drive=sd,bus=ahci0.0,serial=SATA-SN-2,model=FAILBACK-TEST",
-    ]);
+        &[
+            "-drive",
+            &format!("if=none,id=vd,format=raw,file={}", virtio.display()),
+            "-device",
+            "virtio-blk-pci,drive=vd,serial=VIRTIO-SN-1",
+            "-drive",
+            &format!("if=none,id=sd,format=raw,file={}", sata.display()),
+            "-device",
+            "ahci,id=ahci0",
+            "-device",
+            "ide-hd,drive=sd,bus=ahci0.0,serial=SATA-SN-2,model=FAILBACK-TEST",
+        ],
+    );
 
     let (boot, at) = vm.event("boot", Duration::from_secs(120));
     eprintln!("boot event {at:.1} s after QEMU started");
@@ -85,16 +81,11 @@ fn a_bad_parameter_is_an_error_event_not_a_panic() {
     let out = out_dir();
     // failback.after is bad on purpose: the client must say so on the console and
     // then wait for the operator (the default), not crash the kernel.
-    let mut vm = Vm::start(&[
-        "-m",
-        "512",
-        "-kernel",
-        out.join("pxe/vmlinuz").to_str().unwrap(),
-        "-initrd",
-        out.join("pxe/initrd.img").to_str().unwrap(),
-        "-append",
+    let mut vm = common::boot_kernel(
+        &out,
         "console=ttyS0 failback.progress=json failback.after=explode",
-    ]);
+        &[],
+    );
     let (error, _) = vm.event("error", Duration::from_secs(120));
     assert!(
         error["message"]

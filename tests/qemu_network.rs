@@ -7,21 +7,8 @@ use common::{Vm, have_qemu, out_dir};
 use std::time::Duration;
 
 fn boot(append: &str, nics: &[&str]) -> Vm {
-    let out = out_dir();
-    let kernel = out.join("pxe/vmlinuz");
-    let initrd = out.join("pxe/initrd.img");
     let cmdline = format!("console=ttyS0 failback.progress=json failback.after=poweroff {append}");
-    let mut args = vec![
-        "-m",
-        "512",
-        "-kernel",
-        kernel.to_str().unwrap(),
-        "-initrd",
-        initrd.to_str().unwrap(),
-    ];
-    args.extend(["-append", &cmdline]);
-    args.extend(nics);
-    Vm::start(&args)
+    common::boot_kernel(&out_dir(), &cmdline, nics)
 }
 
 #[test]

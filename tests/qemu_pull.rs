@@ -7,7 +7,7 @@ mod common;
 #[path = "sync_common/mod.rs"]
 mod sync_common;
 
-use common::{Vm, have_qemu, out_dir};
+use common::{have_qemu, out_dir};
 use std::time::Duration;
 use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
@@ -46,22 +46,18 @@ fn the_image_pulls_only_the_differing_blocks_and_verifies() {
          failback.map=system=/dev/vda",
         agent.port, agent.fingerprint
     );
-    let mut vm = Vm::start(&[
-        "-m",
-        "512",
-        "-kernel",
-        out.join("pxe/vmlinuz").to_str().unwrap(),
-        "-initrd",
-        out.join("pxe/initrd.img").to_str().unwrap(),
-        "-append",
+    let mut vm = common::boot_kernel(
+        &out,
         &cmdline,
-        "-drive",
-        &format!("if=none,id=local,format=raw,file={}", local_path.display()),
-        "-device",
-        "virtio-blk-pci,drive=local",
-        "-nic",
-        "user,model=virtio-net-pci",
-    ]);
+        &[
+            "-drive",
+            &format!("if=none,id=local,format=raw,file={}", local_path.display()),
+            "-device",
+            "virtio-blk-pci,drive=local",
+            "-nic",
+            "user,model=virtio-net-pci",
+        ],
+    );
     let (plan, _) = vm.event("plan", Duration::from_secs(180));
     assert_eq!(plan["volume"], "system");
     assert_eq!(plan["target"], "/dev/vda");

@@ -4,10 +4,10 @@
 use crate::config::{Preset, Source};
 use crate::events::{Event, Reporter, Tee};
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
-use crate::sync::{Options, PlanSummary, Puller, Summary, map};
+use crate::sync::cli::confirm;
+use crate::sync::{Options, Puller, Summary, map};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +93,9 @@ impl PullSettings {
             unattended: self.unattended,
             ..Options::default()
         };
-        let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut confirm_on_console);
+        let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut |plans| {
+            confirm(&mut std::io::stdout(), plans)
+        });
         if let Err(e) = &result {
             agent.report(&Event::Error {
                 message: e.to_string(),
@@ -102,26 +104,4 @@ impl PullSettings {
         agent.finish();
         Ok(result?)
     }
-}
-
-/// Shows the plan on the console and asks; anything but "yes" writes nothing.
-fn confirm_on_console(plans: &[PlanSummary]) -> bool {
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "About to overwrite:");
-    for p in plans {
-        let _ = writeln!(
-            out,
-            "  {} <- {}: {} blocks ({:.1} MiB) to pull, {} blocks to zero",
-            p.target.display(),
-            p.volume,
-            p.blocks_to_pull,
-            p.bytes_to_pull as f64 / f64::from(1u32 << 20),
-            p.zero_blocks
-        );
-    }
-    let _ = write!(out, "Type 'yes' to write these disks: ");
-    let _ = out.flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    line.trim() == "yes"
 }

@@ -149,11 +149,15 @@ pub fn run(args: PullArgs) -> Result<()> {
 
 /// Shows the plan and asks on the terminal; anything but "yes" declines.
 fn ask(plans: &[PlanSummary]) -> bool {
-    let mut err = std::io::stderr();
-    let _ = writeln!(err, "About to overwrite:");
+    confirm(&mut std::io::stderr(), plans)
+}
+
+/// Shows the plan on `out` and reads the answer from stdin; anything but "yes" declines.
+pub fn confirm(out: &mut dyn Write, plans: &[PlanSummary]) -> bool {
+    let _ = writeln!(out, "About to overwrite:");
     for p in plans {
         let _ = writeln!(
-            err,
+            out,
             "  {} <- {}: {} blocks ({:.1} MiB) to pull, {} blocks to zero",
             p.target.display(),
             p.volume,
@@ -162,8 +166,8 @@ fn ask(plans: &[PlanSummary]) -> bool {
             p.zero_blocks
         );
     }
-    let _ = write!(err, "Type 'yes' to write these targets: ");
-    let _ = err.flush();
+    let _ = write!(out, "Type 'yes' to write these targets: ");
+    let _ = out.flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     line.trim() == "yes"

@@ -227,3 +227,21 @@ pub fn ovmf_args(dir: &Path, secure: bool) -> Vec<String> {
     ]);
     args
 }
+
+/// Boots the kernel and initramfs of `out/pxe` directly (QEMU's -kernel/-initrd)
+/// with 512 MiB and the kernel command line `append`, plus `extra` arguments.
+pub fn boot_kernel(out: &Path, append: &str, extra: &[&str]) -> Vm {
+    let kernel = out.join("pxe/vmlinuz");
+    let initrd = out.join("pxe/initrd.img");
+    let mut args = vec![
+        "-m",
+        "512",
+        "-kernel",
+        kernel.to_str().unwrap(),
+        "-initrd",
+        initrd.to_str().unwrap(),
+    ];
+    args.extend(["-append", append]);
+    args.extend(extra);
+    Vm::start(&args)
+}

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests). Usage: scripts/bench.sh sync
+# Benchmarks (not tests). Usage: scripts/bench.sh sync|boot
+#
+# boot: the image as built by scripts/build.sh (out/): `failback build` time, then
+# QEMU (TCG) boots of the kernel + initramfs and of the ISO (BIOS CD), BENCH_RUNS
+# times each (default 3), timing QEMU start -> the client's `boot` event.
 #
 # sync: 2 GiB images with 0%, 1%, 10%, 100% of their 512 KiB blocks changed (seeded),
 # client and agent on 127.0.0.1. Side by side in one run: failback pull; rsync
@@ -11,7 +15,46 @@
 set -euo pipefail
 
 what=${1:-}
-[[ $what == sync ]] || { echo "usage: $0 sync" >&2; exit 2; }
+[[ $what == sync || $what == boot ]] || { echo "usage: $0 sync|boot" >&2; exit 2; }
+
+if [[ $what == boot ]]; then
+    cd "$(dirname "$0")/.."
+    runs=${BENCH_RUNS:-3}
+    client=target/x86_64-unknown-linux-gnu/release/failback
+    [[ -x $client && -f out/failback.iso ]] || { echo "bench: run scripts/build.sh first" >&2; exit 1; }
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    start=$(date +%s.%N); "$client" build --inputs inputs --out "$tmp/out" --client "$client" >/dev/null
+    echo "| failback build | $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.2f') s |"
+    echo "| initrd.img | $(stat -c %s out/pxe/initrd.img) bytes |"
+    echo "| failback.iso | $(stat -c %s out/failback.iso) bytes |"
+    # Seconds from QEMU start to the boot event (the VM is killed right after).
+    to_boot() {
+        local t0 line
+        t0=$(date +%s.%N)
+        while IFS= read -r line; do
+            if [[ $line == *'{"event":"boot"'* || $line == *' started after '*'Secure Boot'* ]]; then
+                echo "$(date +%s.%N) - $t0" | bc -l | xargs printf '%.1f'
+                return
+            fi
+        done < <(timeout 180 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -monitor none \
+            -device virtio-rng-pci "$@" 2>&1)
+        echo "timeout"
+    }
+    for mode in kernel+initrd bios-cd; do
+        times=()
+        for _ in $(seq "$runs"); do
+            if [[ $mode == kernel+initrd ]]; then
+                times+=("$(to_boot -kernel out/pxe/vmlinuz -initrd out/pxe/initrd.img \
+                    -append "console=ttyS0 failback.progress=json")")
+            else
+                # The ISO's menus wait 3 s before the default entry.
+                times+=("$(to_boot -cdrom out/failback.iso)")
+            fi
+        done
+        echo "| QEMU start -> boot event, $mode (TCG) | ${times[*]} s |"
+    done
+    exit 0
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${BENCH_DIR:-/tmp/failback-bench}

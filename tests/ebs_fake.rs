@@ -333,14 +333,21 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
     // Again: zero blocks are left alone, the 40 blocks are fetched (EBS has no
     // hashes up front) and none is rewritten: the file's mtime does not move.
     let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-    let f = std::fs::OpenOptions::new().write(true).open(&target).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .unwrap();
     f.set_modified(past).unwrap();
     drop(f);
     let out = pull(&endpoint, "ebs://snap-a1", &target, "snap-a1");
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""zero_blocks":0"#), "{stdout}");
-    assert_eq!(std::fs::metadata(&target).unwrap().modified().unwrap(), past, "rewritten");
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().modified().unwrap(),
+        past,
+        "rewritten"
+    );
 }
 
 #[test]

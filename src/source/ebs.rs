@@ -305,7 +305,7 @@ impl EbsSource {
             }
         };
         let bs = listed.block_size;
-        if bs == 0 || bs > BLOCK_SIZE || BLOCK_SIZE % bs != 0 {
+        if bs == 0 || bs > BLOCK_SIZE || !BLOCK_SIZE.is_multiple_of(bs) {
             return Err(Error::BlockSize {
                 snapshot: snap.clone(),
                 size: bs,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests). Usage: scripts/bench.sh sync|boot
+# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot
 #
 # boot: the image as built by scripts/build.sh (out/): `failback build` time, then
 # QEMU (TCG) boots of the kernel + initramfs and of the ISO (BIOS CD), BENCH_RUNS
@@ -15,8 +15,84 @@
 set -euo pipefail
 
 what=${1:-}
-[[ $what == sync || $what == boot ]] || { echo "usage: $0 sync|boot" >&2; exit 2; }
+[[ $what == sync || $what == ebs || $what == boot ]] || { echo "usage: $0 sync|ebs|boot" >&2; exit 2; }
 
+# ebs: one moto server (tests/ebs_support/moto_server.py) on 127.0.0.1; a snapshot of
+# BENCH_EBS_MIB (default 512) MiB of random data in a 1 GiB volume and a second one
+# with 5% of its blocks rewritten, uploaded with boto3. Side by side: coldsnap
+# download (full) and failback pull (full, then from the base snapshot). Needs the
+# moto venv (scripts/moto-venv.sh) and coldsnap (COLDSNAP, default
+# /tmp/coldsnap/bin/coldsnap; `cargo install --root /tmp/coldsnap coldsnap`).
+bench_ebs() {
+    local root dir mib bs cs port ep fb t0 t1
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    dir=${BENCH_DIR:-/tmp/failback-bench}/ebs
+    mib=${BENCH_EBS_MIB:-512}
+    bs=$((512 * 1024))
+    cs=${COLDSNAP:-/tmp/coldsnap/bin/coldsnap}
+    port=${BENCH_EBS_PORT:-15510}
+    ep=http://127.0.0.1:$port
+    [[ -x $cs ]] || { echo "bench: no coldsnap at $cs: cargo install --root /tmp/coldsnap coldsnap (or set COLDSNAP)" >&2; exit 1; }
+    "$root/scripts/moto-venv.sh"
+    local py=${MOTO_VENV:-$root/.venv-moto}/bin/python
+    fb=${FAILBACK_BIN:-}
+    if [[ -z $fb ]]; then
+        echo "building failback (release)..." >&2
+        (cd "$root" && cargo build --release --quiet)
+        fb=$root/target/release/failback
+    fi
+    mkdir -p "$dir"
+    cd "$dir"
+    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+    unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_EBS
+    stream() { { openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } | head -c "$2"; }
+    echo "making images..." >&2
+    stream ebs-full $((mib << 20)) >full.img
+    truncate -s 1G full.img
+    cp full.img changed.img
+    local blocks=$((mib * 2)) n=0 b
+    for ((b = 7; b < blocks; b += 20)); do
+        stream "chg$b" $bs | dd of=changed.img bs=$bs seek=$b conv=notrunc status=none
+        n=$((n + 1))
+    done
+    "$py" "$root/tests/ebs_support/moto_server.py" "$port" >moto.log 2>&1 &
+    local moto=$!
+    trap 'kill $moto 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
+    echo "uploading snapshots to moto..." >&2
+    local snap_full snap_chg
+    snap_full=$("$py" "$root/tests/ebs_support/snapshots.py" "$ep" full.img)
+    snap_chg=$("$py" "$root/tests/ebs_support/snapshots.py" "$ep" changed.img)
+    now() { date +%s.%N; }
+    secs() { echo "$2 - $1" | bc -l | xargs printf '%.2f'; }
+    fresh() { rm -f "$1"; truncate -s 1G "$1"; }
+
+    rm -f cs.img; t0=$(now)
+    "$cs" --endpoint "$ep" --region us-east-1 download --no-progress "$snap_full" cs.img
+    t1=$(now); local t_cs; t_cs=$(secs "$t0" "$t1")
+    cmp cs.img full.img || { echo "bench: coldsnap's copy differs" >&2; exit 1; }
+
+    fresh fb.img; t0=$(now)
+    "$fb" pull --source "ebs://$snap_full" --endpoint "$ep" --map "$snap_full=$dir/fb.img" --yes --progress none >fb-full.log 2>&1
+    t1=$(now); local t_fb; t_fb=$(secs "$t0" "$t1")
+    cmp fb.img full.img || { echo "bench: failback's copy differs" >&2; exit 1; }
+
+    t0=$(now)
+    "$fb" pull --source "ebs://$snap_chg?base=$snap_full" --endpoint "$ep" --map "$snap_chg=$dir/fb.img" --yes --progress none >fb-base.log 2>&1
+    t1=$(now); local t_base; t_base=$(secs "$t0" "$t1")
+    cmp fb.img changed.img || { echo "bench: failback's copy from the base differs" >&2; exit 1; }
+
+    echo
+    echo "EBS pull, $mib MiB of data in a 1 GiB snapshot, moto on 127.0.0.1, $(nproc) cores"
+    echo
+    echo "| run | wall s | vs coldsnap full |"
+    echo "|---|---|---|"
+    echo "| coldsnap download (full) | $t_cs | 1.00 |"
+    echo "| failback pull (full) | $t_fb | $(echo "$t_fb / $t_cs" | bc -l | xargs printf '%.2f') |"
+    echo "| failback pull from base ($n blocks = 5% changed) | $t_base | $(echo "$t_base / $t_cs" | bc -l | xargs printf '%.2f') |"
+    exit 0
+}
+[[ $what == ebs ]] && bench_ebs
 if [[ $what == boot ]]; then
     cd "$(dirname "$0")/.."
     runs=${BENCH_RUNS:-3}

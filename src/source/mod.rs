@@ -1,9 +1,12 @@
 //! Where remote volumes come from: a [`BlockSource`] lists volumes, gives the SHA-256
 //! of every 512 KiB block and hands over the blocks themselves. The agent over HTTPS
-//! ([`agent::AgentSource`]) is one; an EBS snapshot source fits the same trait
-//! (ListSnapshotBlocks gives block checksums, GetSnapshotBlock the data).
+//! ([`agent::AgentSource`]) is one. An EBS snapshot ([`ebs::EbsSource`]) learns a
+//! block's SHA-256 only with the block itself (GetSnapshotBlock's `x-amz-Checksum`),
+//! so it offers [`BlockSource::candidates`] instead of hashes: the blocks that may
+//! differ and those known to be zeros.
 
 pub mod agent;
+pub mod ebs;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +64,8 @@ pub enum SourceError {
     Transport { url: String, message: String },
     #[error("the agent at {url} sent a malformed answer: {message}")]
     Protocol { url: String, message: String },
+    #[error(transparent)]
+    Ebs(#[from] ebs::Error),
 }
 
 impl SourceError {
@@ -70,6 +75,7 @@ impl SourceError {
             SourceError::Transport { .. } | SourceError::Protocol { .. } => true,
             SourceError::Http { status, .. } => *status >= 500 || *status == 429,
             SourceError::Unauthorized { .. } | SourceError::Fingerprint { .. } => false,
+            SourceError::Ebs(e) => e.is_retryable(),
         }
     }
 }
@@ -82,6 +88,17 @@ pub enum Received {
     Stop,
 }
 
+/// The blocks of a volume worth a look, from a source that cannot hash up front.
+/// Blocks in neither list are taken to be what the target already holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Candidates {
+    /// Blocks to fetch; their SHA-256 is learned from the data, which the source
+    /// has checked against the checksum it came with.
+    pub fetch: Vec<u64>,
+    /// Blocks the remote volume does not hold: zeros.
+    pub zero: Vec<u64>,
+}
+
 /// A remote set of volumes, read block by block. Calls are blocking and may be made
 /// from several threads at once (each call may use its own connection).
 pub trait BlockSource: Send + Sync {
@@ -90,6 +107,14 @@ pub trait BlockSource: Send + Sync {
 
     /// SHA-256 of blocks `start..start+count` of `volume`, in order.
     fn hashes(&self, volume: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError>;
+
+    /// For sources that learn a block's hash only with the block (EBS): which blocks
+    /// to fetch and which are zeros. `Ok(None)` (the default): plan with
+    /// [`hashes`](Self::hashes). When this gives `Some`, `hashes` is not called and
+    /// [`blocks`](Self::blocks) delivers only blocks it has verified itself.
+    fn candidates(&self, _volume: &str) -> Result<Option<Candidates>, SourceError> {
+        Ok(None)
+    }
 
     /// Fetches the blocks at `indexes` of `volume`; `sink(index, data, wire_bytes)` is
     /// called for each one as it arrives (any order). An error may come after some

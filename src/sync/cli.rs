@@ -1,8 +1,11 @@
 //! `failback pull`: arguments, reporters and the confirmation prompt around [`Puller`].
 
 use super::{Options, PlanSummary, Puller, map};
+use crate::config::Source;
 use crate::events::{ConsoleReporter, Event, Reporter, Style, Tee};
+use crate::source::BlockSource;
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
+use crate::source::ebs::{EbsConfig, EbsSource};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -23,15 +26,21 @@ pub enum ProgressMode {
 /// Arguments of `failback pull`.
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
-    /// The agent: https://HOST:PORT
+    /// The agent (https://HOST:PORT) or an EBS snapshot (ebs://snap-ID, or
+    /// ebs://snap-NEW?base=snap-OLD to pull only the blocks changed since snap-OLD).
     #[arg(long, env = "FAILBACK_SOURCE")]
     pub source: String,
     /// The agent's token (better passed as FAILBACK_TOKEN).
     #[arg(long, env = "FAILBACK_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
     /// The agent's certificate fingerprint, as `failback serve` prints it.
     #[arg(long, env = "FAILBACK_FINGERPRINT")]
-    pub fingerprint: String,
+    pub fingerprint: Option<String>,
+    /// EBS endpoint URL (default: AWS_ENDPOINT_URL_EBS, AWS_ENDPOINT_URL, else the
+    /// region's). Credentials and region: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION.
+    #[arg(long)]
+    pub endpoint: Option<String>,
     /// NAME=TARGET, NAME=EXCLUDE, a,b lists of those, or a JSON object; repeatable.
     #[arg(long = "map", required = true)]
     pub map: Vec<String>,
@@ -44,9 +53,9 @@ pub struct PullArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value = "bar")]
     pub progress: ProgressMode,
-    /// Connections fetching blocks at once.
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    /// Connections fetching blocks at once (default: 4 to an agent, 16 to EBS).
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Seconds before a stalled request is abandoned (and retried).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -74,22 +83,40 @@ impl Reporter for Quiet {
 
 /// Runs `failback pull`.
 pub fn run(args: PullArgs) -> Result<()> {
-    let fingerprint = parse_fingerprint(&args.fingerprint).with_context(|| {
+    let mapping = map::parse(&args.map)?;
+    match Source::parse(args.source.clone()).map_err(|e| anyhow::anyhow!("--source {e}"))? {
+        Source::Agent(url) => run_agent(url, mapping, args),
+        Source::Ebs { snapshot, base } => {
+            let mut cfg = EbsConfig::resolve(snapshot, base, args.endpoint.clone(), None, |k| {
+                std::env::var(k).ok()
+            })?;
+            cfg.timeout = Duration::from_secs(args.timeout.max(1));
+            let source = EbsSource::new(cfg)?;
+            let connections = args.connections.unwrap_or(16);
+            pull(&source, None, mapping, connections, args)
+        }
+    }
+}
+
+fn run_agent(url: String, mapping: map::Mapping, args: PullArgs) -> Result<()> {
+    let Some(fingerprint) = &args.fingerprint else {
+        bail!(
+            "--fingerprint is needed with an agent: give the 64 hex digits `failback serve` prints"
+        );
+    };
+    let fingerprint = parse_fingerprint(fingerprint).with_context(|| {
         format!(
-            "--fingerprint '{}' is not a SHA-256 fingerprint: give the 64 hex digits `failback serve` prints",
-            args.fingerprint
+            "--fingerprint '{fingerprint}' is not a SHA-256 fingerprint: give the 64 hex digits `failback serve` prints"
         )
     })?;
-    if !args.source.starts_with("https://") {
+    let Some(token) = args.token.clone() else {
         bail!(
-            "--source '{}' is not an https:// URL: give https://HOST:PORT of `failback serve`",
-            args.source
+            "--token (or FAILBACK_TOKEN) is needed with an agent: give the token `failback serve` prints"
         );
-    }
-    let mapping = map::parse(&args.map)?;
+    };
     let source = Arc::new(AgentSource::new(AgentConfig {
-        url: args.source.clone(),
-        token: args.token.clone(),
+        url,
+        token,
         fingerprint,
         timeout: Duration::from_secs(args.timeout.max(1)),
     })?);
@@ -98,6 +125,20 @@ pub fn run(args: PullArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("no randomness from the kernel for a session id"))?;
     let session = hex(&id);
     let agent = AgentReporter::new(source.clone(), session);
+    let connections = args.connections.unwrap_or(4);
+    let result = pull(&*source, Some(&agent), mapping, connections, args);
+    agent.finish();
+    result
+}
+
+/// Pulls with the reporters `args` asks for, plus `agent` if any.
+fn pull(
+    source: &dyn BlockSource,
+    agent: Option<&AgentReporter>,
+    mapping: map::Mapping,
+    connections: usize,
+    args: PullArgs,
+) -> Result<()> {
     let bars;
     let json;
     let quiet;
@@ -115,11 +156,15 @@ pub fn run(args: PullArgs) -> Result<()> {
             &quiet
         }
     };
-    let tee = Tee(vec![console, &agent]);
+    let mut reporters = vec![console];
+    if let Some(a) = agent {
+        reporters.push(a);
+    }
+    let tee = Tee(reporters);
     let opts = Options {
         dry_run: args.dry_run,
         unattended: args.yes,
-        connections: args.connections,
+        connections,
         max_attempts: args.max_attempts.max(1),
         tick: if args.progress == ProgressMode::Bar {
             Duration::from_millis(200)
@@ -130,19 +175,20 @@ pub fn run(args: PullArgs) -> Result<()> {
         boot_disk: args.boot_disk,
         ..Options::default()
     };
-    let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut ask);
+    let result = Puller::new(source, &tee, opts).run(&mapping, &mut ask);
     if let Err(e) = &result {
         // The console gets the error from main as one line; JSON readers and the
         // agent get it as an event too.
         let ev = Event::Error {
             message: e.to_string(),
         };
-        agent.report(&ev);
+        if let Some(a) = agent {
+            a.report(&ev);
+        }
         if args.progress == ProgressMode::Json {
             console.report(&ev);
         }
     }
-    agent.finish();
     result?;
     Ok(())
 }

@@ -16,7 +16,7 @@ pub mod target;
 
 use crate::events::{Event, Reporter};
 use crate::source::agent::hex;
-use crate::source::{BLOCK_SIZE, BlockSource, Hash, Received, SourceError, VolumeInfo};
+use crate::source::{BLOCK_SIZE, BlockSource, Candidates, Hash, Received, SourceError, VolumeInfo};
 use map::{MapTo, Mapping};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -165,6 +165,10 @@ struct Plan {
     remote: Vec<Hash>,
     fetch: Vec<u64>,
     zero: Vec<u64>,
+    /// The remote hashes of `fetch` are unknown until the blocks arrive (a source
+    /// with [`Candidates`]); blocks outside the candidates hold a placeholder in both
+    /// `local` and `remote` and are neither read nor written.
+    learn: bool,
 }
 
 #[derive(Default)]
@@ -346,6 +350,11 @@ impl<'a> Puller<'a> {
 
     /// Hashes the target and fetches the remote hashes at the same time.
     fn plan(&self, job: &Job) -> Result<Plan, Error> {
+        let c = Counters::default();
+        let what = format!("list blocks of volume '{}'", job.info.id);
+        if let Some(cands) = self.retrying(&what, &c, || self.source.candidates(&job.info.id))? {
+            return self.plan_candidates(job, cands);
+        }
         let n = job.info.blocks();
         let total = job.info.size * 2;
         let c = Counters::default();
@@ -441,6 +450,76 @@ impl<'a> Puller<'a> {
             remote,
             fetch,
             zero,
+            learn: false,
+        })
+    }
+
+    /// Plans from a source's candidates: hashes only the candidate blocks of the
+    /// target; zero blocks already zero are left alone; every block to fetch is
+    /// fetched (its hash comes with it) and written only if the target differs.
+    fn plan_candidates(&self, job: &Job, cands: Candidates) -> Result<Plan, Error> {
+        let n = job.info.blocks();
+        if let Some(&i) = cands.fetch.iter().chain(&cands.zero).find(|&&i| i >= n) {
+            return Err(SourceError::Protocol {
+                url: job.info.id.clone(),
+                message: format!("block {i} is beyond the volume's {n} blocks"),
+            }
+            .into());
+        }
+        let wanted: Vec<u64> = cands.fetch.iter().chain(&cands.zero).copied().collect();
+        let total: u64 = wanted.iter().map(|&i| block_len(&job.info, i) as u64).sum();
+        let c = Counters::default();
+        let hashed: Vec<OnceLock<Hash>> = wanted.iter().map(|_| OnceLock::new()).collect();
+        let next = AtomicU64::new(0);
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..self.opts.hash_threads.max(1) {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+                    loop {
+                        let k = next.fetch_add(1, Relaxed) as usize;
+                        if k >= wanted.len() || stop.load(Relaxed) {
+                            return;
+                        }
+                        let i = wanted[k];
+                        let len = block_len(&job.info, i);
+                        let off = i * BLOCK_SIZE;
+                        if let Err(e) = job.target.read_at(&mut buf[..len], off) {
+                            fail(&failed, &stop, self.io("read", &job.target.path, off, e));
+                            return;
+                        }
+                        let _ = hashed[k].set(hash::block_hash(&buf[..len]));
+                        c.done.fetch_add(len as u64, Relaxed);
+                    }
+                });
+            }
+            self.ticker(s, &job.info.id, "hashing", total, &c, &stop, || {
+                c.done.load(Relaxed) >= total
+            });
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        // Outside the candidates, local and remote agree by assumption.
+        let mut local = vec![[0u8; 32]; n as usize];
+        let mut remote = local.clone();
+        for (k, h) in hashed.into_iter().enumerate() {
+            local[wanted[k] as usize] = h.into_inner().expect("hashed");
+        }
+        let mut zero = Vec::new();
+        for &i in &cands.zero {
+            remote[i as usize] = hash::zero_hash(block_len(&job.info, i));
+            if local[i as usize] != remote[i as usize] {
+                zero.push(i);
+            }
+        }
+        Ok(Plan {
+            local,
+            remote,
+            fetch: cands.fetch,
+            zero,
+            learn: true,
         })
     }
 
@@ -458,6 +537,12 @@ impl<'a> Puller<'a> {
         let done: Vec<AtomicBool> = (0..job.info.blocks())
             .map(|_| AtomicBool::new(false))
             .collect();
+        // With `plan.learn`, the hashes of the fetched blocks as they arrived.
+        let learned: Vec<OnceLock<Hash>> = if plan.learn {
+            (0..job.info.blocks()).map(|_| OnceLock::new()).collect()
+        } else {
+            Vec::new()
+        };
         let remaining = AtomicU64::new(plan.fetch.len() as u64);
         let queue: Mutex<VecDeque<(Vec<u64>, u32)>> = Mutex::new(
             plan.fetch
@@ -511,16 +596,26 @@ impl<'a> Puller<'a> {
                                 return Received::Continue;
                             }
                             let len = block_len(&job.info, i);
-                            if data.len() != len
-                                || hash::block_hash(data) != plan.remote[i as usize]
-                            {
+                            let got = hash::block_hash(data);
+                            // A learning source checked the block against its checksum.
+                            let expected = if plan.learn {
+                                got
+                            } else {
+                                plan.remote[i as usize]
+                            };
+                            if data.len() != len || got != expected {
                                 // Never written; the block stays in the batch and is retried.
                                 c.retries.fetch_add(1, Relaxed);
                                 last = format!("block {i} arrived with the wrong SHA-256");
                                 return Received::Continue;
                             }
+                            if plan.learn {
+                                let _ = learned[i as usize].set(got);
+                            }
                             let off = i * BLOCK_SIZE;
-                            if let Err(e) = job.target.write_at(data, off) {
+                            if plan.learn && got == plan.local[i as usize] {
+                                // The target already holds it: not rewritten.
+                            } else if let Err(e) = job.target.write_at(data, off) {
                                 fail(&failed, &stop, self.io("write", &job.target.path, off, e));
                                 return Received::Stop;
                             }
@@ -584,14 +679,20 @@ impl<'a> Puller<'a> {
         job.target
             .sync()
             .map_err(|e| self.io("flush", &job.target.path, 0, e))?;
+        let mut remote = plan.remote.clone();
+        for (i, h) in learned.into_iter().enumerate() {
+            if let Some(h) = h.into_inner() {
+                remote[i] = h;
+            }
+        }
         let final_hashes = self.verify(job, plan, &c)?;
         let digest = hash::linear_digest(&final_hashes);
-        let remote_digest = hash::linear_digest(&plan.remote);
+        let remote_digest = hash::linear_digest(&remote);
         if digest != remote_digest {
             // Unreachable unless the target changes under us; say so rather than pass.
             let block = final_hashes
                 .iter()
-                .zip(&plan.remote)
+                .zip(&remote)
                 .position(|(a, b)| a != b)
                 .unwrap_or(0) as u64;
             return Err(Error::Verify {

@@ -1,0 +1,461 @@
+//! `failback pull --source ebs://…` against a small test-only EBS server on
+//! 127.0.0.1: what moto cannot do (paging, throttling, 5xx, checksum mismatches, a
+//! BlockSize other than 512 KiB, and the error answers of the real service).
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYzz";
+
+/// How the fake misbehaves.
+#[derive(Default)]
+struct Script {
+    /// Blocks per page of ListSnapshotBlocks / ListChangedBlocks.
+    page: usize,
+    /// The first N GetSnapshotBlock requests are throttled (400).
+    throttle: usize,
+    /// Then the next N answer 500 (HTML, like moto).
+    fail5xx: usize,
+    /// Block indexes whose first answer is corrupted (the checksum header is right).
+    corrupt_once: Vec<u64>,
+    /// Every request answers this (status, error type, message).
+    error: Option<(u16, &'static str, &'static str)>,
+}
+
+struct Fake {
+    block_size: u64,
+    gib: u64,
+    /// Snapshot id -> blocks.
+    snaps: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    script: Mutex<Script>,
+    gets: AtomicUsize,
+    authorized: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+impl Fake {
+    fn answer(
+        &self,
+        method: &str,
+        target: &str,
+        auth: &str,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        self.requests.fetch_add(1, SeqCst);
+        if auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+            && auth.contains("/ebs/aws4_request")
+        {
+            self.authorized.fetch_add(1, SeqCst);
+        }
+        let json = |v: serde_json::Value| {
+            (
+                200,
+                vec![("content-type".into(), "application/json".into())],
+                v.to_string().into_bytes(),
+            )
+        };
+        let mut script = self.script.lock().unwrap();
+        if let Some((status, kind, message)) = script.error {
+            return (
+                status,
+                vec![(
+                    "x-amzn-ErrorType".into(),
+                    format!("{kind}:http://internal.amazon.com/"),
+                )],
+                serde_json::json!({ "message": message })
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
+        assert_eq!(method, "GET");
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let q: BTreeMap<&str, &str> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let page_of = |items: Vec<serde_json::Value>| {
+            let start: usize = q
+                .get("pageToken")
+                .map_or(0, |t| t.trim_start_matches("p").parse().unwrap());
+            let end = (start + script.page).min(items.len());
+            let mut v = serde_json::json!({
+                "BlockSize": self.block_size,
+                "VolumeSize": self.gib,
+                "ExpiryTime": 1.7e9,
+            });
+            let key = if path.ends_with("changedblocks") {
+                "ChangedBlocks"
+            } else {
+                "Blocks"
+            };
+            v[key] = serde_json::Value::Array(items[start..end].to_vec());
+            if end < items.len() {
+                v["NextToken"] = format!("p{end}").into();
+            }
+            v
+        };
+        match parts.as_slice() {
+            ["snapshots", snap, "blocks"] => {
+                let items = self.snaps[*snap]
+                    .keys()
+                    .map(|i| serde_json::json!({"BlockIndex": i, "BlockToken": format!("t+/{i}=")}))
+                    .collect();
+                json(page_of(items))
+            }
+            ["snapshots", snap, "changedblocks"] => {
+                let base = &self.snaps[q["firstSnapshotId"]];
+                let new = &self.snaps[*snap];
+                let mut items = Vec::new();
+                for i in base
+                    .keys()
+                    .chain(new.keys())
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    match (base.get(i), new.get(i)) {
+                        (a, Some(b)) if a != Some(b) => items.push(serde_json::json!({
+                            "BlockIndex": i, "SecondBlockToken": format!("t+/{i}=")})),
+                        (Some(_), None) => items.push(serde_json::json!({
+                            "BlockIndex": i, "FirstBlockToken": "x"})),
+                        _ => {}
+                    }
+                }
+                json(page_of(items))
+            }
+            ["snapshots", snap, "blocks", index] => {
+                let i: u64 = index.parse().unwrap();
+                // The token travels percent-encoded ('+', '/', '=').
+                assert_eq!(q["blockToken"], format!("t%2B%2F{i}%3D"));
+                self.gets.fetch_add(1, SeqCst);
+                if script.throttle > 0 {
+                    script.throttle -= 1;
+                    return (
+                        400,
+                        vec![(
+                            "x-amzn-ErrorType".into(),
+                            "RequestThrottledException".into(),
+                        )],
+                        br#"{"message":"Rate exceeded","Reason":"ACCOUNT_THROTTLED"}"#.to_vec(),
+                    );
+                }
+                if script.fail5xx > 0 {
+                    script.fail5xx -= 1;
+                    return (500, vec![], b"<html>Internal Server Error</html>".to_vec());
+                }
+                let data = self.snaps[*snap][&i].clone();
+                let checksum = b64(&Sha256::digest(&data));
+                let mut body = data;
+                if let Some(k) = script.corrupt_once.iter().position(|&c| c == i) {
+                    script.corrupt_once.remove(k);
+                    body[100] ^= 1;
+                }
+                (
+                    200,
+                    vec![
+                        ("x-amz-Checksum".into(), checksum),
+                        ("x-amz-Checksum-Algorithm".into(), "SHA256".into()),
+                        ("x-amz-Data-Length".into(), body.len().to_string()),
+                    ],
+                    body,
+                )
+            }
+            _ => (404, vec![], b"no such path".to_vec()),
+        }
+    }
+}
+
+fn serve(fake: Arc<Fake>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let fake = fake.clone();
+            std::thread::spawn(move || handle(conn, &fake));
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn handle(conn: TcpStream, fake: &Fake) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut it = line.split_whitespace();
+        let (method, target) = (
+            it.next().unwrap_or("").to_string(),
+            it.next().unwrap_or("").to_string(),
+        );
+        let mut auth = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            match k.to_ascii_lowercase().as_str() {
+                "authorization" => auth = v.trim().to_string(),
+                "content-length" => length = v.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let (status, headers, body) = fake.answer(&method, &target, &auth);
+        let mut head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+/// A snapshot of `gib` GiB with pseudo-random blocks of `bs` bytes at `indexes`.
+fn blocks(bs: u64, indexes: impl Iterator<Item = u64>, seed: u8) -> BTreeMap<u64, Vec<u8>> {
+    indexes
+        .map(|i| {
+            let data = (0..bs)
+                .map(|k| ((k * 7 + i * 13) as u8).wrapping_mul(seed) ^ (i as u8) | 1)
+                .collect();
+            (i, data)
+        })
+        .collect()
+}
+
+/// The volume `snap` as bytes.
+fn image(fake: &Fake, snap: &str) -> Vec<u8> {
+    let mut v = vec![0u8; (fake.gib << 30) as usize];
+    for (i, d) in &fake.snaps[snap] {
+        let off = (*i * fake.block_size) as usize;
+        v[off..off + d.len()].copy_from_slice(d);
+    }
+    v
+}
+
+fn pull(endpoint: &str, source: &str, target: &Path, map: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_failback"))
+        .args(["pull", "--source", source, "--endpoint", endpoint, "--yes"])
+        .args(["--progress", "json", "--timeout", "10"])
+        .arg("--map")
+        .arg(format!("{map}={}", target.display()))
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_EBS")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_SESSION_TOKEN", "session-token-secret")
+        .env("AWS_REGION", "eu-west-1")
+        .output()
+        .unwrap()
+}
+
+fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> Arc<Fake> {
+    Arc::new(Fake {
+        block_size: bs,
+        gib: 1,
+        snaps: snaps.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        script: Mutex::new(script),
+        gets: AtomicUsize::new(0),
+        authorized: AtomicUsize::new(0),
+        requests: AtomicUsize::new(0),
+    })
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "failback pull failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
+    const BS: u64 = 512 * 1024;
+    let fake = fake(
+        BS,
+        vec![("snap-a1", blocks(BS, (0..40).map(|i| i * 47 + 3), 3))],
+        Script {
+            page: 7,
+            throttle: 5,
+            fail5xx: 3,
+            corrupt_once: vec![3, 50, 473],
+            error: None,
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("disk.img");
+    // Garbage where the snapshot has no block: must become zeros.
+    let f = std::fs::File::create(&target).unwrap();
+    f.set_len(1 << 30).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xee; BS as usize], 10 * BS).unwrap();
+    drop(f);
+    let out = pull(&endpoint, "ebs://snap-a1", &target, "snap-a1");
+    assert_ok(&out);
+    assert!(
+        std::fs::read(&target).unwrap() == image(&fake, "snap-a1"),
+        "target differs"
+    );
+    // 40 blocks + 3 corrupt resends + 8 refused answers.
+    assert_eq!(fake.gets.load(SeqCst), 40 + 3 + 5 + 3);
+    assert_eq!(
+        fake.authorized.load(SeqCst),
+        fake.requests.load(SeqCst),
+        "unsigned requests"
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains(SECRET) && !text.contains("session-token-secret"));
+    // Again: zero blocks are left alone, the 40 blocks are fetched (EBS has no
+    // hashes up front) and none is rewritten: the file's mtime does not move.
+    let past = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .unwrap();
+    f.set_modified(past).unwrap();
+    drop(f);
+    let out = pull(&endpoint, "ebs://snap-a1", &target, "snap-a1");
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#""zero_blocks":0"#), "{stdout}");
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().modified().unwrap(),
+        past,
+        "rewritten"
+    );
+}
+
+#[test]
+fn a_base_snapshot_limits_the_pull_to_changed_blocks_of_a_smaller_block_size() {
+    // The API's BlockSize is trusted: 64 KiB blocks, read as groups of 8.
+    const BS: u64 = 64 * 1024;
+    let old = blocks(BS, (0..200).map(|i| i * 61), 5);
+    let mut new = old.clone();
+    let changed = blocks(BS, [61 * 10, 61 * 11, 7].into_iter(), 9);
+    new.extend(changed);
+    new.remove(&(61 * 20)); // deleted: zeros in the new snapshot
+    let fake = fake(
+        BS,
+        vec![("snap-old", old), ("snap-new", new)],
+        Script {
+            page: 2,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("disk.img");
+    let mut initial = image(&fake, "snap-old");
+    // Outside the changed blocks the target is trusted to match the base: this
+    // stray byte must survive.
+    let stray = 900 * BS as usize + 5;
+    initial[stray] = 0x42;
+    std::fs::write(&target, &initial).unwrap();
+    let out = pull(
+        &endpoint,
+        "ebs://snap-new?base=snap-old",
+        &target,
+        "snap-new",
+    );
+    assert_ok(&out);
+    let mut expected = image(&fake, "snap-new");
+    expected[stray] = 0x42;
+    assert!(
+        std::fs::read(&target).unwrap() == expected,
+        "target differs"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Changed groups: 610/8=76, 671/8=83, 7/8=0 fetched; 1220/8=152 zeroed.
+    assert!(stdout.contains(r#""differing":4"#), "{stdout}");
+    assert!(stdout.contains(r#""zero_blocks":1"#), "{stdout}");
+}
+
+#[test]
+fn refusals_are_one_clear_line_each() {
+    let cases: [(u16, &str, &str, &str); 5] = [
+        (
+            403,
+            "AccessDeniedException",
+            "User is not authorized",
+            "access denied to EBS snapshot snap-x1",
+        ),
+        (
+            404,
+            "ResourceNotFoundException",
+            "The snapshot does not exist",
+            "EBS snapshot snap-x1 was not found in eu-west-1",
+        ),
+        (
+            403,
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+            "the AWS credentials have expired",
+        ),
+        (
+            400,
+            "ValidationException",
+            "The snapshot is not completed",
+            "EBS snapshot snap-x1 is not completed yet",
+        ),
+        (
+            403,
+            "UnrecognizedClientException",
+            "The security token is invalid",
+            "AWS rejected the credentials",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("disk.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    for (status, kind, message, expected) in cases {
+        let fake = fake(
+            512 * 1024,
+            vec![("snap-x1", BTreeMap::new())],
+            Script {
+                page: 10,
+                error: Some((status, kind, message)),
+                ..Script::default()
+            },
+        );
+        let endpoint = serve(fake.clone());
+        let started = std::time::Instant::now();
+        let out = pull(&endpoint, "ebs://snap-x1", &target, "snap-x1");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{kind}: {stderr}");
+        assert!(lines[0].contains(expected), "{kind}: {stderr}");
+        assert!(!stderr.contains(SECRET) && !stderr.contains("session-token-secret"));
+        // Not retried.
+        assert_eq!(fake.requests.load(SeqCst), 1, "{kind}");
+        assert!(started.elapsed().as_secs() < 5);
+    }
+}

@@ -185,13 +185,7 @@ impl AgentSource {
                 expected: format_fingerprint(&self.cfg.fingerprint),
             };
         }
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
+        let message = super::error_chain(&e);
         SourceError::Transport {
             url: self.cfg.url.clone(),
             message: message.replace(&self.cfg.token, "<token>"),

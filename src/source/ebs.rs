@@ -626,13 +626,7 @@ impl EbsSource {
     /// A network error, without the URL (its query holds block tokens).
     fn transport(&self, what: &str, e: reqwest::Error) -> Error {
         let e = e.without_url();
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            src = s.source();
-        }
+        let message = super::error_chain(&e);
         Error::Transport {
             endpoint: self.cfg.endpoint.clone(),
             what: what.into(),

@@ -5,9 +5,9 @@
 //! The ISO is built once per run by the `failback` under test, with the static client of
 //! scripts/build.sh and kernel arguments that make the client print JSON and power off.
 
-mod iso_support;
+mod common;
 
-use iso_support::{Firmware, Medium, Seen, Vm, build_into, have_qemu, inputs_dir, qemu_args};
+use common::{Firmware, Medium, Seen, Vm, build_into, have_qemu, inputs_dir, qemu_args};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;

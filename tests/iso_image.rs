@@ -1,9 +1,9 @@
 //! failback.iso checked by independent tools (xorriso, sgdisk, fsck.vfat, isoinfo, isovfy),
 //! its menus and contents, reproducibility, and the builder's refusals of bad input.
 
-mod iso_support;
+mod common;
 
-use iso_support::{build_into, failback, inputs_dir, out_dir, tool};
+use common::{build_into, failback, inputs_dir, out_dir, tool};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -271,7 +271,7 @@ fn bad_labels_are_refused() {
 fn missing_inputs_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().to_str().unwrap();
-    let client = iso_support::static_client();
+    let client = common::static_client();
     assert_refused(
         tmp.path(),
         &[
@@ -311,7 +311,7 @@ fn an_esp_over_32_mib_is_refused() {
         .set_len(33 << 20)
         .unwrap();
     let out = tmp.path().join("out");
-    let client = iso_support::static_client();
+    let client = common::static_client();
     assert_refused(
         &out,
         &[

@@ -26,20 +26,14 @@ fn tree() -> &'static PathBuf {
         )
         .unwrap();
         let out = dir.join("out");
-        let built = std::process::Command::new(common::static_client())
-            .args(["build", "--inputs"])
-            .arg(common::inputs_dir())
-            .arg("--out")
-            .arg(&out)
-            .arg("--config")
-            .arg(&preset)
-            .args(["--append", "failback.progress=json failback.after=poweroff"])
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
+        common::build_into(
+            &out,
+            &[
+                "--config",
+                preset.to_str().unwrap(),
+                "--append",
+                "failback.progress=json failback.after=poweroff",
+            ],
         );
         out.join("pxe")
     })

@@ -114,20 +114,7 @@ fn the_preset_drives_an_unattended_boot() {
     let preset = tmp.path().join("failback.toml");
     std::fs::write(&preset, "after = \"poweroff\"\nprogress = \"json\"\n").unwrap();
     let out = tmp.path().join("out");
-    let built = std::process::Command::new(common::static_client())
-        .args(["build", "--inputs"])
-        .arg(common::inputs_dir())
-        .arg("--out")
-        .arg(&out)
-        .arg("--config")
-        .arg(&preset)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    common::build_into(&out, &["--config", preset.to_str().unwrap()]);
     // Nothing about progress or the end on the command line: the preset decides.
     let mut vm = Vm::start(&[
         "-m",

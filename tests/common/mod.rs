@@ -1,11 +1,14 @@
-//! Test helpers: where the built image is, and a QEMU (TCG) runner that reads
-//! the client's JSON events from the serial console.
+//! Test helpers: where the built image is, building test images with `failback build`,
+//! and a QEMU (TCG) runner that boots them (kernel + initrd, or the ISO under one of the
+//! firmware/medium combinations) and reads the client's JSON events from the serial console.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -18,8 +21,10 @@ pub fn out_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("out"));
     assert!(
-        out.join("pxe/initrd.img").is_file() && out.join("pxe/vmlinuz").is_file(),
-        "{} has no pxe/vmlinuz + pxe/initrd.img: run scripts/build.sh first",
+        out.join("failback.iso").is_file()
+            && out.join("pxe/initrd.img").is_file()
+            && out.join("pxe/vmlinuz").is_file(),
+        "{} has no failback.iso + pxe/vmlinuz + pxe/initrd.img: run scripts/build.sh first",
         out.display()
     );
     out
@@ -40,11 +45,51 @@ pub fn static_client() -> PathBuf {
 pub fn inputs_dir() -> PathBuf {
     let path = repo().join("inputs");
     assert!(
-        path.join("boot").is_dir(),
-        "{} missing: run scripts/fetch-inputs.sh first",
+        path.join("boot").is_dir() && path.join("usr/lib/ISOLINUX/isolinux.bin").is_file(),
+        "{} lacks the Debian inputs: run scripts/fetch-inputs.sh first",
         path.display()
     );
     path
+}
+
+/// Runs the `failback` under test (this build), with SOURCE_DATE_EPOCH fixed.
+pub fn failback(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_failback"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .current_dir(repo())
+        .output()
+        .expect("cannot run failback")
+}
+
+/// `failback build` into `out` with the static client; panics with its output on failure.
+pub fn build_into(out: &Path, extra: &[&str]) {
+    let client = static_client();
+    let inputs = inputs_dir();
+    let mut args = vec![
+        "build",
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--client",
+        client.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = failback(&args);
+    assert!(
+        o.status.success(),
+        "failback build failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs an oracle tool; a missing tool is a failure (CI installs it), never a skip.
+pub fn tool(name: &str, args: &[&str]) -> Output {
+    Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("{name} is needed by this test (apt-get install xorriso genisoimage gdisk dosfstools): {e}")
+    })
 }
 
 /// False (after saying so loudly) when QEMU is not installed. Under CI a
@@ -74,18 +119,60 @@ pub fn disk_image(dir: &Path, name: &str, size: u64) -> PathBuf {
     path
 }
 
+/// At most this many VMs at once (TCG is CPU bound; the machine has few cores):
+/// FAILBACK_QEMU_JOBS, default 2. Use 1 to measure boot times.
+static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+fn max_vms() -> usize {
+    std::env::var("FAILBACK_QEMU_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2)
+}
+
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let (count, cv) = &SLOTS;
+        let mut n = count.lock().unwrap();
+        while *n >= max_vms() {
+            n = cv.wait(n).unwrap();
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, cv) = &SLOTS;
+        *count.lock().unwrap() -= 1;
+        cv.notify_one();
+    }
+}
+
+/// What the console showed: a JSON event or a line matching one of the watched texts.
+pub enum Seen {
+    Event(serde_json::Value, f64),
+    Text(String),
+}
+
 /// A running VM whose serial console we read.
 pub struct Vm {
     child: Child,
     lines: Receiver<String>,
     started: Instant,
-    /// Everything the console printed so far, for failure messages.
     pub console: Vec<String>,
+    _slot: Slot,
 }
 
 impl Vm {
-    /// Starts `qemu-system-x86_64 -accel tcg -nographic -no-reboot` + `args`.
-    pub fn start(args: &[&str]) -> Vm {
+    /// Starts `qemu-system-x86_64 -accel tcg -nographic -no-reboot` + `args`, once a
+    /// VM slot is free.
+    pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Vm {
+        let slot = Slot::take();
         let mut child = Command::new("qemu-system-x86_64")
             .args([
                 "-accel",
@@ -103,20 +190,23 @@ impl Vm {
             .expect("cannot start qemu-system-x86_64");
         let (tx, lines) = channel();
         for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                // Firmware and boot loaders print bytes that are not UTF-8.
-                let mut reader = BufReader::new(stream);
+                // Firmware and GRUB draw with escape codes and \r; split on both.
+                let mut r = BufReader::new(stream);
                 let mut buf = Vec::new();
-                while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    buf.clear();
-                    if tx.send(line).is_err() {
-                        break;
+                while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    for part in text.split('\r') {
+                        if !part.trim().is_empty() && tx.send(part.trim_end().to_string()).is_err()
+                        {
+                            return;
+                        }
                     }
+                    buf.clear();
                 }
             });
         }
@@ -125,19 +215,21 @@ impl Vm {
             lines,
             started: Instant::now(),
             console: Vec::new(),
+            _slot: slot,
         }
     }
 
-    /// Waits for the JSON event named `name`; returns it and the seconds since
-    /// QEMU started. Panics with the console log on timeout or on an `error` event.
-    pub fn event(&mut self, name: &str, timeout: Duration) -> (serde_json::Value, f64) {
+    /// Waits for the event `name` or a console line containing one of `texts`.
+    pub fn watch(&mut self, name: &str, texts: &[&str], timeout: Duration) -> Seen {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.console.push(line.clone());
-                    // Kernel messages may precede the JSON on the same line.
+                    if let Some(t) = texts.iter().find(|t| line.contains(*t)) {
+                        return Seen::Text((*t).to_string());
+                    }
                     let Some(at) = line.find("{\"event\":") else {
                         continue;
                     };
@@ -145,7 +237,7 @@ impl Vm {
                         continue;
                     };
                     if event["event"] == name {
-                        return (event, self.started.elapsed().as_secs_f64());
+                        return Seen::Event(event, self.started.elapsed().as_secs_f64());
                     }
                     assert_ne!(
                         event["event"],
@@ -161,6 +253,14 @@ impl Vm {
                     panic!("QEMU exited before the '{name}' event:\n{}", self.log())
                 }
             }
+        }
+    }
+
+    /// Waits for the JSON event `name`; returns it and the seconds since QEMU started.
+    pub fn event(&mut self, name: &str, timeout: Duration) -> (serde_json::Value, f64) {
+        match self.watch(name, &[], timeout) {
+            Seen::Event(e, at) => (e, at),
+            Seen::Text(_) => unreachable!(),
         }
     }
 
@@ -188,6 +288,12 @@ impl Vm {
         }
     }
 
+    /// Seconds since QEMU started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The last console lines, for failure messages.
     pub fn log(&self) -> String {
         let start = self.console.len().saturating_sub(80);
         self.console[start..].join("\n")
@@ -244,4 +350,69 @@ pub fn boot_kernel(out: &Path, append: &str, extra: &[&str]) -> Vm {
     args.extend(["-append", append]);
     args.extend(extra);
     Vm::start(&args)
+}
+
+/// How the ISO is presented to which firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF without Secure Boot.
+    Uefi,
+    /// OVMF with Microsoft keys enrolled and Secure Boot enforced.
+    SecureBoot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// `-cdrom` (IDE on pc, SATA on q35).
+    Cdrom,
+    /// The image written raw to a USB stick (xHCI + usb-storage).
+    UsbStick,
+    /// q35 with an explicit AHCI port holding a SATA CD-ROM as the only boot device.
+    SataCdOnly,
+}
+
+/// QEMU arguments for `firmware`: SeaBIOS on QEMU's default machine, or OVMF on q35
+/// (its variable store copied into `dir`).
+pub fn firmware_args(firmware: Firmware, dir: &Path) -> Vec<String> {
+    match firmware {
+        Firmware::Bios => Vec::new(),
+        Firmware::Uefi => ovmf_args(dir, false),
+        Firmware::SecureBoot => ovmf_args(dir, true),
+    }
+}
+
+/// QEMU arguments booting `iso` from `medium` under `firmware`; `vars` is a scratch dir
+/// for the OVMF variable store copy.
+pub fn qemu_args(iso: &Path, firmware: Firmware, medium: Medium, vars: &Path) -> Vec<String> {
+    let iso = iso.display();
+    let mut a: Vec<String> = vec!["-m".into(), "512".into(), "-nic".into(), "none".into()];
+    if medium == Medium::SataCdOnly {
+        // No default devices at all (no NIC, no IDE/SATA drives, no floppy): only the
+        // console, a display, and the CD-ROM below.
+        a.extend(["-nodefaults", "-serial", "stdio", "-vga", "std"].map(String::from));
+        if firmware == Firmware::Bios {
+            a.extend(["-machine".into(), "q35".into()]);
+        }
+    }
+    a.extend(firmware_args(firmware, vars));
+    match medium {
+        Medium::Cdrom => a.extend(["-cdrom".into(), iso.to_string()]),
+        Medium::UsbStick => a.extend([
+            "-device".into(),
+            "qemu-xhci,id=xhci".into(),
+            "-drive".into(),
+            format!("if=none,id=stick,format=raw,readonly=on,file={iso}"),
+            "-device".into(),
+            "usb-storage,bus=xhci.0,drive=stick,bootindex=0".into(),
+        ]),
+        Medium::SataCdOnly => a.extend([
+            "-drive".into(),
+            format!("if=none,id=cd,media=cdrom,readonly=on,format=raw,file={iso}"),
+            "-device".into(),
+            "ide-cd,drive=cd,bus=ide.0,bootindex=0".into(),
+        ]),
+    }
+    a
 }

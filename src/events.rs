@@ -40,6 +40,10 @@ pub enum Event {
     Notice { message: String },
     /// Something went wrong; what follows is `failback.after`.
     Error { message: String },
+    /// Which local disk receives which volume, and why.
+    Mapping {
+        choices: Vec<crate::sync::automap::Choice>,
+    },
     /// The plan for one volume: what differs between it and its local target.
     Plan {
         volume: String,
@@ -191,6 +195,17 @@ pub fn text(event: &Event) -> String {
         Event::Waiting { what } => format!("waiting for {what}"),
         Event::Notice { message } => format!("note: {message}"),
         Event::Error { message } => format!("ERROR: {message}"),
+        Event::Mapping { choices } => {
+            let mut s = "mapping:".to_string();
+            for c in choices {
+                let to = c
+                    .target
+                    .as_ref()
+                    .map_or("EXCLUDE".into(), |t| t.display().to_string());
+                s.push_str(&format!("\n  {} -> {to}: {}", c.volume, c.why));
+            }
+            s
+        }
         Event::Plan {
             volume,
             target,

@@ -117,7 +117,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Init => anyhow::bail!("failback init runs only as PID 1 in the boot image"),
         Command::Disks { json, sys_block } => {
-            let disks = disks::discover(&sys_block)?;
+            let mut disks = disks::discover(&sys_block)?;
+            // Reading a disk's head needs root; without it the identity stays unknown.
+            disks::identify(&mut disks, std::path::Path::new("/dev"), None);
             if json {
                 println!("{}", serde_json::to_string_pretty(&disks)?);
             } else {

@@ -8,6 +8,7 @@
 
 pub mod tls;
 
+use crate::disks::identity;
 use crate::source::wire::{self, ACCEPT_ZSTD, Encoding};
 use crate::source::{BLOCK_SIZE, VolumeInfo};
 use crate::sync::hash;
@@ -95,10 +96,12 @@ fn open_volume(spec: &str) -> Result<Volume> {
     let size = file
         .seek(SeekFrom::End(0))
         .with_context(|| format!("cannot size volume {path}"))?;
-    let mut head = vec![0u8; 1024.min(size as usize)];
+    let mut head = vec![0u8; identity::HEAD_BYTES.min(size as usize)];
     file.read_exact_at(&mut head, 0)
         .with_context(|| format!("cannot read volume {path}"))?;
-    let (gpt_guid, mbr_id) = identity_hints(&head);
+    let identity::Identity {
+        gpt_guid, mbr_id, ..
+    } = identity::parse(&head);
     Ok(Volume {
         info: VolumeInfo {
             id: name.to_string(),
@@ -109,27 +112,6 @@ fn open_volume(spec: &str) -> Result<Volume> {
         },
         file: Arc::new(file),
     })
-}
-
-/// GPT disk GUID (UEFI spec 5.3.2, header at LBA 1, GUID at offset 56) and MBR disk
-/// signature (offset 440), if present in the first 1024 bytes.
-fn identity_hints(head: &[u8]) -> (Option<String>, Option<String>) {
-    let mbr = (head.len() >= 512 && head[510] == 0x55 && head[511] == 0xAA)
-        .then(|| u32::from_le_bytes(head[440..444].try_into().expect("4 bytes")))
-        .filter(|id| *id != 0)
-        .map(|id| format!("{id:08x}"));
-    let gpt = (head.len() >= 1024 && &head[512..520] == b"EFI PART").then(|| {
-        let g = &head[512 + 56..512 + 72];
-        format!(
-            "{:08x}-{:04x}-{:04x}-{}-{}",
-            u32::from_le_bytes(g[0..4].try_into().expect("4 bytes")),
-            u16::from_le_bytes(g[4..6].try_into().expect("2 bytes")),
-            u16::from_le_bytes(g[6..8].try_into().expect("2 bytes")),
-            crate::source::agent::hex(&g[8..10]),
-            crate::source::agent::hex(&g[10..16])
-        )
-    });
-    (gpt, mbr)
 }
 
 /// Runs `failback serve` until killed.
@@ -475,28 +457,5 @@ fn describe(ev: &serde_json::Value) -> String {
             n("retries")
         ),
         _ => ev.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identity_hints_read_mbr_and_gpt() {
-        let mut head = vec![0u8; 1024];
-        head[440..444].copy_from_slice(&0xdeadbeefu32.to_le_bytes());
-        head[510] = 0x55;
-        head[511] = 0xAA;
-        head[512..520].copy_from_slice(b"EFI PART");
-        let guid = [
-            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
-            0xc9, 0x3b,
-        ];
-        head[568..584].copy_from_slice(&guid);
-        let (gpt, mbr) = identity_hints(&head);
-        assert_eq!(mbr.as_deref(), Some("deadbeef"));
-        assert_eq!(gpt.as_deref(), Some("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"));
-        assert_eq!(identity_hints(&[0u8; 1024]), (None, None));
     }
 }

@@ -142,8 +142,12 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
         uptime_s: uptime(),
     });
 
-    let disks = disks::discover(Path::new("/sys/block"))?;
-    reporter.report(&Event::Disks { disks });
+    let mut disks = disks::discover(Path::new("/sys/block"))?;
+    let own_image = settings.cmdline.params.get("image").map(String::as_str);
+    disks::identify(&mut disks, Path::new("/dev"), own_image);
+    reporter.report(&Event::Disks {
+        disks: disks.clone(),
+    });
 
     wait_for_entropy(reporter);
     let network = crate::net::configure(&settings.ip, settings.dhcp_timeout)?;
@@ -154,7 +158,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
 
     match pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)? {
         Some(pull) => {
-            pull.run(reporter)?;
+            pull.run(reporter, &disks)?;
         }
         None => reporter.report(&Event::Notice {
             message: "no source configured (failback.source= or the preset): nothing to pull; \

@@ -1,13 +1,20 @@
 //! The pull step of the boot image: from the preset and the command line to a
-//! [`Puller`] run against the agent, reported on the console and to the agent.
+//! mapping (explicit, or proposed from the disks' identity) and a [`Puller`] run
+//! against the agent (reported on the console and to the agent) or an EBS snapshot.
 
-use crate::config::{Preset, Source};
+use crate::config::{Aws, Preset, Source};
+use crate::disks::Disk;
 use crate::events::{Event, Reporter, Tee};
+use crate::source::BlockSource;
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
+use crate::source::ebs::{EbsConfig, EbsSource};
+use crate::sync::automap::{self, Choice};
 use crate::sync::cli::confirm;
-use crate::sync::{Options, Puller, Summary, map};
+use crate::sync::{Options, Puller, Summary, map, safety};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +25,7 @@ pub struct PullSettings {
     fingerprint: Option<String>,
     map: Vec<String>,
     unattended: bool,
+    aws: Option<Aws>,
 }
 
 impl PullSettings {
@@ -52,17 +60,25 @@ impl PullSettings {
             unattended: params
                 .get("unattended")
                 .map_or(preset.unattended, |v| v != "0"),
+            aws: preset.aws.clone(),
         }))
     }
 
-    /// Plans, confirms on the console (unless unattended), pulls and verifies.
-    pub fn run(&self, console: &dyn Reporter) -> Result<Summary> {
-        let Source::Agent(url) = &self.source else {
-            bail!(
-                "{}: EBS sources are not built into the boot image yet; use the agent (https://HOST:PORT)",
-                self.source
-            );
+    /// Maps (explicitly or by identity), plans, confirms on the console (unless
+    /// unattended), pulls and verifies, from the agent or an EBS snapshot.
+    pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
+        let (snapshot, base) = match &self.source {
+            Source::Agent(url) => return self.run_agent(url, console, disks),
+            Source::Ebs { snapshot, base } => (snapshot.clone(), base.clone()),
         };
+        // No environment in PID 1: region, credentials and endpoint come from the preset.
+        let cfg = EbsConfig::resolve(snapshot, base, None, self.aws.as_ref(), |_| None)
+            .context("the preset's [aws] section")?;
+        let source = EbsSource::new(cfg)?;
+        self.pull(&source, console, disks)
+    }
+
+    fn run_agent(&self, url: &str, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
         let token = self
             .token
             .clone()
@@ -72,14 +88,8 @@ impl PullSettings {
             .as_deref()
             .and_then(parse_fingerprint)
             .context("no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset")?;
-        if self.map.is_empty() {
-            bail!(
-                "no mapping of volumes to local disks: set failback.map=VOLUME=/dev/DISK,... or [map] in the preset"
-            );
-        }
-        let mapping = map::parse(&self.map)?;
         let source = Arc::new(AgentSource::new(AgentConfig {
-            url: url.clone(),
+            url: url.to_string(),
             token,
             fingerprint,
             timeout: Duration::from_secs(60),
@@ -88,20 +98,70 @@ impl PullSettings {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
         let agent = AgentReporter::new(source.clone(), hex(&id));
-        let tee = Tee(vec![console, &agent]);
+        let result = self.pull(&*source, &Tee(vec![console, &agent]), disks);
+        if let Err(e) = &result {
+            agent.report(&Event::Error {
+                message: format!("{e:#}"),
+            });
+        }
+        agent.finish();
+        result
+    }
+
+    fn pull(
+        &self,
+        source: &dyn BlockSource,
+        reporter: &dyn Reporter,
+        disks: &[Disk],
+    ) -> Result<Summary> {
+        let choices = if self.map.is_empty() {
+            let volumes = source
+                .volumes()
+                .map_err(|e| anyhow!("cannot list the volumes of {}: {e}", self.source))?;
+            automap::propose(&volumes, disks, Path::new("/dev"))?
+        } else {
+            automap::explicit(&map::parse(&self.map)?)
+        };
+        reporter.report(&Event::Mapping {
+            choices: choices.clone(),
+        });
+        refuse_boot_medium(&choices, disks)?;
+        let mapping = automap::to_mapping(&choices, self.unattended)?;
         let opts = Options {
             unattended: self.unattended,
             ..Options::default()
         };
-        let result = Puller::new(&*source, &tee, opts).run(&mapping, &mut |plans| {
+        let summary = Puller::new(source, reporter, opts).run(&mapping, &mut |plans| {
             confirm(&mut std::io::stdout(), plans)
-        });
-        if let Err(e) = &result {
-            agent.report(&Event::Error {
-                message: e.to_string(),
-            });
-        }
-        agent.finish();
-        Ok(result?)
+        })?;
+        Ok(summary)
     }
+}
+
+/// The image's own boot medium (a USB stick holding it) is never a target, whatever
+/// the mapping says, nor is any partition of it.
+fn refuse_boot_medium(choices: &[Choice], disks: &[Disk]) -> Result<()> {
+    let sys = Path::new("/sys");
+    let whole = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.file_type().is_block_device())
+            .map(|m| safety::whole_disk(sys, (libc::major(m.rdev()), libc::minor(m.rdev()))))
+    };
+    for disk in disks.iter().filter(|d| d.boot_medium) {
+        let medium = whole(&Path::new("/dev").join(&disk.name));
+        for c in choices {
+            if let Some(target) = &c.target
+                && medium.is_some()
+                && whole(target) == medium
+            {
+                bail!(
+                    "volume {} is mapped to {}, the medium this image booted from: map another disk",
+                    c.volume,
+                    target.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }

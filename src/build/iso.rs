@@ -99,6 +99,9 @@ pub struct IsoInputs {
     pub version: String,
     /// Appended to the kernel arguments of every menu entry (e.g. `failback.progress=json`).
     pub extra_args: String,
+    /// The image's id (hex): marked in the volume descriptor and passed to the client
+    /// as `failback.image=`, so that it knows its own boot medium among the disks.
+    pub image_id: String,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// syslinux: the BIOS boot image, its core module, and the MBR boot code.
@@ -119,6 +122,7 @@ impl IsoInputs {
             epoch: 0,
             version: env!("CARGO_PKG_VERSION").into(),
             extra_args: String::new(),
+            image_id: String::new(),
             kernel,
             initrd,
             isolinux_bin: inputs.join("usr/lib/ISOLINUX/isolinux.bin"),
@@ -242,7 +246,11 @@ impl IsoBuilder {
             i.epoch,
         )?;
 
-        let args = |more: &str| kernel_args(more, &i.extra_args);
+        let extra = match i.image_id.as_str() {
+            "" => i.extra_args.clone(),
+            id => format!("failback.image={id} {}", i.extra_args),
+        };
+        let args = |more: &str| kernel_args(more, &extra);
         let vars = [
             ("VERSION", i.version.as_str()),
             ("LABEL", i.label.as_str()),
@@ -282,6 +290,17 @@ pub(super) fn kernel_args(entry: &str, extra: &str) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The application-use field of the primary volume descriptor: `failback-image=ID`
+/// (read back by `disks::identity`), space-padded.
+fn image_mark(id: &str) -> [u8; 512] {
+    let mut field = [b' '; 512];
+    if !id.is_empty() {
+        let mark = format!("{}{id}", crate::disks::identity::IMAGE_MARK);
+        field[..mark.len()].copy_from_slice(mark.as_bytes());
+    }
+    field
 }
 
 /// Fills `@NAME@` placeholders.
@@ -752,7 +771,7 @@ impl Image {
             effective: VolDate::UNSPECIFIED,
             file_structure_version: 1,
             reserved1: 0,
-            application_use: [b' '; 512],
+            application_use: image_mark(&inputs.image_id),
             reserved2: [0; 653],
         };
         let mut boot_system_id = [0u8; 32];

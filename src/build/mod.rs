@@ -34,6 +34,13 @@ pub struct Options {
     pub append: String,
 }
 
+/// The id of an image: the first 16 hex digits of its initrd's SHA-256, so the same
+/// inputs give the same id and any other build another.
+fn image_id(initrd: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(initrd)[..8])
+}
+
 /// What was built, for the operator.
 pub struct Report {
     pub kernel_version: String,
@@ -87,6 +94,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         label: opts.label.clone(),
         epoch: i64::from(opts.source_date_epoch),
         extra_args: opts.append.clone(),
+        image_id: image_id(&initrd.image),
         ..iso::IsoInputs::debian(&opts.inputs, kernel.image.clone(), opts.out.join(files[1]))
     };
     let iso_started = Instant::now();

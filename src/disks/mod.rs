@@ -1,5 +1,8 @@
 //! Local disk discovery from sysfs: what block devices this machine has and
-//! what identifies them (size, model, serial, removable).
+//! what identifies them (size, model, serial, removable; GPT disk GUID and MBR
+//! disk signature from their first sectors; whether one is our own boot medium).
+
+pub mod identity;
 
 use serde::Serialize;
 use std::fmt;
@@ -7,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A whole local disk.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Disk {
     /// Kernel name, e.g. `sda`, `nvme0n1`, `vda`.
     pub name: String,
@@ -16,6 +19,13 @@ pub struct Disk {
     pub model: Option<String>,
     pub serial: Option<String>,
     pub removable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpt_guid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mbr_id: Option<String>,
+    /// Holds the very image this client booted from: never a target.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub boot_medium: bool,
 }
 
 impl fmt::Display for Disk {
@@ -33,8 +43,17 @@ impl fmt::Display for Disk {
         if let Some(s) = &self.serial {
             write!(f, "  serial {s}")?;
         }
+        if let Some(g) = &self.gpt_guid {
+            write!(f, "  gpt {g}")?;
+        }
+        if let Some(m) = &self.mbr_id {
+            write!(f, "  mbr {m}")?;
+        }
         if self.removable {
             write!(f, "  removable")?;
+        }
+        if self.boot_medium {
+            write!(f, "  (boot medium)")?;
         }
         Ok(())
     }
@@ -94,10 +113,25 @@ pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
                 .or_else(|| vpd_serial(&device.join("vpd_pg80")))
                 .or_else(|| read_attr(&device.join("wwid")).map(|w| wwid_serial(&w))),
             removable: read_attr(&dir.join("removable")).as_deref() == Some("1"),
+            ..Disk::default()
         });
     }
     disks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(disks)
+}
+
+/// Reads each disk's first sectors from `dev_dir` (normally `/dev`) for its GPT GUID
+/// and MBR id, and marks the disk holding the image `own_image` (the `failback.image`
+/// id of the running image) as the boot medium. An unreadable disk keeps no identity.
+pub fn identify(disks: &mut [Disk], dev_dir: &Path, own_image: Option<&str>) {
+    for disk in disks {
+        let Ok(id) = identity::read(&dev_dir.join(&disk.name)) else {
+            continue;
+        };
+        disk.boot_medium = own_image.is_some() && id.image_id.as_deref() == own_image;
+        disk.gpt_guid = id.gpt_guid;
+        disk.mbr_id = id.mbr_id;
+    }
 }
 
 fn read_number(path: &Path) -> Result<u64, Error> {
@@ -178,14 +212,16 @@ mod tests {
                     size: 128 << 20,
                     model: Some("QEMU HARDDISK".into()),
                     serial: Some("QM00001".into()),
-                    removable: false
+                    removable: false,
+                    ..Disk::default()
                 },
                 Disk {
                     name: "vda".into(),
                     size: 64 << 20,
                     model: None,
                     serial: None,
-                    removable: true
+                    removable: true,
+                    ..Disk::default()
                 },
             ]
         );
@@ -198,6 +234,37 @@ mod tests {
             "SATA-SN-2"
         );
         assert_eq!(wwid_serial("naa.5000c500a1b2c3d4"), "naa.5000c500a1b2c3d4");
+    }
+
+    #[test]
+    fn identify_reads_heads_and_knows_its_own_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ours = vec![0u8; identity::HEAD_BYTES];
+        ours[32769..32774].copy_from_slice(b"CD001");
+        let mark = format!("{}feedface", identity::IMAGE_MARK);
+        let at = identity::IMAGE_MARK_OFFSET;
+        ours[at..at + mark.len()].copy_from_slice(mark.as_bytes());
+        let mut other = ours.clone();
+        other[at + mark.len() - 1] = b'0'; // another failback image: a fine target
+        fs::write(tmp.path().join("sdb"), &ours).unwrap();
+        fs::write(tmp.path().join("sdc"), &other).unwrap();
+        let disk = |name: &str| Disk {
+            name: name.into(),
+            ..Disk::default()
+        };
+        let mut disks = vec![disk("sda"), disk("sdb"), disk("sdc")];
+        identify(&mut disks, tmp.path(), Some("feedface"));
+        let medium: Vec<bool> = disks.iter().map(|d| d.boot_medium).collect();
+        assert_eq!(
+            medium,
+            [false, true, false],
+            "sda is unreadable: not marked"
+        );
+        identify(&mut disks, tmp.path(), None);
+        assert!(
+            disks.iter().all(|d| !d.boot_medium),
+            "no own id: nothing marked"
+        );
     }
 
     #[test]

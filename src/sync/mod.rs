@@ -7,6 +7,7 @@
 //! SHA-256 matched the remote hash, so each target block holds either its old or its
 //! new content at every moment.
 
+pub mod automap;
 pub mod bars;
 pub mod cli;
 pub mod hash;

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 target=x86_64-unknown-linux-gnu
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target"
+# The client, and the stand-in "recovered system" init of the end-to-end test and demo.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" \
+    --bin failback --example recovered_init
 client="target/$target/release/failback"
 if ! file "$client" | grep -q "static-pie linked"; then
     echo "build: $client is not a static-pie executable: $(file -b "$client")" >&2

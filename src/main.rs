@@ -3,18 +3,9 @@
 //! One binary, several roles chosen by subcommand (and by being PID 1 as `/init`).
 //! `main` only parses arguments and dispatches; each role lives in its own module.
 
-mod agent;
-mod boot;
-mod build;
-mod config;
-mod disks;
-mod events;
-mod net;
-mod source;
-mod sync;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use failback::{agent, boot, build, disks, sync};
 use std::path::PathBuf;
 
 #[derive(Parser)]

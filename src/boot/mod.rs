@@ -3,7 +3,7 @@
 //! panic: every failure becomes an `error` event followed by `failback.after`.
 
 mod cmdline;
-mod coldplug;
+pub mod coldplug;
 mod efi;
 mod pull;
 
@@ -184,7 +184,8 @@ fn wait_for_entropy(reporter: &dyn Reporter) {
     }
 }
 
-fn mount_kernel_filesystems() -> Result<()> {
+/// Mounts /proc, /sys, /dev (devtmpfs) and /run; already mounted is fine.
+pub fn mount_kernel_filesystems() -> Result<()> {
     let mounts: [(&str, &str, &str, MsFlags); 4] = [
         (
             "proc",

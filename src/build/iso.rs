@@ -38,6 +38,7 @@ use super::iso_types::*;
 /// Boot menu templates; `@NAME@` placeholders are filled by [`render`].
 const ISOLINUX_CFG: &str = include_str!("../../iso/isolinux.cfg");
 const GRUB_CFG: &str = include_str!("../../iso/grub.cfg");
+const GRUB_ESP_CFG: &str = include_str!("../../iso/grub-esp.cfg");
 
 /// Kernel arguments of every entry: the console on screen and on the first serial port
 /// (the last `console=` becomes /dev/console, where the client prints).
@@ -227,24 +228,28 @@ impl IsoBuilder {
             ^ fnv1a(i.label.as_bytes())
             ^ (i.epoch as u64).rotate_left(17);
 
-        let esp = esp::build_esp(
-            &[
-                EspFile {
-                    path: "EFI/BOOT/BOOTX64.EFI",
-                    data: &shim,
-                },
-                EspFile {
-                    path: "EFI/BOOT/grubx64.efi",
-                    data: &grub,
-                },
-                EspFile {
-                    path: "EFI/BOOT/mmx64.efi",
-                    data: &mm,
-                },
-            ],
-            seed as u32,
-            i.epoch,
-        )?;
+        let mut esp_files = vec![
+            EspFile {
+                path: "EFI/BOOT/BOOTX64.EFI",
+                data: &shim,
+            },
+            EspFile {
+                path: "EFI/BOOT/grubx64.efi",
+                data: &grub,
+            },
+            EspFile {
+                path: "EFI/BOOT/mmx64.efi",
+                data: &mm,
+            },
+        ];
+        let esp_cfg = render(GRUB_ESP_CFG, &[("IMAGE", &i.image_id)]);
+        if !i.image_id.is_empty() {
+            esp_files.push(EspFile {
+                path: "boot/grub/grub.cfg",
+                data: esp_cfg.as_bytes(),
+            });
+        }
+        let esp = esp::build_esp(&esp_files, seed as u32, i.epoch)?;
 
         let extra = match i.image_id.as_str() {
             "" => i.extra_args.clone(),
@@ -270,6 +275,9 @@ impl IsoBuilder {
         )?;
         tree.add("boot/grub/grub.cfg", render(GRUB_CFG, &vars).into_bytes())?;
         tree.add(".disk/info", disk_info.into_bytes())?;
+        if !i.image_id.is_empty() {
+            tree.add(&format!(".disk/failback-{}", i.image_id), Vec::new())?;
+        }
         tree.add("boot/vmlinuz", kernel)?;
         tree.add("boot/initrd.img", initrd)?;
         let esp = tree.add("boot/efi.img", esp)?;

@@ -64,7 +64,11 @@ pub fn failback(args: &[&str]) -> Output {
 
 /// `failback build` into `out` with the static client; panics with its output on failure.
 pub fn build_into(out: &Path, extra: &[&str]) {
-    let client = static_client();
+    build_image(out, &static_client(), extra);
+}
+
+/// `failback build` into `out` with `client` as the image's `/init`.
+pub fn build_image(out: &Path, client: &Path, extra: &[&str]) {
     let inputs = inputs_dir();
     let mut args = vec![
         "build",
@@ -83,6 +87,18 @@ pub fn build_into(out: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// The stand-in "recovered system" init (examples/recovered_init.rs, static, built by
+/// scripts/build.sh).
+pub fn recovered_init() -> PathBuf {
+    let path = repo().join("target/x86_64-unknown-linux-gnu/release/examples/recovered_init");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/build.sh first",
+        path.display()
+    );
+    path
 }
 
 /// Runs an oracle tool; a missing tool is a failure (CI installs it), never a skip.

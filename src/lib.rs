@@ -1,0 +1,14 @@
+//! failback: boot a failed-back host and pull its disks back from AWS.
+//!
+//! The library behind the `failback` binary (src/main.rs dispatches to it), one module
+//! per job; tests and the examples use it directly.
+
+pub mod agent;
+pub mod boot;
+pub mod build;
+pub mod config;
+pub mod disks;
+pub mod events;
+pub mod net;
+pub mod source;
+pub mod sync;

@@ -1,0 +1,308 @@
+//! The whole failback story, as an operator runs it (issue #7).
+//!
+//! The AWS side: `failback serve` on the host serves a 256 MiB bootable "system"
+//! volume (an image made by the builder whose init prints `RECOVERED` and the SHA-256
+//! of its own disk) and a 128 MiB "data" volume. The host: a q35 VM with an NVMe disk
+//! (256 MiB) and a virtio disk (160 MiB) holding an older state of those volumes (about
+//! 70% of blocks the same), booting failback.iso as a CD with a preset (source, token,
+//! fingerprint, unattended, after = reboot). It maps the disks by identity (GPT disk
+//! GUID) and size, pulls only the differing blocks, verifies, reboots; the next boot,
+//! from the NVMe disk, prints `RECOVERED` with the served volume's digest.
+
+mod common;
+#[path = "sync_common/mod.rs"]
+mod sync_common;
+
+use common::{Firmware, Vm, firmware_args, have_qemu};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Duration;
+use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
+
+const MIB: usize = 1 << 20;
+
+/// Everything one run needs; the temporary directory goes with it.
+struct Story {
+    dir: tempfile::TempDir,
+    firmware: Firmware,
+    /// The served volumes.
+    system: Vec<u8>,
+    data: Vec<u8>,
+    /// The host's disks, and the part of the data disk beyond the volume.
+    nvme: PathBuf,
+    virtio: PathBuf,
+    virtio_tail: Vec<u8>,
+    /// Blocks that differ between the served volumes and the host's disks.
+    differing: [u64; 2],
+    iso: PathBuf,
+    agent: Agent,
+}
+
+impl Story {
+    fn new(firmware: Firmware) -> Story {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+
+        // The recovered system: an image built by failback itself, with the stand-in
+        // init, at the start of the system volume; after it the system's "files"
+        // (random, with a run of zero blocks).
+        let recovered = root.join("recovered");
+        common::build_image(&recovered, &common::recovered_init(), &[]);
+        let image = std::fs::read(recovered.join("failback.iso")).unwrap();
+        let mut system = random_bytes(256 * MIB, 1);
+        system[..image.len()].copy_from_slice(&image);
+        system[200 * BS..216 * BS].fill(0);
+        let data = random_bytes(128 * MIB, 2);
+
+        // The older state: ~30% of blocks differ; block 0 (partition tables) is the same,
+        // as on a disk that has been running all along.
+        let older = |volume: &[u8], seed: u64| {
+            let blocks = volume.len() / BS;
+            let changed: Vec<usize> = (1..blocks).filter(|b| (b * 7 + 3) % 10 < 3).collect();
+            mutate(volume, &changed, seed)
+        };
+        let old_system = older(&system, 11);
+        let old_data = older(&data, 12);
+        let virtio_tail = random_bytes(32 * MIB, 13);
+        let differing = [(&system, &old_system), (&data, &old_data)].map(|(new, old)| {
+            let (a, b) = (block_hashes(new), block_hashes(old));
+            a.iter().zip(&b).filter(|(x, y)| x != y).count() as u64
+        });
+
+        let nvme = root.join("nvme.img");
+        let virtio = root.join("virtio.img");
+        std::fs::write(&nvme, &old_system).unwrap();
+        std::fs::write(&virtio, [old_data, virtio_tail.clone()].concat()).unwrap();
+
+        let served = |name: &str, bytes: &[u8]| {
+            let path = root.join(format!("served-{name}.img"));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let (sys_path, data_path) = (served("system", &system), served("data", &data));
+        let agent = Agent::start(
+            &root.join("agent-state"),
+            &[("system", &sys_path), ("data", &data_path)],
+            0,
+        );
+
+        // The operator's preset: where to pull from, and to go ahead alone.
+        let preset = root.join("failback.toml");
+        std::fs::write(
+            &preset,
+            format!(
+                "source = \"https://10.0.2.2:{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
+                 unattended = true\nafter = \"reboot\"\nprogress = \"json\"\n",
+                agent.port, agent.fingerprint
+            ),
+        )
+        .unwrap();
+        let out = root.join("out");
+        common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+        Story {
+            firmware,
+            system,
+            data,
+            nvme,
+            virtio,
+            virtio_tail,
+            differing,
+            iso: out.join("failback.iso"),
+            agent,
+            dir,
+        }
+    }
+
+    /// The host's hardware under its firmware; `with_cd`: the ISO in the drive.
+    fn host_args(&self, with_cd: bool) -> Vec<String> {
+        let mut a = firmware_args(self.firmware, self.dir.path());
+        if self.firmware == Firmware::Bios {
+            a.extend(["-machine".into(), "q35".into()]);
+        }
+        a.extend(
+            [
+                "-m",
+                "512",
+                "-device",
+                "virtio-rng-pci",
+                "-nic",
+                "user,model=virtio-net-pci",
+            ]
+            .map(String::from),
+        );
+        a.extend([
+            "-drive".into(),
+            format!("if=none,id=nvme,format=raw,file={}", self.nvme.display()),
+            "-device".into(),
+            format!(
+                "nvme,drive=nvme,serial=FAILBACK-NVME{}",
+                if with_cd { "" } else { ",bootindex=0" }
+            ),
+            "-drive".into(),
+            format!("if=none,id=data,format=raw,file={}", self.virtio.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=data".into(),
+        ]);
+        if with_cd {
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "if=none,id=cd,media=cdrom,readonly=on,format=raw,file={}",
+                    self.iso.display()
+                ),
+                "-device".into(),
+                "ide-cd,drive=cd,bus=ide.0,bootindex=0".into(),
+            ]);
+        }
+        a
+    }
+
+    /// Boots the ISO and follows the client up to its reboot; returns the VM's pull
+    /// figures and the plans it made.
+    fn failback_boot(&self, kill_when_pulling: bool) -> Option<Vec<serde_json::Value>> {
+        let mut vm = Vm::start(&self.host_args(true));
+        let long = Duration::from_secs(600);
+        let (disks, _) = vm.event("disks", long);
+        let names: Vec<&str> = disks["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["nvme0n1", "vda"], "only the two disks: {disks}");
+        let (mapping, _) = vm.event("mapping", long);
+        let choices = &mapping["choices"];
+        let by_volume = |v: &str| {
+            choices
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["volume"] == v)
+                .unwrap_or_else(|| panic!("no choice for {v}: {mapping}"))
+                .clone()
+        };
+        let (sys, data) = (by_volume("system"), by_volume("data"));
+        assert_eq!(sys["target"], "/dev/nvme0n1", "{mapping}");
+        assert_eq!(sys["reason"], "gpt-guid", "{mapping}");
+        assert_eq!(data["target"], "/dev/vda", "{mapping}");
+        assert_eq!(data["reason"], "only-fit", "{mapping}");
+        let plans = vec![vm.event("plan", long).0, vm.event("plan", long).0];
+        if kill_when_pulling {
+            loop {
+                let (p, _) = vm.event("progress", long);
+                if p["phase"] == "pulling" && p["done_bytes"].as_u64() > Some(8 * BS as u64) {
+                    eprintln!("killing the VM mid-pull at {p}");
+                    return None; // dropping the VM kills QEMU
+                }
+            }
+        }
+        let (first, at_first) = vm.event("volume_done", long);
+        let (second, _) = vm.event("volume_done", long);
+        let (done, at) = vm.event("done", long);
+        eprintln!(
+            "{:?}: first volume done {at_first:.1} s, all done {at:.1} s after power-on: {done}\n{first}\n{second}",
+            self.firmware
+        );
+        let status = vm.wait_exit(Duration::from_secs(120));
+        assert!(
+            status.success(),
+            "the client rebooted (QEMU -no-reboot exits): {status}"
+        );
+        Some(plans)
+    }
+
+    /// The next boot, from the NVMe disk alone: the recovered system's own word.
+    fn recovered_digest(&self) -> String {
+        let mut args = self.host_args(false);
+        // Only the recovered disk boots; the data disk stays attached.
+        args.retain(|a| a != "user,model=virtio-net-pci");
+        let mut vm = Vm::start(&args);
+        let seen = vm.watch(
+            "none",
+            &["RECOVERED ", "RECOVERY CHECK FAILED"],
+            Duration::from_secs(600),
+        );
+        assert!(
+            matches!(&seen, common::Seen::Text(t) if t == "RECOVERED "),
+            "the recovered system did not check out:\n{}",
+            vm.log()
+        );
+        let line = vm.console.last().unwrap().clone();
+        assert!(vm.wait_exit(Duration::from_secs(120)).success());
+        line.split("sha256=")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The host's disks now hold the served volumes, byte for byte; the rest of the
+    /// data disk is untouched.
+    fn check_disks(&self) {
+        let nvme = std::fs::read(&self.nvme).unwrap();
+        assert!(
+            nvme == self.system,
+            "the NVMe disk equals the system volume"
+        );
+        let virtio = std::fs::read(&self.virtio).unwrap();
+        assert!(
+            virtio[..self.data.len()] == self.data[..],
+            "the virtio disk holds the data volume"
+        );
+        assert!(
+            virtio[self.data.len()..] == self.virtio_tail[..],
+            "beyond the volume: untouched"
+        );
+    }
+
+    fn check_agent_saw_progress(&self) {
+        let log = self.agent.output();
+        assert!(
+            log.contains("client "),
+            "the agent saw the client's progress:\n{log}"
+        );
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[test]
+fn bios_host_fails_back_and_boots_its_recovered_system() {
+    if !have_qemu() {
+        return;
+    }
+    let story = Story::new(Firmware::Bios);
+    let plans = story.failback_boot(false).unwrap();
+    let differing = |volume: &str| {
+        let plan = plans.iter().find(|p| p["volume"] == volume).unwrap();
+        plan["differing"].as_u64().unwrap()
+    };
+    assert_eq!(
+        [differing("system"), differing("data")],
+        story.differing,
+        "the plans name exactly the differing blocks"
+    );
+    story.check_disks();
+    story.check_agent_saw_progress();
+    assert_eq!(story.recovered_digest(), hex_sha256(&story.system));
+}
+
+#[test]
+fn uefi_host_killed_mid_pull_converges_on_the_next_boot() {
+    if !have_qemu() {
+        return;
+    }
+    let story = Story::new(Firmware::Uefi);
+    assert!(story.failback_boot(true).is_none());
+    let plans = story.failback_boot(false).unwrap();
+    let left: u64 = plans.iter().map(|p| p["differing"].as_u64().unwrap()).sum();
+    let all: u64 = story.differing.iter().sum();
+    assert!(
+        left < all,
+        "the second boot pulls only what is still missing: {left} of {all}"
+    );
+    story.check_disks();
+    assert_eq!(story.recovered_digest(), hex_sha256(&story.system));
+}

@@ -158,7 +158,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
 
     match pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)? {
         Some(pull) => {
-            pull.run(reporter, &disks)?;
+            pull.run(reporter, &disks, settings.style == Style::Text)?;
         }
         None => reporter.report(&Event::Notice {
             message: "no source configured (failback.source= or the preset): nothing to pull; \

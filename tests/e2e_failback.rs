@@ -113,23 +113,19 @@ impl Story {
         }
     }
 
-    /// The host's hardware under its firmware; `with_cd`: the ISO in the drive.
+    /// The host's hardware under its firmware; `with_cd`: the ISO in the drive and
+    /// the network cable plugged in (the failback boot), else boot from the NVMe disk.
     fn host_args(&self, with_cd: bool) -> Vec<String> {
         let mut a = firmware_args(self.firmware, self.dir.path());
         if self.firmware == Firmware::Bios {
             a.extend(["-machine".into(), "q35".into()]);
         }
-        a.extend(
-            [
-                "-m",
-                "512",
-                "-device",
-                "virtio-rng-pci",
-                "-nic",
-                "user,model=virtio-net-pci",
-            ]
-            .map(String::from),
-        );
+        let nic = if with_cd {
+            "user,model=virtio-net-pci"
+        } else {
+            "none"
+        };
+        a.extend(["-m", "512", "-device", "virtio-rng-pci", "-nic", nic].map(String::from));
         a.extend([
             "-drive".into(),
             format!("if=none,id=nvme,format=raw,file={}", self.nvme.display()),
@@ -213,10 +209,7 @@ impl Story {
 
     /// The next boot, from the NVMe disk alone: the recovered system's own word.
     fn recovered_digest(&self) -> String {
-        let mut args = self.host_args(false);
-        // Only the recovered disk boots; the data disk stays attached.
-        args.retain(|a| a != "user,model=virtio-net-pci");
-        let mut vm = Vm::start(&args);
+        let mut vm = Vm::start(&self.host_args(false));
         let seen = vm.watch(
             "none",
             &["RECOVERED ", "RECOVERY CHECK FAILED"],

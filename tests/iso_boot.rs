@@ -44,13 +44,16 @@ fn boot(
     (boot, at, disks)
 }
 
-/// The stick (or CD) the image was booted from shows up as a disk of the image's size.
+/// The stick the image was booted from shows up as a disk of the image's size, marked
+/// as the boot medium (by the image id `failback build` wrote), and no other disk is.
 fn assert_medium_listed(disks: &serde_json::Value, iso: &Path) {
     let size = std::fs::metadata(iso).unwrap().len();
     let list = disks["disks"].as_array().expect("disks list");
+    let medium: Vec<&serde_json::Value> =
+        list.iter().filter(|d| d["boot_medium"] == true).collect();
     assert!(
-        list.iter().any(|d| d["size"].as_u64() == Some(size)),
-        "no disk of {size} bytes (the ISO) in {list:?}"
+        medium.len() == 1 && medium[0]["size"].as_u64() == Some(size),
+        "one boot medium, of {size} bytes (the ISO), in {list:?}"
     );
 }
 
@@ -89,8 +92,37 @@ fn uefi_usb_stick() {
         return;
     }
     let iso = test_iso();
-    let (boot, _, disks) = self::boot("uefi_usb_stick", iso, Firmware::Uefi, Medium::UsbStick);
+    // Beside the stick, a disk holding another failback image (another id): GRUB must
+    // boot the stick's own volume, not the first one with /.disk/info.
+    let decoy_out = scratch().join("decoy");
+    let preset = scratch().join("decoy.toml");
+    std::fs::write(&preset, "progress = \"json\"\n").unwrap();
+    build_into(
+        &decoy_out,
+        &[
+            "--config",
+            preset.to_str().unwrap(),
+            "--append",
+            "failback.host=DECOY",
+        ],
+    );
+    let vars = tempfile::tempdir().unwrap();
+    let mut args = qemu_args(iso, Firmware::Uefi, Medium::UsbStick, vars.path());
+    args.extend([
+        "-drive".into(),
+        format!(
+            "if=none,id=decoy,format=raw,readonly=on,file={}",
+            decoy_out.join("failback.iso").display()
+        ),
+        "-device".into(),
+        "virtio-blk-pci,drive=decoy".into(),
+    ]);
+    let mut vm = Vm::start(&args);
+    let (boot, at) = vm.event("boot", BOOT_TIMEOUT);
+    eprintln!("uefi_usb_stick: boot event {at:.1} s after QEMU started");
     assert_eq!(boot["secure_boot"], false);
+    assert_ne!(boot["host"], "DECOY", "GRUB booted the other disk's image");
+    let (disks, _) = vm.event("disks", BOOT_TIMEOUT);
     assert_medium_listed(&disks, iso);
 }
 

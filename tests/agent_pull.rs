@@ -41,6 +41,15 @@ fn setup() -> Setup {
     }
 }
 
+impl Setup {
+    /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
+    fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
+        let map = format!("root={}", self.target.display());
+        let args = [&["--map", map.as_str()], extra].concat();
+        pull_cmd(&self.agent.url(), &self.agent.fingerprint, &args)
+    }
+}
+
 fn no_token_leak(s: &str) {
     assert!(!s.contains(TOKEN), "the token leaked into: {s}");
 }
@@ -48,12 +57,7 @@ fn no_token_leak(s: &str) {
 #[test]
 fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     let s = setup();
-    let map = format!("root={}", s.target.display());
-    let out = run(pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "json"],
-    ));
+    let out = run(s.pull_cmd(&["--yes", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(fs::read(&s.target).unwrap(), s.source);
     let evs = events(&out);
@@ -83,11 +87,7 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     no_token_leak(&text(&out));
 
     // Converged: a second run pulls nothing.
-    let again = run(pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "json"],
-    ));
+    let again = run(s.pull_cmd(&["--yes", "--progress", "json"]));
     assert!(again.status.success(), "{}", text(&again));
     let evs = events(&again);
     assert_eq!(event(&evs, "plan").unwrap()["differing"], 0);
@@ -136,12 +136,7 @@ fn compressible_blocks_travel_compressed() {
 #[test]
 fn dry_run_and_declined_confirmation_write_nothing() {
     let s = setup();
-    let map = format!("root={}", s.target.display());
-    let out = run(pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--dry-run", "--progress", "json"],
-    ));
+    let out = run(s.pull_cmd(&["--dry-run", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
     let evs = events(&out);
     assert_eq!(event(&evs, "plan").unwrap()["differing"], 9);
@@ -149,11 +144,7 @@ fn dry_run_and_declined_confirmation_write_nothing() {
     assert_eq!(fs::read(&s.target).unwrap(), s.old);
 
     // Without --yes it asks; answering "no" writes nothing.
-    let mut cmd = pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--progress", "none"],
-    );
+    let mut cmd = s.pull_cmd(&["--progress", "none"]);
     cmd.stdin(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
@@ -298,12 +289,7 @@ fn the_same_target_twice_is_refused() {
 #[test]
 fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     let s = setup();
-    let map = format!("root={}", s.target.display());
-    let mut cmd = pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "json"],
-    );
+    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
     let wrong = "wrong-token-0000000000000000";
     cmd.env("FAILBACK_TOKEN", wrong);
     let out = run(cmd);
@@ -319,6 +305,7 @@ fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     assert!(err["message"].as_str().unwrap().contains("401"));
 
     let other = "sha256:".to_string() + &"ab".repeat(32);
+    let map = format!("root={}", s.target.display());
     let out = run(pull_cmd(
         &s.agent.url(),
         &other,

@@ -175,17 +175,8 @@ fn secure_boot_refuses_a_modified_kernel() {
         return;
     }
     let inputs = inputs_dir();
-    let kernel = std::fs::read_dir(inputs.join("boot"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("vmlinuz-")
-        })
-        .expect("a kernel in inputs/boot");
-    let version = kernel.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
+    let found = failback::build::inputs::locate_kernel(&inputs, None, None).unwrap();
+    let (kernel, version) = (found.image, found.version);
     let dir = scratch().join("unsigned");
     std::fs::create_dir_all(&dir).unwrap();
     let mut bytes = std::fs::read(&kernel).unwrap();

@@ -1189,16 +1189,9 @@ mod tests {
     /// Real bootloaders and kernel, a dummy initrd.
     fn test_inputs(tmp: &Path) -> IsoInputs {
         let inputs = inputs_dir();
-        let kernel = fs::read_dir(inputs.join("boot"))
+        let kernel = crate::build::inputs::locate_kernel(&inputs, None, None)
             .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("vmlinuz-")
-            })
-            .expect("a kernel in inputs/boot");
+            .image;
         let initrd = tmp.join("initrd.img");
         fs::write(&initrd, vec![0x5Au8; 100_000]).unwrap();
         let mut i = IsoInputs::debian(&inputs, kernel, initrd);

@@ -201,19 +201,14 @@ pub struct Fingerprint(String);
 
 impl Fingerprint {
     pub fn parse(s: String) -> Result<Self, String> {
-        let hex: String = s
-            .trim_start_matches("sha256:")
-            .chars()
-            .filter(|c| *c != ':')
-            .collect();
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return invalid(
+        match crate::source::agent::parse_fingerprint(&s) {
+            Some(hash) => Ok(Fingerprint(crate::source::agent::hex(&hash))),
+            None => invalid(
                 "a SHA-256 fingerprint",
                 &s,
                 "64 hex digits, as `failback serve` prints it",
-            );
+            ),
         }
-        Ok(Fingerprint(hex.to_ascii_lowercase()))
     }
 }
 

@@ -17,6 +17,7 @@
 //! are blocking (the engine runs them on plain threads), so sleeping is fine.
 
 use super::{BLOCK_SIZE, BlockSource, Candidates, Hash, Received, SourceError, VolumeInfo};
+use crate::disks::identity::{self, Identity};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -255,6 +256,7 @@ pub struct EbsSource {
     cfg: EbsConfig,
     client: reqwest::blocking::Client,
     listing: Mutex<Option<Arc<Listing>>>,
+    head: Mutex<Option<Identity>>,
 }
 
 impl EbsSource {
@@ -275,6 +277,7 @@ impl EbsSource {
             cfg,
             client,
             listing: Mutex::new(None),
+            head: Mutex::new(None),
         })
     }
 
@@ -287,6 +290,28 @@ impl EbsSource {
         let l = Arc::new(self.list()?);
         *g = Some(l.clone());
         Ok(l)
+    }
+
+    /// What the snapshot's first sectors say (GPT disk GUID, MBR id), for mapping by
+    /// identity: one GetSnapshotBlock, made once. Unknown with a base snapshot, whose
+    /// listing holds only the changed blocks.
+    fn identity(&self, l: &Listing) -> Result<Identity, Error> {
+        let mut known = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = &*known {
+            return Ok(id.clone());
+        }
+        let mut head = Vec::with_capacity(identity::HEAD_BYTES);
+        if self.cfg.base.is_none() {
+            for j in 0..(identity::HEAD_BYTES as u64).div_ceil(l.api_block) {
+                match l.tokens.get(&j) {
+                    Some(token) => head.extend(self.get_block(j, token, l.api_block)?),
+                    None => head.resize(head.len() + l.api_block as usize, 0),
+                }
+            }
+        }
+        let id = identity::parse(&head);
+        *known = Some(id.clone());
+        Ok(id)
     }
 
     fn list(&self) -> Result<Listing, Error> {
@@ -638,12 +663,15 @@ impl EbsSource {
 impl BlockSource for EbsSource {
     fn volumes(&self) -> Result<Vec<VolumeInfo>, SourceError> {
         let l = self.listing()?;
+        let Identity {
+            gpt_guid, mbr_id, ..
+        } = self.identity(&l)?;
         Ok(vec![VolumeInfo {
             id: self.cfg.snapshot.clone(),
             size: l.size,
             block_size: BLOCK_SIZE,
-            gpt_guid: None,
-            mbr_id: None,
+            gpt_guid,
+            mbr_id,
         }])
     }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot
+# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory
 #
 # boot: the image as built by scripts/build.sh (out/): `failback build` time, then
 # QEMU (TCG) boots of the kernel + initramfs and of the ISO (BIOS CD), BENCH_RUNS
@@ -15,7 +15,100 @@
 set -euo pipefail
 
 what=${1:-}
-[[ $what == sync || $what == ebs || $what == boot ]] || { echo "usage: $0 sync|ebs|boot" >&2; exit 2; }
+[[ $what == sync || $what == ebs || $what == boot || $what == memory ]] ||
+    { echo "usage: $0 sync|ebs|boot|memory" >&2; exit 2; }
+
+# memory: the smallest QEMU -m (MiB, bisected in steps of BENCH_MEM_STEP, default 8,
+# between BENCH_MEM_LO (default 64, assumed too small) and BENCH_MEM_HI (default 512))
+# with which the image of out/ (scripts/build.sh) reaches (1) the `disks` and
+# `network` events (virtio disk + virtio NIC, DHCP) and (2) the `done` event of a pull
+# of a BENCH_MEM_PULL_MIB (default 64) MiB volume of random data onto a blank disk from
+# `failback serve` on the host (checked with cmp). Then the peak RSS of the same pull
+# run on the host (`failback pull`, /usr/bin/time), for comparison.
+bench_memory() {
+    cd "$(dirname "$0")/.."
+    local client=target/x86_64-unknown-linux-gnu/release/failback
+    [[ -x $client && -f out/pxe/initrd.img ]] || { echo "bench: run scripts/build.sh first" >&2; exit 1; }
+    local lo=${BENCH_MEM_LO:-64} hi=${BENCH_MEM_HI:-512} step=${BENCH_MEM_STEP:-8}
+    local vol=${BENCH_MEM_PULL_MIB:-64} token=bench-memory-token-0123456789
+    tmp=$(mktemp -d)
+    trap '[[ -n ${agent:-} ]] && kill "$agent" 2>/dev/null; rm -rf "$tmp"' EXIT
+
+    # reaches MEM EVENT ARGS...: boots with -m MEM; true when EVENT comes (within
+    # 300 s) before a panic, an OOM kill, an error event or QEMU's end.
+    reaches() {
+        local mem=$1 event=$2 log="$tmp/console-$1-$2.log" pid i
+        shift 2
+        [[ -n ${prepare:-} ]] && $prepare
+        qemu-system-x86_64 -accel tcg -m "$mem" -nographic -no-reboot -monitor none \
+            -device virtio-rng-pci -kernel out/pxe/vmlinuz -initrd out/pxe/initrd.img "$@" >"$log" 2>&1 &
+        pid=$!
+        for ((i = 0; i < 3000; i++)); do
+            if grep -q "{\"event\":\"$event\"" "$log" && { [[ -z ${verify:-} ]] || $verify; }; then
+                kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+                echo "  -m $mem: $event" >&2
+                return 0
+            fi
+            if grep -qE 'Kernel panic|Out of memory|"event":"error"' "$log" || ! kill -0 "$pid" 2>/dev/null; then
+                break
+            fi
+            sleep 0.1
+        done
+        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+        echo "  -m $mem: no $event ($(grep -m1 -oE 'Kernel panic[^\r]*|Out of memory[^\r]*|"event":"error".*' "$log" || echo 'timeout or exit'))" >&2
+        return 1
+    }
+    # smallest EVENT ARGS...: the smallest -m that reaches EVENT.
+    smallest() {
+        local l=$lo h=$hi mid
+        reaches "$h" "$@" || { echo "none up to $hi"; return; }
+        while ((h - l > step)); do
+            mid=$(((l + h) / 2 / step * step))
+            ((mid <= l)) && mid=$((l + step))
+            if reaches "$mid" "$@"; then h=$mid; else l=$mid; fi
+        done
+        echo "$h"
+    }
+
+    truncate -s 64M "$tmp/disk.img"
+    local append="console=ttyS0 failback.progress=json failback.after=poweroff"
+    local drive=(-drive "if=none,id=d,format=raw,file=$tmp/disk.img" -device virtio-blk-pci,drive=d)
+    local nic=(-nic user,model=virtio-net-pci)
+    echo "boot to the disks and network events:" >&2
+    local boot
+    boot=$(smallest network -append "$append" "${drive[@]}" "${nic[@]}")
+
+    head -c $((vol << 20)) /dev/urandom >"$tmp/remote.img"
+    FAILBACK_TOKEN=$token "$client" serve --listen 127.0.0.1:0 --state-dir "$tmp/state" \
+        --volume system="$tmp/remote.img" >"$tmp/agent.log" 2>&1 &
+    agent=$!
+    local port fp i
+    for ((i = 0; i < 100; i++)); do
+        port=$(sed -n 's/^failback agent listening on .*:\([0-9]*\)$/\1/p' "$tmp/agent.log")
+        fp=$(sed -n 's/^ *fingerprint: *//p' "$tmp/agent.log")
+        [[ -n $port && -n $fp ]] && break
+        sleep 0.1
+    done
+    [[ -n $port && -n $fp ]] || { echo "bench: the agent did not start: $(cat "$tmp/agent.log")" >&2; exit 1; }
+    prepare() { rm -f "$tmp/disk.img"; truncate -s "${vol}M" "$tmp/disk.img"; }
+    verify() { cmp -s "$tmp/disk.img" "$tmp/remote.img"; }
+    echo "pull of $vol MiB:" >&2
+    local pull
+    pull=$(prepare=prepare verify=verify smallest done \
+        -append "$append failback.unattended=1 failback.source=https://10.0.2.2:$port failback.token=$token failback.fingerprint=$fp failback.map=system=/dev/vda" \
+        "${drive[@]}" "${nic[@]}")
+
+    prepare
+    local rss
+    rss=$(FAILBACK_TOKEN=$token /usr/bin/time -f %M "$client" pull --source "https://127.0.0.1:$port" \
+        --fingerprint "$fp" --map system="$tmp/disk.img" --yes --progress json 2>&1 >/dev/null | tail -1)
+    verify || { echo "bench: the host pull did not reproduce the volume" >&2; exit 1; }
+    echo "| smallest -m to the disks + network events | $boot MiB |"
+    echo "| smallest -m for a pull of $vol MiB (done, verified) | $pull MiB |"
+    echo "| peak RSS of the same pull on the host | $((rss / 1024)) MiB |"
+    exit 0
+}
+[[ $what == memory ]] && bench_memory
 
 # ebs: one moto server (tests/ebs_support/moto_server.py) on 127.0.0.1; a snapshot of
 # BENCH_EBS_MIB (default 512) MiB of random data in a 1 GiB volume and a second one

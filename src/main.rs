@@ -47,6 +47,11 @@ enum Command {
         /// Extra kernel arguments for every boot menu entry of failback.iso.
         #[arg(long, default_value = "")]
         append: String,
+        /// A firmware directory (laid out like /lib/firmware, e.g. with Debian's
+        /// non-free firmware): the files the included modules request are taken
+        /// from it. Repeatable; searched before the inputs' free firmware.
+        #[arg(long, value_name = "DIR")]
+        firmware: Vec<PathBuf>,
     },
     /// Run as PID 1 in the initramfs (automatic when started as /init).
     #[command(hide = true)]
@@ -87,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             label,
             append,
+            firmware,
         } => {
             let client = match client {
                 Some(c) => c,
@@ -102,8 +108,13 @@ fn run(cli: Cli) -> Result<()> {
                 source_date_epoch: build::source_date_epoch()?,
                 label,
                 append,
+                firmware,
             };
-            println!("{}", build::run(&opts)?);
+            let report = build::run(&opts)?;
+            println!("{report}");
+            for warning in report.warnings() {
+                eprintln!("failback: warning: {warning}");
+            }
             Ok(())
         }
         Command::Init => anyhow::bail!("failback init runs only as PID 1 in the boot image"),

@@ -219,3 +219,172 @@ fn a_preset_is_validated_and_baked_in() {
         .expect("etc/failback.toml in the initrd");
     assert_eq!(preset.2, text.as_bytes());
 }
+
+/// The `firmware=` names of a module file (its `.modinfo` strings).
+fn requested_firmware(module: &Path) -> Vec<String> {
+    std::fs::read(module)
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter_map(|s| s.strip_prefix(b"firmware="))
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect()
+}
+
+fn find_module(dir: &Path, file: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_module(&path, file) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == file) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_report_gives_the_initrd_size_per_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let client = static_client();
+    let o = build(tmp.path(), &client, "0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = String::from_utf8_lossy(&o.stdout);
+    // "  CLASS  N UNIT  X.XX MiB unpacked  Y.YY MiB zstd"
+    let class = |name: &str| -> (usize, f64, f64) {
+        let line = report
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in the report:\n{report}"));
+        let w: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (w[4], w[5], w[7], w[8]),
+            ("MiB", "unpacked", "MiB", "zstd"),
+            "{line}"
+        );
+        (
+            w[1].parse().unwrap(),
+            w[3].parse().unwrap(),
+            w[6].parse().unwrap(),
+        )
+    };
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    for name in ["storage", "network", "base"] {
+        let (files, unpacked, packed) = class(name);
+        assert!(files > 0 && unpacked > 0.0, "{name}: {report}");
+        assert!(packed > 0.0 && packed < unpacked, "{name}: {report}");
+    }
+    let (files, unpacked, _) = class("client");
+    assert_eq!(files, 1);
+    let size = mib(std::fs::metadata(&client).unwrap().len());
+    assert!(
+        (unpacked - size).abs() < 0.01,
+        "client {unpacked} vs {size}"
+    );
+    // The firmware line counts what went in: the free firmware of the inputs.
+    let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
+    let firmware: Vec<&(String, u32, Vec<u8>)> = entries
+        .iter()
+        .filter(|e| e.0.starts_with("lib/firmware/") && e.1 & 0o170000 == 0o100000)
+        .collect();
+    let (files, unpacked, _) = class("firmware");
+    assert_eq!(files, firmware.len(), "{report}");
+    let bytes: usize = firmware.iter().map(|e| e.2.len()).sum();
+    assert!((unpacked - mib(bytes as u64)).abs() < 0.01, "{report}");
+    // The sum of the classes is the archive, give or take the index files and headers.
+    let entries_total: usize = entries.iter().map(|e| e.2.len()).sum();
+    let classes_total: f64 = ["storage", "network", "base", "firmware", "client"]
+        .iter()
+        .map(|c| class(c).1)
+        .sum();
+    let index = mib(entries_total as u64) - classes_total;
+    assert!(
+        (0.0..1.0).contains(&index),
+        "classes {classes_total} MiB, archive data {entries_total} B"
+    );
+}
+
+#[test]
+fn the_free_firmware_of_the_inputs_goes_in() {
+    // isci (Intel C600 SAS) requests isci/isci_firmware.bin, which Debian ships
+    // freely in firmware-linux-free, pinned in inputs.lock.
+    let free = inputs_dir().join("lib/firmware/isci/isci_firmware.bin");
+    assert!(
+        free.is_file(),
+        "{} missing: run scripts/fetch-inputs.sh (firmware-linux-free)",
+        free.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let o = build(tmp.path(), &static_client(), "0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
+    let fw = entries
+        .iter()
+        .find(|e| e.0 == "lib/firmware/isci/isci_firmware.bin")
+        .expect("isci firmware in the initrd");
+    assert_eq!(fw.2, std::fs::read(&free).unwrap());
+    // Only what a module requests: firmware-linux-free has more.
+    assert!(
+        !entries.iter().any(|e| e.0.starts_with("lib/firmware/cis/")),
+        "unrequested firmware went in"
+    );
+}
+
+#[test]
+fn firmware_from_an_operator_dir_goes_in_and_the_missing_is_one_warning() {
+    let modules = inputs_dir().join("lib/modules");
+    let tg3 = find_module(&modules, "tg3.ko").expect("tg3.ko in the inputs");
+    let names = requested_firmware(&tg3);
+    assert!(!names.is_empty(), "tg3 requests firmware");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("firmware");
+    for (i, name) in names.iter().enumerate() {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("fake firmware {i}")).unwrap();
+    }
+    std::fs::write(dir.join("nobody-asks.bin"), b"x").unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(static_client())
+        .args(["build", "--inputs"])
+        .arg(inputs_dir())
+        .arg("--out")
+        .arg(&out)
+        .arg("--firmware")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entries = unpack(&std::fs::read(out.join("pxe/initrd.img")).unwrap());
+    for (i, name) in names.iter().enumerate() {
+        let e = entries
+            .iter()
+            .find(|e| e.0 == format!("lib/firmware/{name}"))
+            .unwrap_or_else(|| panic!("lib/firmware/{name} not in the initrd"));
+        assert_eq!(e.2, format!("fake firmware {i}").as_bytes());
+        assert_eq!(e.1, 0o100644);
+    }
+    assert!(!entries.iter().any(|e| e.0.ends_with("nobody-asks.bin")));
+    // What is still missing (other modules' non-free firmware) is one warning
+    // line that says how to add it, and no longer names tg3.
+    let err = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert!(warnings.len() <= 1, "{err}");
+    if let Some(w) = warnings.first() {
+        assert!(w.contains("--firmware DIR") && !w.contains("tg3 ("), "{w}");
+    }
+
+    let o = Command::new(static_client())
+        .args(["build", "--inputs"])
+        .arg(inputs_dir())
+        .arg("--out")
+        .arg(tmp.path().join("out2"))
+        .args(["--firmware", "/nonexistent/firmware"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/firmware"), "{err}");
+}

@@ -11,10 +11,15 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
+    /// The index is written by the builder: missing, the initramfs was not
+    /// unpacked whole (the kernel runs out of memory first on small machines).
+    #[error(
+        "cannot read {path}: {error}; the initramfs is incomplete (with too little memory \
+         the kernel cannot unpack it all: give the machine more)"
+    )]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -33,7 +38,7 @@ impl Modules {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let read = |name: &str| {
             let path = dir.join(name);
-            fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
+            fs::read_to_string(&path).map_err(|error| Error::Read { path, error })
         };
         let mut deps = BTreeMap::new();
         for line in read("modules.dep")?.lines() {

@@ -1,9 +1,11 @@
 //! The initramfs: the client as `/init`, the driver classes' modules with their
-//! closure and index files, the optional preset; packed as a compressed newc cpio.
+//! closure and index files, the firmware those modules request, the optional
+//! preset; packed as a compressed newc cpio.
 
 use super::cpio::{self, Archive, Kind};
+use super::firmware;
 use super::modules::{self, ModuleIndex};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The driver classes, as kept in `initramfs/drivers/*.list`.
@@ -34,6 +36,11 @@ pub enum Error {
     Cpio(#[from] cpio::Error),
     #[error("cannot compress the initramfs: {0}")]
     Compress(std::io::Error),
+    #[error("cannot read {path} for the initramfs: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 const ZSTD_LEVEL: i32 = 3;
@@ -47,15 +54,24 @@ pub struct Spec<'a> {
     pub preset: Option<Vec<u8>>,
     /// SOURCE_DATE_EPOCH: every mtime in the archive.
     pub mtime: u32,
+    /// Where the firmware the modules request is looked up, first match wins.
+    pub firmware_dirs: &'a [PathBuf],
 }
 
-/// Per driver class: how many modules its closure has and their bytes.
+/// One part of the initramfs: a driver class (its modules with their closure; a
+/// module two classes share counts in the first), the firmware, or the client.
 #[derive(Debug, Clone)]
 pub struct ClassStats {
     pub class: String,
-    pub modules: usize,
+    /// Files of this class in the archive.
+    pub files: usize,
+    /// Their bytes as stored (unpacked).
     pub bytes: u64,
-    /// Listed names this kernel has neither as module nor built in.
+    /// Their bytes compressed alone with the archive's zstd level: what the
+    /// class adds to the initrd, roughly.
+    pub packed: u64,
+    /// Names asked for but not found: modules this kernel has neither as
+    /// module nor built in; firmware files in no firmware directory.
     pub missing: Vec<String>,
 }
 
@@ -65,7 +81,10 @@ pub struct Initramfs {
     pub image: Vec<u8>,
     pub uncompressed: usize,
     pub modules: usize,
+    /// storage, network, base, firmware, client: in that order.
     pub classes: Vec<ClassStats>,
+    /// Module -> firmware it requests that no firmware directory holds.
+    pub firmware_missing: BTreeMap<String, Vec<String>>,
 }
 
 /// Assembles and compresses the initramfs.
@@ -85,26 +104,25 @@ pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
     let mut classes = Vec::new();
     for (class, list) in DRIVER_CLASSES {
         let closure = spec.index.closure(class_modules(list))?;
-        let bytes = closure
+        let sources: Vec<PathBuf> = closure
             .modules
             .iter()
-            .map(|m| module_size(spec.index, m))
-            .sum();
-        classes.push(ClassStats {
-            class: class.to_string(),
-            modules: closure.modules.len(),
-            bytes,
-            missing: closure.missing.into_iter().collect(),
-        });
+            .filter(|m| !all.contains(*m))
+            .map(|m| module_path(spec.index, m))
+            .collect();
+        classes.push(stats(
+            class,
+            &sources,
+            closure.missing.into_iter().collect(),
+        )?);
         all.extend(closure.modules);
     }
     let dir = format!("lib/modules/{}", spec.kernel_version);
     for name in &all {
         let module = spec.index.get(name).expect("closure holds indexed modules");
-        let src: PathBuf = spec.index.dir().join(&module.rel);
         archive.add(
             &format!("{dir}/{}", module.rel.display()),
-            Kind::FileFrom(src),
+            Kind::FileFrom(module_path(spec.index, name)),
             0o644,
         );
     }
@@ -124,6 +142,24 @@ pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
         0o644,
     );
 
+    let requests: Vec<(&str, &[String])> = all
+        .iter()
+        .filter_map(|name| spec.index.get(name))
+        .map(|m| (m.info.name.as_str(), &m.info.firmware[..]))
+        .collect();
+    let firmware = firmware::resolve(requests, spec.firmware_dirs);
+    for f in &firmware.found {
+        archive.add(
+            &format!("lib/firmware/{}", f.name),
+            Kind::FileFrom(f.source.clone()),
+            0o644,
+        );
+    }
+    let sources: Vec<PathBuf> = firmware.found.iter().map(|f| f.source.clone()).collect();
+    let missing = firmware.missing.values().flatten().cloned().collect();
+    classes.push(stats("firmware", &sources, missing)?);
+    classes.push(stats("client", &[spec.client.to_path_buf()], Vec::new())?);
+
     let mut raw = Vec::new();
     archive.write(spec.mtime, &mut raw)?;
     // zstd at a low level: the kernel unpacks it faster than gzip (under TCG too:
@@ -135,14 +171,33 @@ pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
         uncompressed: raw.len(),
         modules: all.len(),
         classes,
+        firmware_missing: firmware.missing,
     })
 }
 
-fn module_size(index: &ModuleIndex, name: &str) -> u64 {
-    index
-        .get(name)
-        .and_then(|m| std::fs::metadata(index.dir().join(&m.rel)).ok())
-        .map_or(0, |m| m.len())
+fn module_path(index: &ModuleIndex, name: &str) -> PathBuf {
+    let module = index.get(name).expect("closure holds indexed modules");
+    index.dir().join(&module.rel)
+}
+
+/// The sizes of one class's files, unpacked and compressed alone.
+fn stats(class: &str, sources: &[PathBuf], missing: Vec<String>) -> Result<ClassStats, Error> {
+    let mut raw = Vec::new();
+    for path in sources {
+        let data = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        raw.extend_from_slice(&data);
+    }
+    let packed = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(Error::Compress)?;
+    Ok(ClassStats {
+        class: class.to_string(),
+        files: sources.len(),
+        bytes: raw.len() as u64,
+        packed: packed.len() as u64,
+        missing,
+    })
 }
 
 #[cfg(test)]

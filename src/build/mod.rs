@@ -3,6 +3,7 @@
 
 mod cpio;
 pub mod esp;
+pub mod firmware;
 pub mod hybrid;
 pub mod initramfs;
 pub mod inputs;
@@ -32,6 +33,9 @@ pub struct Options {
     pub label: String,
     /// Extra kernel arguments for every entry of the ISO's boot menus.
     pub append: String,
+    /// Firmware directories of the operator (e.g. a host's /lib/firmware with
+    /// Debian's non-free firmware), searched before the inputs' free firmware.
+    pub firmware: Vec<PathBuf>,
 }
 
 /// The id of an image: the first 16 hex digits of its initrd's SHA-256, so the same
@@ -48,6 +52,9 @@ pub struct Report {
     pub initrd_uncompressed: usize,
     pub modules: usize,
     pub classes: Vec<initramfs::ClassStats>,
+    /// Module -> requested firmware found in no firmware directory.
+    pub firmware_missing: std::collections::BTreeMap<String, Vec<String>>,
+    pub firmware_dirs: Vec<PathBuf>,
     pub iso_bytes: u64,
     pub esp_bytes: u64,
     pub iso_seconds: f64,
@@ -75,12 +82,27 @@ pub fn run(opts: &Options) -> Result<Report> {
         opts.modules.as_deref(),
     )?;
     let index = modules::ModuleIndex::scan(&kernel.modules)?;
+    for dir in &opts.firmware {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "firmware directory {} not found: pass --firmware a directory laid out like /lib/firmware",
+            dir.display()
+        );
+    }
+    // The inputs' own firmware (free firmware packages unpacked by fetch-inputs.sh).
+    let firmware_dirs: Vec<PathBuf> = opts
+        .firmware
+        .iter()
+        .cloned()
+        .chain(Some(opts.inputs.join("lib/firmware")).filter(|d| d.is_dir()))
+        .collect();
     let initrd = initramfs::build(&initramfs::Spec {
         client: &opts.client,
         index: &index,
         kernel_version: &kernel.version,
         preset,
         mtime: opts.source_date_epoch,
+        firmware_dirs: &firmware_dirs,
     })?;
 
     let vmlinuz = std::fs::read(&kernel.image)
@@ -123,6 +145,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         initrd_uncompressed: initrd.uncompressed,
         modules: initrd.modules,
         classes: initrd.classes,
+        firmware_missing: initrd.firmware_missing,
+        firmware_dirs,
         iso_bytes: iso.bytes,
         esp_bytes: iso.esp_bytes,
         iso_seconds,
@@ -133,6 +157,37 @@ pub fn run(opts: &Options) -> Result<Report> {
             .collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+impl Report {
+    /// Things the operator should know that did not stop the build, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.firmware_missing.is_empty() {
+            let count: usize = self.firmware_missing.values().map(Vec::len).sum();
+            let per_module: Vec<String> = self
+                .firmware_missing
+                .iter()
+                .map(|(m, names)| format!("{m} ({})", names.len()))
+                .collect();
+            let dirs = if self.firmware_dirs.is_empty() {
+                "no firmware directory".to_string()
+            } else {
+                self.firmware_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push(format!(
+                "{count} firmware files the modules request are not in {dirs}: {}; \
+                 the devices that need them may not work (Debian ships most such firmware in non-free-firmware): \
+                 add them with --firmware DIR (laid out like /lib/firmware)",
+                per_module.join(", ")
+            ));
+        }
+        out
+    }
 }
 
 /// SOURCE_DATE_EPOCH from the environment (reproducible builds), else 0.
@@ -157,16 +212,26 @@ impl std::fmt::Display for Report {
             self.modules,
             self.kernel_version
         )?;
+        // One line per class: files, unpacked, and compressed alone.
         for c in &self.classes {
+            let unit = match c.class.as_str() {
+                "firmware" => "files",
+                "client" => "file",
+                _ => "modules",
+            };
             write!(
                 f,
-                "  {:<8} {:>4} modules {:>6.1} MiB",
+                "  {:<8} {:>4} {:<7} {:>6.2} MiB unpacked {:>6.2} MiB zstd",
                 c.class,
-                c.modules,
-                mib(c.bytes)
+                c.files,
+                unit,
+                mib(c.bytes),
+                mib(c.packed)
             )?;
-            if !c.missing.is_empty() {
+            if !c.missing.is_empty() && c.class != "firmware" {
                 write!(f, "  (not in this kernel: {})", c.missing.join(" "))?;
+            } else if !c.missing.is_empty() {
+                write!(f, "  ({} requested files not found)", c.missing.len())?;
             }
             writeln!(f)?;
         }

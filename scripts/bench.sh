@@ -128,12 +128,9 @@ bench_ebs() {
     [[ -x $cs ]] || { echo "bench: no coldsnap at $cs: cargo install --root /tmp/coldsnap coldsnap (or set COLDSNAP)" >&2; exit 1; }
     "$root/scripts/moto-venv.sh"
     local py=${MOTO_VENV:-$root/.venv-moto}/bin/python
-    fb=${FAILBACK_BIN:-}
-    if [[ -z $fb ]]; then
-        echo "building failback (release)..." >&2
-        (cd "$root" && cargo build --release --quiet)
-        fb=$root/target/release/failback
-    fi
+    # The static release client of scripts/build.sh, unless given.
+    fb=${FAILBACK_BIN:-$root/target/x86_64-unknown-linux-gnu/release/failback}
+    [[ -x $fb ]] || (cd "$root" && scripts/build.sh >/dev/null)
     mkdir -p "$dir"
     cd "$dir"
     export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1

@@ -18,6 +18,8 @@ pub struct PullSettings {
     fingerprint: Option<String>,
     map: Vec<String>,
     unattended: bool,
+    /// The HTTPS proxy (`failback.proxy=` or the preset).
+    proxy: Option<String>,
 }
 
 impl PullSettings {
@@ -52,11 +54,15 @@ impl PullSettings {
             unattended: params
                 .get("unattended")
                 .map_or(preset.unattended, |v| v != "0"),
+            proxy: params
+                .get("proxy")
+                .cloned()
+                .or_else(|| preset.proxy.clone()),
         }))
     }
 
-    /// Plans, confirms on the console (unless unattended), pulls and verifies.
-    pub fn run(&self, console: &dyn Reporter) -> Result<Summary> {
+    /// The agent's connection settings, checked.
+    fn agent(&self) -> Result<AgentConfig> {
         let Source::Agent(url) = &self.source else {
             bail!(
                 "{}: EBS sources are not built into the boot image yet; use the agent (https://HOST:PORT)",
@@ -72,18 +78,34 @@ impl PullSettings {
             .as_deref()
             .and_then(parse_fingerprint)
             .context("no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset")?;
+        Ok(AgentConfig {
+            url: url.clone(),
+            token,
+            fingerprint,
+            timeout: Duration::from_secs(60),
+            proxy: self.proxy.clone(),
+        })
+    }
+
+    /// The source's URL and how far the local clock is from the source's
+    /// (seconds, from the `Date` of its HTTPS answer).
+    pub fn date_offset(&self) -> Result<(String, f64)> {
+        let cfg = self.agent()?;
+        let url = cfg.url.clone();
+        let source = AgentSource::new(cfg)?;
+        Ok((url, source.date_offset()?))
+    }
+
+    /// Plans, confirms on the console (unless unattended), pulls and verifies.
+    pub fn run(&self, console: &dyn Reporter) -> Result<Summary> {
+        let agent_config = self.agent()?;
         if self.map.is_empty() {
             bail!(
                 "no mapping of volumes to local disks: set failback.map=VOLUME=/dev/DISK,... or [map] in the preset"
             );
         }
         let mapping = map::parse(&self.map)?;
-        let source = Arc::new(AgentSource::new(AgentConfig {
-            url: url.clone(),
-            token,
-            fingerprint,
-            timeout: Duration::from_secs(60),
-        })?);
+        let source = Arc::new(AgentSource::new(agent_config)?);
         let mut id = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;

@@ -162,7 +162,13 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
     wait_for_entropy(reporter);
     let mut configured = net::configure(&settings.ip, settings.dhcp_timeout, settings.vlan)?;
     let style = settings.style;
-    configured.keep_lease(move |message| {
+    let first_renewal = settings
+        .cmdline
+        .params
+        .get("dhcp_renew")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
+    configured.keep_lease(first_renewal, move |message| {
         ConsoleReporter::new(std::io::stdout(), style).report(&Event::Notice { message })
     });
     let pull = pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)?;

@@ -52,8 +52,17 @@ pub struct Configured {
 impl Configured {
     /// Renews the DHCP lease in the background for the rest of the process
     /// (nothing to do for a static address); `notice` gets what to tell.
-    pub fn keep_lease(&mut self, notice: impl Fn(String) + Send + 'static) {
-        if let Some((link, lease)) = self.lease.take() {
+    /// `first_renewal` replaces the first T1 (to see a renewal happen without
+    /// waiting half a lease: `failback.dhcp_renew=SECONDS`).
+    pub fn keep_lease(
+        &mut self,
+        first_renewal: Option<Duration>,
+        notice: impl Fn(String) + Send + 'static,
+    ) {
+        if let Some((link, mut lease)) = self.lease.take() {
+            if first_renewal.is_some() {
+                lease.renewal = first_renewal;
+            }
             renew::spawn(link, lease, notice);
         }
     }

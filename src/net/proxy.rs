@@ -97,7 +97,8 @@ mod tests {
             "cannot reach the HTTPS proxy http://u:***@127.0.0.1:9: Connection refused (os error 111); check failback.proxy= (or --proxy / HTTPS_PROXY)"
         );
         assert_eq!(unreachable(None, chain), None, "no proxy: not its fault");
-        let tunnel = "error sending request: client error (Connect): tunnel error: unsuccessful tunnel";
+        let tunnel =
+            "error sending request: client error (Connect): tunnel error: unsuccessful tunnel";
         assert_eq!(unreachable(Some("http://p:1"), tunnel), None);
     }
 }

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=x86_64-unknown-linux-gnu
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+# For the image only: exported to cargo it would rebuild every C dependency (cc-based
+# build scripts rerun when it changes), i.e. after every commit.
+epoch="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 # The client, and the stand-in "recovered system" init of the end-to-end test and demo.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" \
     --bin failback --example recovered_init
@@ -14,4 +16,4 @@ if ! file "$client" | grep -q "static-pie linked"; then
     echo "build: $client is not a static-pie executable: $(file -b "$client")" >&2
     exit 1
 fi
-"$client" build --inputs inputs --out out --client "$client" "$@"
+SOURCE_DATE_EPOCH=$epoch "$client" build --inputs inputs --out out --client "$client" "$@"

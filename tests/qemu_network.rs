@@ -1,14 +1,36 @@
 //! The boot image's network under QEMU (TCG): DHCP from QEMU's user
-//! networking, a static address, and a link without DHCP giving way to the next.
+//! networking, a static address, a link without DHCP giving way to the next,
+//! a VLAN, and the clock set from NTP or from the agent's HTTP Date.
 
 mod common;
+#[path = "sync_common/mod.rs"]
+mod sync_common;
 
 use common::{Vm, have_qemu, out_dir};
-use std::time::Duration;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn boot(append: &str, nics: &[&str]) -> Vm {
     let cmdline = format!("console=ttyS0 failback.progress=json failback.after=poweroff {append}");
-    common::boot_kernel(&out_dir(), &cmdline, nics)
+    let mut args = vec!["-device", "virtio-rng-pci"];
+    args.extend(nics);
+    common::boot_kernel(&out_dir(), &cmdline, &args)
+}
+
+/// The guest's firmware clock for the clock tests: 2001-01-01, 25 years off.
+const RTC_2001: &str = "base=2001-01-01T00:00:00";
+const UNIX_2001: f64 = 978_307_200.0;
+
+/// Seconds the guest's clock must be moved: how far now is from 2001-01-01,
+/// less the time the guest has been running (its clock ran from QEMU's start).
+fn expected_step(qemu_started: SystemTime) -> f64 {
+    qemu_started
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - UNIX_2001
 }
 
 #[test]
@@ -20,8 +42,14 @@ fn dhcp_configures_the_link_and_dns() {
         "",
         &["-nic", "user,model=virtio-net-pci,mac=52:54:00:aa:00:01"],
     );
+    let (drivers, _) = vm.event("drivers", Duration::from_secs(120));
     let (net, _) = vm.event("network", Duration::from_secs(120));
+    eprintln!(
+        "DHCP: network configured {:.1} s after the drivers were loaded",
+        net["uptime_s"].as_f64().unwrap() - drivers["uptime_s"].as_f64().unwrap()
+    );
     assert_eq!(net["method"], "dhcp");
+    assert_eq!(net["vlan"], serde_json::Value::Null);
     assert_eq!(net["mac"], "52:54:00:aa:00:01");
     assert_eq!(net["address"], "10.0.2.15/24");
     assert_eq!(net["gateway"], "10.0.2.2");
@@ -71,9 +99,14 @@ fn a_link_without_dhcp_times_out_and_the_next_is_tried() {
             "e1000,netdev=live,mac=52:54:00:aa:00:02",
         ],
     );
+    let (drivers, _) = vm.event("drivers", Duration::from_secs(120));
     let (net, _) = vm.event("network", Duration::from_secs(120));
+    let took = net["uptime_s"].as_f64().unwrap() - drivers["uptime_s"].as_f64().unwrap();
+    eprintln!("DHCP timeout (4 s) on eth0, then a lease on eth1: {took:.1} s after the drivers");
+    assert_eq!(net["interface"], "eth1", "the second link: {net}");
     assert_eq!(net["mac"], "52:54:00:aa:00:02", "the second link: {net}");
     assert_eq!(net["address"], "10.0.2.15/24");
+    assert!(took >= 4.0, "eth0 was given its 4 s: {took}");
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
 }
 
@@ -101,4 +134,158 @@ fn no_dhcp_anywhere_is_one_clear_error() {
         vm.wait_exit(Duration::from_secs(60)).success(),
         "after = poweroff also on error"
     );
+}
+
+#[test]
+fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
+    if !have_qemu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let volume = tmp.path().join("v.img");
+    std::fs::write(&volume, vec![0u8; sync_common::BS]).unwrap();
+    let agent = sync_common::Agent::start(&tmp.path().join("state"), &[("v", &volume)], 0);
+    let url = format!("https://10.0.2.2:{}", agent.port);
+    // No mapping: the pull stops with an error after the network event.
+    let started = SystemTime::now();
+    let mut vm = boot(
+        &format!(
+            "failback.ip=10.0.2.15/24,10.0.2.2,10.0.2.3 failback.source={url} \
+             failback.token={} failback.fingerprint={}",
+            sync_common::TOKEN,
+            agent.fingerprint
+        ),
+        &["-rtc", RTC_2001, "-nic", "user,model=e1000"],
+    );
+    let (net, _) = vm.event("network", Duration::from_secs(180));
+    assert_eq!(net["method"], "static");
+    assert_eq!(net["address"], "10.0.2.15/24");
+    assert_eq!(net["gateway"], "10.0.2.2");
+    let clock = &net["clock"];
+    assert_eq!(clock["source"], "http-date", "{net}");
+    assert_eq!(clock["server"], url.as_str());
+    let step = clock["step_s"].as_f64().unwrap();
+    let expected = expected_step(started);
+    eprintln!("clock stepped by {step:.0} s from the agent's Date (expected about {expected:.0})");
+    assert!(
+        (step - expected).abs() < 120.0,
+        "step {step}, expected {expected}"
+    );
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(
+        vm.log().contains("no mapping of volumes"),
+        "the pull went on to ask for a mapping:\n{}",
+        vm.log()
+    );
+}
+
+/// An SNTP server on 127.0.0.1 (the guest's 10.0.2.2) answering with the
+/// host's clock; counts the requests.
+fn sntp_server() -> (u16, Arc<AtomicUsize>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if n < 48 || buf[0] & 7 != 3 {
+                continue;
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            let ts = ((now.as_secs() + 2_208_988_800) << 32)
+                | ((u64::from(now.subsec_nanos()) << 32) / 1_000_000_000);
+            let mut reply = [0u8; 48];
+            reply[0] = (4 << 3) | 4;
+            reply[1] = 2;
+            reply[24..32].copy_from_slice(&buf[40..48]);
+            reply[32..40].copy_from_slice(&ts.to_be_bytes());
+            reply[40..48].copy_from_slice(&ts.to_be_bytes());
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn ntp_sets_the_clock_before_anything_else() {
+    if !have_qemu() {
+        return;
+    }
+    let (port, requests) = sntp_server();
+    let started = SystemTime::now();
+    let mut vm = boot(
+        &format!("failback.ntp=10.0.2.2:{port}"),
+        &["-rtc", RTC_2001, "-nic", "user,model=virtio-net-pci"],
+    );
+    let (net, _) = vm.event("network", Duration::from_secs(180));
+    let clock = &net["clock"];
+    assert_eq!(clock["source"], "ntp", "{net}");
+    assert_eq!(clock["server"], format!("10.0.2.2:{port}"));
+    let step = clock["step_s"].as_f64().unwrap();
+    let expected = expected_step(started);
+    eprintln!("clock stepped by {step:.1} s by NTP (expected about {expected:.0})");
+    assert!(
+        (step - expected).abs() < 120.0,
+        "step {step}, expected {expected}"
+    );
+    assert!(requests.load(Ordering::SeqCst) >= 1);
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn a_vlan_interface_carries_the_address() {
+    if !have_qemu() {
+        return;
+    }
+    let mut vm = boot(
+        "failback.vlan=42 failback.ip=192.0.2.10/24,192.0.2.1,192.0.2.53",
+        &["-nic", "user,model=virtio-net-pci,mac=52:54:00:aa:00:07"],
+    );
+    let (net, _) = vm.event("network", Duration::from_secs(120));
+    assert_eq!(net["interface"], "eth0.42", "{net}");
+    assert_eq!(net["vlan"], 42);
+    assert_eq!(net["mac"], "52:54:00:aa:00:07");
+    assert_eq!(net["address"], "192.0.2.10/24");
+    assert_eq!(net["method"], "static");
+    assert_eq!(
+        net["clock"]["source"], "none",
+        "no NTP server and no source: {net}"
+    );
+    vm.drain();
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        vm.log()
+    );
+}
+
+#[test]
+fn the_lease_is_renewed_with_the_server_while_the_client_runs() {
+    if !have_qemu() {
+        return;
+    }
+    // QEMU's leases last 24 h: failback.dhcp_renew=3 brings the first T1 forward.
+    // failback.after=wait keeps the client (and its renewal thread) running.
+    let mut vm = boot(
+        "failback.dhcp_renew=3 failback.after=wait",
+        &["-nic", "user,model=virtio-net-pci"],
+    );
+    let (net, _) = vm.event("network", Duration::from_secs(120));
+    assert_eq!(net["method"], "dhcp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (notice, _) = vm.event("notice", deadline - std::time::Instant::now());
+        let message = notice["message"].as_str().unwrap();
+        if message.starts_with("DHCP on eth0") {
+            assert_eq!(
+                message,
+                "DHCP on eth0: lease of 10.0.2.15 renewed (renewing with 10.0.2.2) for 86400 s",
+                "{}",
+                vm.log()
+            );
+            break;
+        }
+    }
 }

@@ -22,6 +22,12 @@ pub struct Cmdline {
     pub host: Option<String>,
     /// `failback.debug` or the kernel's `debug`: keep kernel messages on the console.
     pub debug: bool,
+    /// `failback.vlan=ID`: configure the network on 802.1Q VLAN ID (1-4094).
+    pub vlan: Option<u16>,
+    /// `failback.proxy=http://HOST:PORT`: the HTTPS proxy.
+    pub proxy: Option<String>,
+    /// `failback.ntp=ADDR[:PORT]`: the NTP server.
+    pub ntp: Option<String>,
     /// Every `failback.KEY=VALUE`, for the parts that read their own keys.
     pub params: BTreeMap<String, String>,
 }
@@ -50,6 +56,28 @@ impl Cmdline {
                 "after" => out.after = value.parse().map_err(|e| errors.push(bad(e))).ok(),
                 "host" => out.host = Some(value.to_string()).filter(|h| !h.is_empty()),
                 "debug" => out.debug = value != "0",
+                "vlan" => {
+                    out.vlan = value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|id| (1..=4094).contains(id))
+                        .or_else(|| {
+                            errors.push(bad("a VLAN id from 1 to 4094"));
+                            None
+                        })
+                }
+                "proxy" => {
+                    out.proxy = crate::net::proxy::check(value)
+                        .map(|()| value.to_string())
+                        .map_err(|_| errors.push(bad("http://HOST:PORT")))
+                        .ok()
+                }
+                "ntp" => {
+                    out.ntp = crate::net::clock::server_address(value)
+                        .map(|_| value.to_string())
+                        .map_err(|_| errors.push(bad("an IP address, ADDR or ADDR:PORT")))
+                        .ok()
+                }
                 _ => {}
             }
             out.params.insert(key.to_string(), value.to_string());
@@ -116,6 +144,30 @@ mod tests {
         assert_eq!(
             err,
             "failback.after=\"explode\" is not valid: use wait, reboot, poweroff or shell"
+        );
+    }
+
+    #[test]
+    fn network_parameters_are_typed_and_checked() {
+        let (c, errors) = Cmdline::parse(
+            "failback.vlan=42 failback.proxy=http://proxy:3128 failback.ntp=10.0.2.2:1123",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.vlan, Some(42));
+        assert_eq!(c.proxy.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(c.ntp.as_deref(), Some("10.0.2.2:1123"));
+
+        let (c, errors) =
+            Cmdline::parse("failback.vlan=4095 failback.proxy=proxy:3128 failback.ntp=pool");
+        assert_eq!((c.vlan, c.proxy, c.ntp), (None, None, None));
+        let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "failback.vlan=\"4095\" is not valid: use a VLAN id from 1 to 4094",
+                "failback.proxy=\"proxy:3128\" is not valid: use http://HOST:PORT",
+                "failback.ntp=\"pool\" is not valid: use an IP address, ADDR or ADDR:PORT",
+            ]
         );
     }
 }

@@ -12,6 +12,7 @@ use cmdline::Cmdline;
 use crate::config::{After, IpConfig, Preset, Progress};
 use crate::disks;
 use crate::events::{ConsoleReporter, Event, Reporter, Style};
+use crate::net::{self, clock};
 use anyhow::{Context, Result};
 use nix::mount::{MsFlags, mount};
 use std::io::BufRead;
@@ -31,6 +32,9 @@ struct Settings {
     after: After,
     ip: IpConfig,
     dhcp_timeout: Duration,
+    vlan: Option<u16>,
+    /// The NTP server asked first (then those DHCP names).
+    ntp: Option<String>,
     style: Style,
 }
 
@@ -70,6 +74,8 @@ impl Settings {
             }
             None => DHCP_TIMEOUT,
         };
+        let vlan = cmdline.vlan.or(preset.vlan);
+        let ntp = cmdline.ntp.clone().or_else(|| preset.ntp.clone());
         (
             Settings {
                 cmdline,
@@ -78,6 +84,8 @@ impl Settings {
                 style,
                 ip,
                 dhcp_timeout,
+                vlan,
+                ntp,
             },
             problems,
         )
@@ -143,6 +151,12 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
         uptime_s: uptime(),
     });
 
+    if settings.vlan.is_some() {
+        // VLAN devices need 8021q, which no device asks for by modalias (and
+        // the kernel's own request_module has no modprobe to call here).
+        coldplug::Coldplug::new(&modules, &mut loader).load("8021q");
+    }
+
     let mut disks = disks::discover(Path::new("/sys/block"))?;
     let own_image = settings.cmdline.params.get("image").map(String::as_str);
     disks::identify(&mut disks, Path::new("/dev"), own_image);
@@ -151,13 +165,30 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
     });
 
     wait_for_entropy(reporter);
-    let network = crate::net::configure(&settings.ip, settings.dhcp_timeout)?;
+    let mut configured = net::configure(&settings.ip, settings.dhcp_timeout, settings.vlan)?;
+    let style = settings.style;
+    let first_renewal = settings
+        .cmdline
+        .params
+        .get("dhcp_renew")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
+    configured.keep_lease(first_renewal, move |message| {
+        ConsoleReporter::new(std::io::stdout(), style).report(&Event::Notice { message })
+    });
+    let pull = pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)?;
+    let clock = set_clock(
+        settings.ntp.as_deref(),
+        &configured.network.ntp,
+        pull.as_ref(),
+    );
+    configured.network.clock = Some(clock);
     reporter.report(&Event::Network {
-        network,
+        network: configured.network,
         uptime_s: uptime(),
     });
 
-    match pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)? {
+    match pull {
         Some(pull) => {
             pull.run(reporter, &disks, settings.style == Style::Text)?;
         }
@@ -187,6 +218,74 @@ fn give_the_console_a_size() {
         size.ws_row = 25;
         // SAFETY: TIOCSWINSZ reads the winsize we pass.
         unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &size) };
+    }
+}
+
+/// Sets the system clock before any TLS: from the NTP server given
+/// (`failback.ntp=`, the preset), else those DHCP named (option 42), else the
+/// `Date` of the source's HTTPS answer. Never fails: what went wrong is in
+/// the result's `problem`.
+fn set_clock(
+    given: Option<&str>,
+    dhcp: &[std::net::Ipv4Addr],
+    pull: Option<&pull::PullSettings>,
+) -> clock::ClockSet {
+    let mut problems = Vec::new();
+    let servers = given
+        .map(str::to_string)
+        .into_iter()
+        .chain(dhcp.iter().map(|a| a.to_string()));
+    for server in servers {
+        let stepped = clock::server_address(&server).and_then(|addr| {
+            let offset = clock::query(addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+            clock::step(offset).map_err(|e| e.to_string())?;
+            Ok((addr, offset))
+        });
+        match stepped {
+            Ok((addr, offset)) => {
+                return clock::ClockSet {
+                    source: "ntp",
+                    server: Some(addr.to_string()),
+                    step_s: offset,
+                    problem: None,
+                };
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    if let Some(pull) = pull {
+        match pull.date_offset() {
+            Ok((url, offset)) => {
+                // The header counts whole seconds: a smaller difference is noise.
+                let step = if offset.abs() >= 2.0 { offset } else { 0.0 };
+                let set = if step == 0.0 {
+                    Ok(())
+                } else {
+                    clock::step(step)
+                };
+                match set {
+                    Ok(()) => {
+                        return clock::ClockSet {
+                            source: "http-date",
+                            server: Some(url),
+                            step_s: step,
+                            problem: None,
+                        };
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    if problems.is_empty() {
+        problems.push("no NTP server and no source to ask for the time".into());
+    }
+    clock::ClockSet {
+        source: "none",
+        server: None,
+        step_s: 0.0,
+        problem: Some(problems.join("; ")),
     }
 }
 

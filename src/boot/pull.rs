@@ -27,6 +27,8 @@ pub struct PullSettings {
     map: Vec<String>,
     unattended: bool,
     aws: Option<Aws>,
+    /// The HTTPS proxy (`failback.proxy=` or the preset).
+    proxy: Option<String>,
 }
 
 impl PullSettings {
@@ -62,7 +64,45 @@ impl PullSettings {
                 .get("unattended")
                 .map_or(preset.unattended, |v| v != "0"),
             aws: preset.aws.clone(),
+            proxy: params
+                .get("proxy")
+                .cloned()
+                .or_else(|| preset.proxy.clone()),
         }))
+    }
+
+    /// The agent's connection settings, checked.
+    fn agent(&self, url: &str) -> Result<AgentConfig> {
+        let token = self
+            .token
+            .clone()
+            .context("no token for the agent: set failback.token= or token in the preset")?;
+        let fingerprint = self
+            .fingerprint
+            .as_deref()
+            .and_then(parse_fingerprint)
+            .context("no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset")?;
+        Ok(AgentConfig {
+            url: url.to_string(),
+            token,
+            fingerprint,
+            timeout: Duration::from_secs(60),
+            proxy: self.proxy.clone(),
+        })
+    }
+
+    /// The agent's URL and how far the local clock is from the agent's (seconds, from
+    /// the `Date` of its HTTPS answer: its certificate is pinned, so a wrong local
+    /// clock does not stop TLS).
+    pub fn date_offset(&self) -> Result<(String, f64)> {
+        let Source::Agent(url) = &self.source else {
+            bail!(
+                "{}: the time is taken from an agent's Date, not from EBS",
+                self.source
+            );
+        };
+        let source = AgentSource::new(self.agent(url)?)?;
+        Ok((url.clone(), source.date_offset()?))
     }
 
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
@@ -76,28 +116,15 @@ impl PullSettings {
             Source::Ebs { snapshot, base } => (snapshot.clone(), base.clone()),
         };
         // No environment in PID 1: region, credentials and endpoint come from the preset.
-        let cfg = EbsConfig::resolve(snapshot, base, None, self.aws.as_ref(), |_| None)
+        let mut cfg = EbsConfig::resolve(snapshot, base, None, self.aws.as_ref(), |_| None)
             .context("the preset's [aws] section")?;
+        cfg.proxy = self.proxy.clone();
         let source = EbsSource::new(cfg)?;
         self.pull(&source, console, disks)
     }
 
     fn run_agent(&self, url: &str, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
-        let token = self
-            .token
-            .clone()
-            .context("no token for the agent: set failback.token= or token in the preset")?;
-        let fingerprint = self
-            .fingerprint
-            .as_deref()
-            .and_then(parse_fingerprint)
-            .context("no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset")?;
-        let source = Arc::new(AgentSource::new(AgentConfig {
-            url: url.to_string(),
-            token,
-            fingerprint,
-            timeout: Duration::from_secs(60),
-        })?);
+        let source = Arc::new(AgentSource::new(self.agent(url)?)?);
         let mut id = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;

@@ -2,6 +2,10 @@
 //! Packets are made and read by `dhcproto`; the replies are asked to be
 //! broadcast (flag 0x8000) so that a plain UDP socket bound to the interface
 //! receives them before the interface has an address.
+//!
+//! Renewal (RFC 2131 section 4.4.5) sends a REQUEST from the bound address:
+//! unicast to the server at T1 ([`renew`] with `rebind: false`), broadcast to
+//! any server at T2 (`rebind: true`); [`super::renew`] decides when.
 
 use dhcproto::v4::{
     self, Decodable, Decoder, DhcpOption, Encodable, Encoder, Flags, MessageType, OptionCode,
@@ -19,6 +23,10 @@ pub struct Lease {
     pub ntp: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
     pub lease_time: Option<Duration>,
+    /// T1 (option 58), if the server gave one.
+    pub renewal: Option<Duration>,
+    /// T2 (option 59), if the server gave one.
+    pub rebinding: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +35,12 @@ pub enum Error {
     NoOffer { interface: String, seconds: u64 },
     #[error("DHCP server {server} on {interface} did not acknowledge {address}")]
     NoAck {
+        interface: String,
+        server: Ipv4Addr,
+        address: Ipv4Addr,
+    },
+    #[error("DHCP server {server} on {interface} refused {address} (NAK)")]
+    Nak {
         interface: String,
         server: Ipv4Addr,
         address: Ipv4Addr,
@@ -44,17 +58,8 @@ pub fn acquire(interface: &str, mac: [u8; 6], timeout: Duration) -> Result<Lease
         interface: interface.into(),
         source,
     };
-    let socket = UdpSocket::bind("0.0.0.0:68").map_err(io)?;
-    socket.set_broadcast(true).map_err(io)?;
-    nix::sys::socket::setsockopt(
-        &socket,
-        nix::sys::socket::sockopt::BindToDevice,
-        &interface.into(),
-    )
-    .map_err(|e| io(e.into()))?;
-    let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
-        ^ std::process::id().rotate_left(16)
-        ^ nanos();
+    let socket = client_socket(interface).map_err(io)?;
+    let xid = new_xid(mac);
     let deadline = Instant::now() + timeout;
     let server_port = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
@@ -84,11 +89,104 @@ pub fn acquire(interface: &str, mac: [u8; 6], timeout: Duration) -> Result<Lease
         deadline,
     )
     .map_err(io)?;
+    if ack.as_ref().and_then(|m| m.opts().msg_type()) == Some(MessageType::Nak) {
+        return Err(Error::Nak {
+            interface: interface.into(),
+            server: offered.server,
+            address: offered.address,
+        });
+    }
     ack.as_ref().and_then(parse_lease).ok_or(Error::NoAck {
         interface: interface.into(),
         server: offered.server,
         address: offered.address,
     })
+}
+
+/// UDP port 68 on `interface`, allowed to broadcast.
+fn client_socket(interface: &str) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind("0.0.0.0:68")?;
+    socket.set_broadcast(true)?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::BindToDevice,
+        &interface.into(),
+    )?;
+    Ok(socket)
+}
+
+fn new_xid(mac: [u8; 6]) -> u32 {
+    u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
+        ^ std::process::id().rotate_left(16)
+        ^ nanos()
+}
+
+/// Extends `lease` on `interface` (configured with it): a REQUEST from the
+/// bound address, unicast to the server that granted it, or with `rebind`
+/// broadcast to any server. Waits up to `timeout` for the ACK.
+pub fn renew(
+    interface: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    rebind: bool,
+    timeout: Duration,
+) -> Result<Lease, Error> {
+    let io = |source| Error::Socket {
+        interface: interface.into(),
+        source,
+    };
+    let socket = client_socket(interface).map_err(io)?;
+    let to = if rebind {
+        Ipv4Addr::BROADCAST
+    } else {
+        lease.server
+    };
+    renew_via(
+        &socket,
+        SocketAddrV4::new(to, 67),
+        interface,
+        mac,
+        lease,
+        timeout,
+    )
+}
+
+/// [`renew`] on a given socket and server address (tests use loopback ports).
+pub fn renew_via(
+    socket: &UdpSocket,
+    to: SocketAddrV4,
+    interface: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    timeout: Duration,
+) -> Result<Lease, Error> {
+    let xid = new_xid(mac);
+    let reply = exchange(
+        socket,
+        &renewal_request(xid, mac, lease.address),
+        to,
+        xid,
+        MessageType::Ack,
+        Instant::now() + timeout,
+    )
+    .map_err(|source| Error::Socket {
+        interface: interface.into(),
+        source,
+    })?;
+    let refused = || Error::Nak {
+        interface: interface.into(),
+        server: lease.server,
+        address: lease.address,
+    };
+    match reply {
+        Some(m) if m.opts().msg_type() == Some(MessageType::Nak) => Err(refused()),
+        Some(m) => parse_lease(&m).ok_or_else(refused),
+        None => Err(Error::NoAck {
+            interface: interface.into(),
+            server: lease.server,
+            address: lease.address,
+        }),
+    }
 }
 
 fn nanos() -> u32 {
@@ -97,8 +195,8 @@ fn nanos() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
-/// Sends `packet` (again every 2 s) until a reply of `want` with our `xid`
-/// arrives or the deadline passes.
+/// Sends `packet` (again every 2 s) until a reply of `want` (or a NAK) with
+/// our `xid` arrives or the deadline passes.
 fn exchange(
     socket: &UdpSocket,
     packet: &[u8],
@@ -131,9 +229,10 @@ fn exchange(
             let Ok(msg) = v4::Message::decode(&mut Decoder::new(&buf[..n])) else {
                 continue;
             };
+            let kind = msg.opts().msg_type();
             if msg.xid() == xid
                 && msg.opcode() == v4::Opcode::BootReply
-                && msg.opts().msg_type() == Some(want)
+                && (kind == Some(want) || kind == Some(MessageType::Nak))
             {
                 return Ok(Some(msg));
             }
@@ -142,12 +241,14 @@ fn exchange(
     Ok(None)
 }
 
-const WANTED: [OptionCode; 5] = [
+const WANTED: [OptionCode; 7] = [
     OptionCode::SubnetMask,
     OptionCode::Router,
     OptionCode::DomainNameServer,
     OptionCode::NtpServers,
     OptionCode::AddressLeaseTime,
+    OptionCode::Renewal,
+    OptionCode::Rebinding,
 ];
 
 fn base(xid: u32, mac: [u8; 6], kind: MessageType) -> v4::Message {
@@ -182,6 +283,16 @@ pub fn request(xid: u32, mac: [u8; 6], offer: &Lease) -> Vec<u8> {
     encode(&msg)
 }
 
+/// A REQUEST in the RENEWING or REBINDING state: `ciaddr` holds the bound
+/// address, no requested-address or server-identifier option, and no
+/// broadcast flag (the client can receive unicast now).
+pub fn renewal_request(xid: u32, mac: [u8; 6], bound: Ipv4Addr) -> Vec<u8> {
+    let mut msg = base(xid, mac, MessageType::Request);
+    msg.set_flags(Flags::default());
+    msg.set_ciaddr(bound);
+    encode(&msg)
+}
+
 /// The lease an OFFER or ACK describes.
 pub fn parse_lease(msg: &v4::Message) -> Option<Lease> {
     let opts = msg.opts();
@@ -203,8 +314,10 @@ pub fn parse_lease(msg: &v4::Message) -> Option<Lease> {
         Some(DhcpOption::ServerIdentifier(s)) => *s,
         _ => msg.siaddr(),
     };
-    let lease_time = match opts.get(OptionCode::AddressLeaseTime) {
-        Some(DhcpOption::AddressLeaseTime(t)) => Some(Duration::from_secs(u64::from(*t))),
+    let seconds = |code| match opts.get(code) {
+        Some(
+            DhcpOption::AddressLeaseTime(t) | DhcpOption::Renewal(t) | DhcpOption::Rebinding(t),
+        ) => Some(Duration::from_secs(u64::from(*t))),
         _ => None,
     };
     Some(Lease {
@@ -214,7 +327,9 @@ pub fn parse_lease(msg: &v4::Message) -> Option<Lease> {
         dns: list(OptionCode::DomainNameServer),
         ntp: list(OptionCode::NtpServers),
         server,
-        lease_time,
+        lease_time: seconds(OptionCode::AddressLeaseTime),
+        renewal: seconds(OptionCode::Renewal),
+        rebinding: seconds(OptionCode::Rebinding),
     })
 }
 
@@ -266,6 +381,8 @@ mod tests {
                 ntp: vec![],
                 server: [10, 0, 2, 2].into(),
                 lease_time: Some(Duration::from_secs(86400)),
+                renewal: None,
+                rebinding: None,
             }
         );
         let req = decode(&request(7, MAC, &lease));
@@ -285,5 +402,89 @@ mod tests {
         let zero = Ipv4Addr::UNSPECIFIED;
         let msg = v4::Message::new_with_id(7, zero, zero, zero, zero, &MAC);
         assert_eq!(parse_lease(&msg), None);
+    }
+
+    #[test]
+    fn a_renewal_request_comes_from_the_bound_address() {
+        let msg = decode(&renewal_request(9, MAC, [10, 0, 2, 15].into()));
+        assert_eq!(msg.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(msg.ciaddr(), Ipv4Addr::new(10, 0, 2, 15));
+        assert!(!msg.flags().broadcast());
+        assert_eq!(msg.opts().get(OptionCode::RequestedIpAddress), None);
+        assert_eq!(msg.opts().get(OptionCode::ServerIdentifier), None);
+    }
+
+    fn lease(address: [u8; 4]) -> Lease {
+        Lease {
+            address: address.into(),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+            ntp: vec![],
+            server: [127, 0, 0, 1].into(),
+            lease_time: Some(Duration::from_secs(600)),
+            renewal: None,
+            rebinding: None,
+        }
+    }
+
+    /// A DHCP server on loopback that answers one REQUEST with `kind`,
+    /// granting `grant` with T1 and T2; returns the request it saw.
+    fn one_shot_server(
+        kind: MessageType,
+        grant: [u8; 4],
+    ) -> (SocketAddrV4, std::thread::JoinHandle<v4::Message>) {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = server.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            let req = decode(&buf[..n]);
+            let zero = Ipv4Addr::UNSPECIFIED;
+            let mut ack = v4::Message::new_with_id(req.xid(), zero, grant.into(), zero, zero, &MAC);
+            ack.set_opcode(v4::Opcode::BootReply);
+            let o = ack.opts_mut();
+            o.insert(DhcpOption::MessageType(kind));
+            o.insert(DhcpOption::ServerIdentifier([127, 0, 0, 1].into()));
+            o.insert(DhcpOption::AddressLeaseTime(3600));
+            o.insert(DhcpOption::Renewal(1000));
+            o.insert(DhcpOption::Rebinding(3000));
+            server.send_to(&encode(&ack), from).unwrap();
+            req
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn renewal_over_loopback_gets_the_new_lease() {
+        let (server, t) = one_shot_server(MessageType::Ack, [10, 0, 2, 16]);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let old = lease([10, 0, 2, 15]);
+        let new = renew_via(&client, server, "lo", MAC, &old, Duration::from_secs(3)).unwrap();
+        let req = t.join().unwrap();
+        assert_eq!(req.ciaddr(), old.address);
+        assert_eq!(new.address, Ipv4Addr::new(10, 0, 2, 16));
+        assert_eq!(new.lease_time, Some(Duration::from_secs(3600)));
+        assert_eq!(new.renewal, Some(Duration::from_secs(1000)));
+        assert_eq!(new.rebinding, Some(Duration::from_secs(3000)));
+    }
+
+    #[test]
+    fn a_nak_to_a_renewal_is_an_error() {
+        let (server, t) = one_shot_server(MessageType::Nak, [0, 0, 0, 0]);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let err = renew_via(
+            &client,
+            server,
+            "lo",
+            MAC,
+            &lease([10, 0, 2, 15]),
+            Duration::from_secs(3),
+        )
+        .unwrap_err();
+        t.join().unwrap();
+        assert!(matches!(err, Error::Nak { .. }), "{err}");
     }
 }

@@ -1,8 +1,13 @@
 //! The network: bring links up, configure IPv4 by DHCP or statically on the
-//! first link that works, write /etc/resolv.conf.
+//! first link that works (optionally on an 802.1Q VLAN of it), write
+//! /etc/resolv.conf, keep the DHCP lease, set the clock; the HTTPS proxy.
 
+pub mod clock;
 pub mod dhcp;
 mod ioctl;
+pub mod netlink;
+pub mod proxy;
+pub mod renew;
 
 use crate::config::{IpConfig, Mac};
 use serde::Serialize;
@@ -19,7 +24,7 @@ pub struct Link {
 }
 
 /// The configured network, as reported in the `network` event.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Network {
     pub interface: String,
     pub mac: String,
@@ -31,6 +36,36 @@ pub struct Network {
     pub method: &'static str,
     /// NTP servers the DHCP server named (option 42).
     pub ntp: Vec<Ipv4Addr>,
+    /// The 802.1Q VLAN id when `interface` is a VLAN of the link.
+    pub vlan: Option<u16>,
+    /// How the system clock was set (filled in once it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock: Option<clock::ClockSet>,
+}
+
+/// The configured network and, for DHCP, the lease to keep renewed.
+pub struct Configured {
+    pub network: Network,
+    lease: Option<(Link, dhcp::Lease)>,
+}
+
+impl Configured {
+    /// Renews the DHCP lease in the background for the rest of the process
+    /// (nothing to do for a static address); `notice` gets what to tell.
+    /// `first_renewal` replaces the first T1 (to see a renewal happen without
+    /// waiting half a lease: `failback.dhcp_renew=SECONDS`).
+    pub fn keep_lease(
+        &mut self,
+        first_renewal: Option<Duration>,
+        notice: impl Fn(String) + Send + 'static,
+    ) {
+        if let Some((link, mut lease)) = self.lease.take() {
+            if first_renewal.is_some() {
+                lease.renewal = first_renewal;
+            }
+            renew::spawn(link, lease, notice);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +120,13 @@ fn wait_carrier(name: &str, timeout: Duration) -> bool {
 
 /// Configures the first link that works: every link with carrier is tried in
 /// order (DHCP with `dhcp_timeout` each), or the first with carrier gets the
-/// static configuration.
-pub fn configure(config: &IpConfig, dhcp_timeout: Duration) -> Result<Network, Error> {
+/// static configuration. With `vlan`, the configuration goes on VLAN `vlan`
+/// of the link (`eth0.42`), created first.
+pub fn configure(
+    config: &IpConfig,
+    dhcp_timeout: Duration,
+    vlan: Option<u16>,
+) -> Result<Configured, Error> {
     let _ = ioctl::link_up("lo");
     let links = links(Path::new("/sys/class/net"));
     if links.is_empty() {
@@ -102,29 +142,57 @@ pub fn configure(config: &IpConfig, dhcp_timeout: Duration) -> Result<Network, E
             problems.push(format!("{}: no carrier", link.name));
             continue;
         }
+        let link = match vlan {
+            None => link.clone(),
+            Some(id) => match netlink::add_vlan(&link.name, id)
+                .and_then(|name| ioctl::link_up(&name).map(|()| name))
+            {
+                Ok(name) => Link {
+                    name,
+                    mac: link.mac,
+                },
+                Err(e) => {
+                    problems.push(format!("{}: VLAN {id}: {e}", link.name));
+                    continue;
+                }
+            },
+        };
         let attempt = match config {
             IpConfig::Dhcp => dhcp::acquire(&link.name, link.mac.0, dhcp_timeout)
                 .map_err(|e| e.to_string())
                 .and_then(|lease| {
-                    apply(
-                        link,
+                    let network = apply(
+                        &link,
                         lease.address,
                         lease.prefix,
                         lease.gateway,
                         &lease.dns,
                         "dhcp",
-                        lease.ntp,
-                    )
+                        lease.ntp.clone(),
+                    )?;
+                    Ok((network, Some((link.clone(), lease))))
                 }),
             IpConfig::Static {
                 address,
                 prefix,
                 gateway,
                 dns,
-            } => apply(link, *address, *prefix, *gateway, dns, "static", Vec::new()),
+            } => apply(
+                &link,
+                *address,
+                *prefix,
+                *gateway,
+                dns,
+                "static",
+                Vec::new(),
+            )
+            .map(|n| (n, None)),
         };
         match attempt {
-            Ok(network) => return Ok(network),
+            Ok((mut network, lease)) => {
+                network.vlan = vlan;
+                return Ok(Configured { network, lease });
+            }
             Err(e) => problems.push(e),
         }
     }
@@ -157,6 +225,8 @@ fn apply(
         dns: dns.to_vec(),
         method,
         ntp,
+        vlan: None,
+        clock: None,
     })
 }
 

@@ -116,6 +116,8 @@ pub struct AgentConfig {
     pub fingerprint: Hash,
     /// Limit for one request (a stalled connection is abandoned after this).
     pub timeout: Duration,
+    /// HTTPS proxy (`http://HOST:PORT`) to tunnel through; `None`: direct.
+    pub proxy: Option<String>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -123,6 +125,10 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("url", &self.url)
             .field("token", &"<redacted>")
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(crate::net::proxy::redact),
+            )
             .finish()
     }
 }
@@ -154,7 +160,12 @@ impl AgentSource {
             .with_custom_certificate_verifier(pinned.clone())
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = reqwest::blocking::Client::builder()
+        let builder = crate::net::proxy::configure(
+            reqwest::blocking::Client::builder(),
+            cfg.proxy.as_deref(),
+        )
+        .map_err(transport)?;
+        let client = builder
             .use_preconfigured_tls(tls)
             .http1_only()
             .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
@@ -186,10 +197,32 @@ impl AgentSource {
             };
         }
         let message = super::error_chain(&e);
+        let message =
+            crate::net::proxy::unreachable(self.cfg.proxy.as_deref(), &message).unwrap_or(message);
         SourceError::Transport {
             url: self.cfg.url.clone(),
             message: message.replace(&self.cfg.token, "<token>"),
         }
+    }
+
+    /// How far the local clock is from the agent's, in seconds (positive: we
+    /// are behind), from the `Date` header of an answer of any status. The
+    /// certificate is pinned by fingerprint, so this works whatever the local
+    /// clock says: the way to set it before anything checks certificate dates.
+    pub fn date_offset(&self) -> Result<f64, SourceError> {
+        let resp = self
+            .client
+            .head(self.url("/v1/volumes"))
+            .send()
+            .map_err(|e| self.transport(e))?;
+        let now = std::time::SystemTime::now();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.protocol("no Date header to set the clock from".into()))?;
+        crate::net::clock::http_date_offset(date, now)
+            .ok_or_else(|| self.protocol(format!("unreadable Date header {date:?}")))
     }
 
     fn send(

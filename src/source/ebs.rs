@@ -148,6 +148,8 @@ pub struct EbsConfig {
     pub timeout: Duration,
     /// Attempts per request for throttling, 5xx and network errors.
     pub attempts: u32,
+    /// HTTPS proxy (`http://HOST:PORT`) to tunnel through; `None`: direct.
+    pub proxy: Option<String>,
 }
 
 impl EbsConfig {
@@ -201,6 +203,7 @@ impl EbsConfig {
             },
             timeout: Duration::from_secs(60),
             attempts: 5,
+            proxy: None,
         })
     }
 }
@@ -262,7 +265,17 @@ pub struct EbsSource {
 impl EbsSource {
     /// Builds the HTTPS client (rustls on ring, webpki roots); makes no request yet.
     pub fn new(cfg: EbsConfig) -> Result<Self, SourceError> {
-        let client = reqwest::blocking::Client::builder()
+        let setup = |message: String| Error::Transport {
+            endpoint: cfg.endpoint.clone(),
+            what: "HTTP client setup".into(),
+            message,
+        };
+        let builder = crate::net::proxy::configure(
+            reqwest::blocking::Client::builder(),
+            cfg.proxy.as_deref(),
+        )
+        .map_err(setup)?;
+        let client = builder
             .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
             .timeout(cfg.timeout)
             .tcp_nodelay(true)
@@ -652,6 +665,8 @@ impl EbsSource {
     fn transport(&self, what: &str, e: reqwest::Error) -> Error {
         let e = e.without_url();
         let message = super::error_chain(&e);
+        let message =
+            crate::net::proxy::unreachable(self.cfg.proxy.as_deref(), &message).unwrap_or(message);
         Error::Transport {
             endpoint: self.cfg.endpoint.clone(),
             what: what.into(),

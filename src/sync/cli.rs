@@ -56,6 +56,10 @@ pub struct PullArgs {
     /// Connections fetching blocks at once (default: 4 to an agent, 16 to EBS).
     #[arg(long)]
     pub connections: Option<usize>,
+    /// HTTPS proxy (http://HOST:PORT) for all requests (default: HTTPS_PROXY,
+    /// https_proxy; NO_PROXY is honoured).
+    #[arg(long)]
+    pub proxy: Option<String>,
     /// Seconds before a stalled request is abandoned (and retried).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -68,6 +72,16 @@ pub struct PullArgs {
     /// Treat this path as the boot disk (tests).
     #[arg(long, hide = true)]
     pub boot_disk: Option<PathBuf>,
+}
+
+impl PullArgs {
+    /// `--proxy`, else the environment's HTTPS proxy.
+    fn proxy(&self) -> Option<String> {
+        self.proxy
+            .clone()
+            .filter(|p| !p.is_empty())
+            .or_else(crate::net::proxy::from_env)
+    }
 }
 
 /// Prints only what matters when bars are off.
@@ -91,6 +105,7 @@ pub fn run(args: PullArgs) -> Result<()> {
                 std::env::var(k).ok()
             })?;
             cfg.timeout = Duration::from_secs(args.timeout.max(1));
+            cfg.proxy = args.proxy();
             let source = EbsSource::new(cfg)?;
             let connections = args.connections.unwrap_or(16);
             pull(&source, None, mapping, connections, args)
@@ -119,6 +134,7 @@ fn run_agent(url: String, mapping: map::Mapping, args: PullArgs) -> Result<()> {
         token,
         fingerprint,
         timeout: Duration::from_secs(args.timeout.max(1)),
+        proxy: args.proxy(),
     })?);
     let mut id = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)

@@ -1,0 +1,333 @@
+//! The system clock before TLS: an SNTP query (RFC 4330) to a server from the
+//! command line, the preset or DHCP option 42, else the `Date` header of an
+//! HTTP answer from the source. The firmware's clock may be years off, and a
+//! certificate check against it fails for reasons no operator would guess.
+
+use serde::Serialize;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX: i64 = 2_208_988_800;
+/// Length of an SNTP packet without extensions (RFC 4330 section 4).
+pub const PACKET: usize = 48;
+
+/// How the clock was set, as reported in the `network` event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClockSet {
+    /// `ntp` or `http-date` (or `none` when no source answered).
+    pub source: &'static str,
+    /// The server asked (`ADDR:PORT` or the source URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Seconds the clock was moved by (0 when it was not set).
+    pub step_s: f64,
+    /// Why no source set the clock, when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("NTP server {server}: {source}")]
+    Io {
+        server: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("NTP server {server} did not answer within {seconds} s")]
+    NoAnswer { server: SocketAddr, seconds: u64 },
+    #[error("NTP server {server} sent an unusable answer: {why}")]
+    Bad {
+        server: SocketAddr,
+        why: &'static str,
+    },
+    #[error("cannot set the system clock: {0}")]
+    Set(nix::Error),
+}
+
+/// An NTP timestamp: seconds since 1900 in 32.32 fixed point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn from_system(t: SystemTime) -> Self {
+        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                // Before 1970: only a broken clock; keep the arithmetic sane.
+                let d = e.duration();
+                (-(d.as_secs() as i64), 0)
+            }
+        };
+        let ntp = (secs + NTP_UNIX) as u64 & 0xffff_ffff;
+        let frac = (u64::from(nanos) << 32) / 1_000_000_000;
+        Timestamp((ntp << 32) | frac)
+    }
+
+    /// Seconds since the Unix epoch. Era per RFC 4330 section 3: a timestamp
+    /// with the top bit clear is after 2036 (era 1).
+    pub fn unix_seconds(self) -> f64 {
+        let secs = (self.0 >> 32) as i64;
+        let era = if secs & 0x8000_0000 == 0 {
+            1i64 << 32
+        } else {
+            0
+        };
+        let frac = (self.0 & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        (secs + era - NTP_UNIX) as f64 + frac
+    }
+}
+
+fn read_ts(buf: &[u8], at: usize) -> Timestamp {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    Timestamp(u64::from_be_bytes(b))
+}
+
+/// A client request: LI 0, version 4, mode 3 (client), our clock in the
+/// transmit timestamp (the server echoes it as the originate timestamp).
+pub fn request(transmit: Timestamp) -> [u8; PACKET] {
+    let mut p = [0u8; PACKET];
+    p[0] = (4 << 3) | 3;
+    p[40..48].copy_from_slice(&transmit.0.to_be_bytes());
+    p
+}
+
+/// The server's receive (T2) and transmit (T3) timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub receive: Timestamp,
+    pub transmit: Timestamp,
+}
+
+/// Checks an answer against RFC 4330 section 5 and returns its timestamps.
+pub fn parse_reply(buf: &[u8], sent: Timestamp) -> Result<Reply, &'static str> {
+    if buf.len() < PACKET {
+        return Err("shorter than 48 bytes");
+    }
+    let (leap, version, mode) = (buf[0] >> 6, (buf[0] >> 3) & 7, buf[0] & 7);
+    if mode != 4 {
+        return Err("not a server reply (mode 4)");
+    }
+    if !(1..=4).contains(&version) {
+        return Err("unknown NTP version");
+    }
+    if leap == 3 {
+        return Err("the server's clock is not synchronized (leap indicator 3)");
+    }
+    match buf[1] {
+        0 => return Err("kiss-o'-death (stratum 0)"),
+        16.. => return Err("unsynchronized stratum"),
+        _ => {}
+    }
+    if read_ts(buf, 24) != sent {
+        return Err("originate timestamp is not the one sent");
+    }
+    let reply = Reply {
+        receive: read_ts(buf, 32),
+        transmit: read_ts(buf, 40),
+    };
+    if reply.transmit.0 == 0 {
+        return Err("no transmit timestamp");
+    }
+    Ok(reply)
+}
+
+/// Clock offset (RFC 4330 section 5): ((T2 - T1) + (T3 - T4)) / 2, in seconds;
+/// positive when the local clock is behind.
+pub fn offset(t1: f64, reply: Reply, t4: f64) -> f64 {
+    ((reply.receive.unix_seconds() - t1) + (reply.transmit.unix_seconds() - t4)) / 2.0
+}
+
+/// Asks `server` for the time (three tries within `timeout`); returns the
+/// offset of the local clock in seconds.
+pub fn query(server: SocketAddr, timeout: Duration) -> Result<f64, Error> {
+    let io = |source| Error::Io { server, source };
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().expect("an address")
+    } else {
+        "[::]:0".parse().expect("an address")
+    };
+    let socket = UdpSocket::bind(bind).map_err(io)?;
+    socket.connect(server).map_err(io)?;
+    socket.set_read_timeout(Some(timeout / 3)).map_err(io)?;
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        let sent = Timestamp::from_system(SystemTime::now());
+        socket.send(&request(sent)).map_err(io)?;
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let t4 = Timestamp::from_system(SystemTime::now()).unix_seconds();
+        let reply = parse_reply(&buf[..n], sent).map_err(|why| Error::Bad { server, why })?;
+        return Ok(offset(sent.unix_seconds(), reply, t4));
+    }
+    Err(Error::NoAnswer {
+        server,
+        seconds: timeout.as_secs(),
+    })
+}
+
+/// `HOST[:PORT]` of an NTP server (port 123 by default); IP addresses only,
+/// since name resolution may itself need the network configured first.
+pub fn server_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 123))
+        })
+        .map_err(|_| {
+            format!(
+                "NTP server {text:?} is not an IP address: use ADDR or ADDR:PORT (e.g. 192.0.2.1)"
+            )
+        })
+}
+
+/// The offset of the local clock given a server's HTTP `Date` header seen
+/// at `now` (whole seconds: the header has no finer resolution).
+pub fn http_date_offset(date: &str, now: SystemTime) -> Option<f64> {
+    let server = httpdate::parse_http_date(date.trim()).ok()?;
+    Some(unix(server) - unix(now))
+}
+
+fn unix(t: SystemTime) -> f64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Moves the system clock (CLOCK_REALTIME) by `offset` seconds.
+pub fn step(offset: f64) -> Result<(), Error> {
+    let target = unix(SystemTime::now()) + offset;
+    let secs = target.floor();
+    let nanos = ((target - secs) * 1e9) as i64;
+    let ts = nix::sys::time::TimeSpec::new(secs as libc::time_t, nanos as libc::c_long);
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(Error::Set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(unix_secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(unix_secs)
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways_and_across_the_2036_era() {
+        // 2026-01-01T00:00:00Z
+        let t = Timestamp::from_system(at(1_767_225_600));
+        assert_eq!(t.0 >> 32, 1_767_225_600 + 2_208_988_800);
+        assert_eq!(t.unix_seconds(), 1_767_225_600.0);
+        // 2040-01-01 is in era 1: the 32-bit seconds wrapped.
+        let t = Timestamp::from_system(at(2_208_988_800));
+        assert!(t.0 >> 32 < 0x8000_0000);
+        assert_eq!(t.unix_seconds(), 2_208_988_800.0);
+        // Half a second is half of 2^32 in the fraction.
+        let t = Timestamp::from_system(at(1_000_000_000) + Duration::from_millis(500));
+        assert_eq!(t.0 & 0xffff_ffff, 1 << 31);
+    }
+
+    #[test]
+    fn the_request_is_a_version_4_client_packet_with_our_time() {
+        let sent = Timestamp(0x0123_4567_89ab_cdef);
+        let p = request(sent);
+        assert_eq!(p.len(), 48);
+        assert_eq!(p[0], 0x23, "LI 0, VN 4, mode 3");
+        assert!(p[1..40].iter().all(|&b| b == 0));
+        assert_eq!(&p[40..], &0x0123_4567_89ab_cdefu64.to_be_bytes());
+    }
+
+    fn reply(sent: Timestamp, receive: Timestamp, transmit: Timestamp) -> [u8; 48] {
+        let mut p = [0u8; 48];
+        p[0] = (4 << 3) | 4;
+        p[1] = 2;
+        p[24..32].copy_from_slice(&sent.0.to_be_bytes());
+        p[32..40].copy_from_slice(&receive.0.to_be_bytes());
+        p[40..48].copy_from_slice(&transmit.0.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_reply_gives_the_offset_and_bad_replies_are_refused() {
+        let t1 = Timestamp::from_system(at(978_307_200)); // 2001-01-01, the wrong clock
+        let t2 = Timestamp::from_system(at(1_767_225_600));
+        let t3 = Timestamp::from_system(at(1_767_225_601));
+        let p = reply(t1, t2, t3);
+        let r = parse_reply(&p, t1).unwrap();
+        // Two seconds on our clock between sending and receiving.
+        let off = offset(t1.unix_seconds(), r, 978_307_202.0);
+        assert_eq!(off, (1_767_225_600.0 - 978_307_200.0) - 0.5);
+
+        assert_eq!(parse_reply(&p[..47], t1), Err("shorter than 48 bytes"));
+        assert!(parse_reply(&p, Timestamp(5)).is_err(), "originate mismatch");
+        let mut kod = p;
+        kod[1] = 0;
+        assert!(parse_reply(&kod, t1).is_err());
+        let mut client = p;
+        client[0] = 0x23;
+        assert!(parse_reply(&client, t1).is_err());
+        let mut unsync = p;
+        unsync[0] |= 0xc0;
+        assert!(parse_reply(&unsync, t1).is_err());
+    }
+
+    #[test]
+    fn query_asks_a_server_on_loopback() {
+        // A server 1000 s ahead of us, answering once.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 48];
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(n, 48);
+            assert_eq!(buf[0] & 7, 3, "a client request");
+            let sent = read_ts(&buf, 40);
+            let now = SystemTime::now() + Duration::from_secs(1000);
+            let ts = Timestamp::from_system(now);
+            server.send_to(&reply(sent, ts, ts), from).unwrap();
+        });
+        let off = query(addr, Duration::from_secs(3)).unwrap();
+        t.join().unwrap();
+        assert!((off - 1000.0).abs() < 0.5, "offset {off}");
+    }
+
+    #[test]
+    fn query_of_a_silent_server_fails_in_time() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let started = std::time::Instant::now();
+        let err = query(silent.local_addr().unwrap(), Duration::from_millis(600)).unwrap_err();
+        assert!(matches!(err, Error::NoAnswer { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn server_addresses_and_http_dates() {
+        assert_eq!(
+            server_address("10.0.2.2").unwrap(),
+            "10.0.2.2:123".parse().unwrap()
+        );
+        assert_eq!(
+            server_address("10.0.2.2:1123").unwrap(),
+            "10.0.2.2:1123".parse().unwrap()
+        );
+        assert!(
+            server_address("pool.ntp.org")
+                .unwrap_err()
+                .contains("ADDR:PORT")
+        );
+        let off = http_date_offset("Thu, 01 Jan 2026 00:00:00 GMT", at(978_307_200)).unwrap();
+        assert_eq!(off, 1_767_225_600.0 - 978_307_200.0);
+        assert_eq!(http_date_offset("yesterday", at(0)), None);
+    }
+}

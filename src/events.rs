@@ -7,6 +7,7 @@
 use serde::Serialize;
 use std::io::Write;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One thing worth telling. Serialized as `{"event":"<name>", ...fields}`.
 #[derive(Debug, Clone, Serialize)]
@@ -116,16 +117,32 @@ pub enum Style {
     Text,
 }
 
-/// Writes events to a stream (the console): JSON lines or readable text.
+/// Writes events to a stream (the console): JSON lines, or readable text where
+/// progress is one bar per volume, redrawn in place with a carriage return (no cursor
+/// addressing: it works on a serial line, a BMC's console and VGA alike).
 pub struct ConsoleReporter<W: Write + Send> {
-    out: Mutex<W>,
+    out: Mutex<Console<W>>,
     style: Style,
 }
+
+struct Console<W> {
+    out: W,
+    /// A progress bar is on the current line (no newline after it yet).
+    bar_open: bool,
+    last_bar: Option<Instant>,
+}
+
+/// How often a bar is redrawn at most.
+const BAR_EVERY: Duration = Duration::from_millis(250);
 
 impl<W: Write + Send> ConsoleReporter<W> {
     pub fn new(out: W, style: Style) -> Self {
         Self {
-            out: Mutex::new(out),
+            out: Mutex::new(Console {
+                out,
+                bar_open: false,
+                last_bar: None,
+            }),
             style,
         }
     }
@@ -133,17 +150,62 @@ impl<W: Write + Send> ConsoleReporter<W> {
 
 impl<W: Write + Send> Reporter for ConsoleReporter<W> {
     fn report(&self, event: &Event) {
-        let line = match self.style {
-            Style::Json => serde_json::to_string(event).unwrap_or_else(|e| {
-                format!(r#"{{"event":"error","message":"cannot encode event: {e}"}}"#)
-            }),
-            Style::Text => text(event),
-        };
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.out.lock().unwrap_or_else(|p| p.into_inner());
         // The console is all we have; if it fails there is nobody to tell.
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        match (self.style, event) {
+            (Style::Json, _) => {
+                let line = serde_json::to_string(event).unwrap_or_else(|e| {
+                    format!(r#"{{"event":"error","message":"cannot encode event: {e}"}}"#)
+                });
+                let _ = writeln!(c.out, "{line}");
+            }
+            (Style::Text, Event::Progress { .. }) => {
+                let now = Instant::now();
+                if c.last_bar.is_some_and(|t| now - t < BAR_EVERY) {
+                    return;
+                }
+                c.last_bar = Some(now);
+                let _ = write!(c.out, "\r{}", bar(event));
+                c.bar_open = true;
+            }
+            (Style::Text, _) => {
+                if std::mem::take(&mut c.bar_open) {
+                    let _ = writeln!(c.out);
+                }
+                let _ = writeln!(c.out, "{}", text(event));
+            }
+        }
+        let _ = c.out.flush();
     }
+}
+
+/// A progress event as a bar of fixed width (76 columns).
+fn bar(event: &Event) -> String {
+    let Event::Progress {
+        volume,
+        phase,
+        done_bytes,
+        total_bytes,
+        ..
+    } = event
+    else {
+        return text(event);
+    };
+    let share = if *total_bytes == 0 {
+        1.0
+    } else {
+        (*done_bytes as f64 / *total_bytes as f64).min(1.0)
+    };
+    let filled = (share * 24.0).round() as usize;
+    let name: String = volume.chars().take(12).collect();
+    format!(
+        "{name:>12} {phase:<9} [{}{}] {:>3.0}% {:>9} of {:<9}",
+        "=".repeat(filled),
+        " ".repeat(24 - filled),
+        share * 100.0,
+        mib(*done_bytes),
+        mib(*total_bytes)
+    )
 }
 
 /// One readable line (or a few) for an event.
@@ -305,5 +367,33 @@ mod tests {
         assert_eq!(boot["host"], "rack1-07");
         let err: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(err["message"], "two\nlines");
+    }
+
+    #[test]
+    fn text_progress_is_one_bar_redrawn_in_place_then_closed_by_the_next_line() {
+        let progress = |done: u64| Event::Progress {
+            volume: "system".into(),
+            phase: "pulling".into(),
+            done_bytes: done << 20,
+            total_bytes: 100 << 20,
+            wire_bytes: 0,
+            retries: 0,
+        };
+        let mut buf = Vec::new();
+        {
+            let r = ConsoleReporter::new(&mut buf, Style::Text);
+            r.report(&progress(25));
+            r.report(&progress(26)); // within 250 ms: not redrawn
+            r.report(&Event::Notice {
+                message: "next".into(),
+            });
+        }
+        let out = String::from_utf8(buf).unwrap();
+        assert_eq!(out.matches('\r').count(), 1, "{out:?}");
+        let (bar, rest) = out.trim_start_matches('\r').split_once('\n').unwrap();
+        assert!(bar.contains("system pulling") && bar.contains(" 25% "), "{bar:?}");
+        assert!(bar.contains(&format!("[{}{}]", "=".repeat(6), " ".repeat(18))), "{bar:?}");
+        assert!(bar.len() <= 79, "fits a console line: {}", bar.len());
+        assert_eq!(rest, "note: next\n");
     }
 }

@@ -190,7 +190,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
 
     match pull {
         Some(pull) => {
-            pull.run(reporter, &disks, settings.style == Style::Text)?;
+            pull.run(reporter, &disks)?;
         }
         None => reporter.report(&Event::Notice {
             message: "no source configured (failback.source= or the preset): nothing to pull; \

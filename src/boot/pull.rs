@@ -9,7 +9,6 @@ use crate::source::BlockSource;
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
 use crate::source::ebs::{EbsConfig, EbsSource};
 use crate::sync::automap::{self, Choice};
-use crate::sync::bars::Bars;
 use crate::sync::cli::confirm;
 use crate::sync::{Options, Puller, Summary, map, safety};
 use anyhow::{Context, Result, anyhow, bail};
@@ -106,11 +105,8 @@ impl PullSettings {
     }
 
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
-    /// unattended), pulls and verifies, from the agent or an EBS snapshot. With
-    /// `bars`, progress is drawn as bars (the text console) instead of reported.
-    pub fn run(&self, console: &dyn Reporter, disks: &[Disk], bars: bool) -> Result<Summary> {
-        let drawn = bars.then(Bars::new);
-        let console = drawn.as_ref().map_or(console, |b| b as &dyn Reporter);
+    /// unattended), pulls and verifies, from the agent or an EBS snapshot.
+    pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
         let (snapshot, base) = match &self.source {
             Source::Agent(url) => return self.run_agent(url, console, disks),
             Source::Ebs { snapshot, base } => (snapshot.clone(), base.clone()),

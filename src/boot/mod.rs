@@ -6,6 +6,7 @@ mod cmdline;
 pub mod coldplug;
 mod efi;
 mod pull;
+mod ui;
 
 use cmdline::Cmdline;
 
@@ -83,6 +84,17 @@ impl Settings {
         )
     }
 
+    /// Whether to ask the operator when no source is configured: on a text console,
+    /// unless unattended (JSON progress is for automation, which configures a source).
+    fn interactive(&self) -> bool {
+        let unattended = self
+            .cmdline
+            .params
+            .get("unattended")
+            .map_or(self.preset.unattended, |v| v != "0");
+        self.style == Style::Text && !unattended
+    }
+
     fn host(&self) -> Option<String> {
         self.cmdline.host.clone()
     }
@@ -150,22 +162,44 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
     });
 
     wait_for_entropy(reporter);
-    let network = crate::net::configure(&settings.ip, settings.dhcp_timeout)?;
-    reporter.report(&Event::Network {
-        network,
-        uptime_s: uptime(),
-    });
+    let pull = pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)?;
+    if pull.is_none() && settings.interactive() {
+        let known = ui::Known {
+            preset: &settings.preset,
+            params: &settings.cmdline.params,
+            ip: &settings.ip,
+        };
+        return ui::run(
+            &known,
+            ui::Boot {
+                reporter,
+                disks: &disks,
+                bars: true,
+                configure: &mut |ip| configure_network(settings, ip, reporter),
+            },
+        );
+    }
+    configure_network(settings, &settings.ip, reporter)?;
 
-    match pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)? {
+    match pull {
         Some(pull) => {
             pull.run(reporter, &disks, settings.style == Style::Text)?;
         }
         None => reporter.report(&Event::Notice {
-            message: "no source configured (failback.source= or the preset): nothing to pull; \
-                      the interactive mode is not built yet"
+            message: "no source configured (failback.source= or the preset): nothing to pull"
                 .into(),
         }),
     }
+    Ok(())
+}
+
+/// Configures the network as `ip` says and reports it.
+fn configure_network(settings: &Settings, ip: &IpConfig, reporter: &dyn Reporter) -> Result<()> {
+    let network = crate::net::configure(ip, settings.dhcp_timeout)?;
+    reporter.report(&Event::Network {
+        network,
+        uptime_s: uptime(),
+    });
     Ok(())
 }
 

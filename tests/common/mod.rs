@@ -4,10 +4,10 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,39 +236,9 @@ impl Vm {
             let tx = tx.clone();
             // The console (stdout) as it comes, for interactive VMs.
             let raw_tx = (interactive && i == 0).then(|| raw_tx.clone());
-            std::thread::spawn(move || {
-                // Firmware and GRUB draw with escape codes and \r; split on both.
-                let mut r = stream;
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = match r.read(&mut chunk) {
-                        Ok(0) | Err(_) => {
-                            // The last line, even without its newline.
-                            let text = String::from_utf8_lossy(&buf).into_owned();
-                            for part in text.split('\r').filter(|p| !p.trim().is_empty()) {
-                                let _ = tx.send(part.trim_end().to_string());
-                            }
-                            return;
-                        }
-                        Ok(n) => n,
-                    };
-                    if let Some(raw) = &raw_tx {
-                        let _ = raw.send(String::from_utf8_lossy(&chunk[..n]).into_owned());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=end).collect();
-                        let text = String::from_utf8_lossy(&line).into_owned();
-                        for part in text.split('\r') {
-                            if !part.trim().is_empty()
-                                && tx.send(part.trim_end().to_string()).is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                }
+            std::thread::spawn(move || match raw_tx {
+                None => read_lines(stream, &tx),
+                Some(raw) => read_screen(stream, &tx, &raw),
             });
         }
         Vm {
@@ -315,7 +285,11 @@ impl Vm {
                 Ok(chunk) => self.screen.push_str(&chunk),
                 Err(e) => {
                     self.drain();
-                    let tail = &self.screen[self.screen.len().saturating_sub(3000)..];
+                    let from = (0..=self.screen.len().saturating_sub(3000))
+                        .rev()
+                        .find(|&i| self.screen.is_char_boundary(i))
+                        .unwrap_or(0);
+                    let tail = &self.screen[from..];
                     panic!(
                         "the console did not show {text:?} within {timeout:?} ({e}); it shows:\n{tail}\n--- stderr and lines:\n{}",
                         self.log()
@@ -411,6 +385,50 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends the console's lines to `tx`. Firmware and GRUB draw with escape codes and
+/// \r; split on both.
+fn read_lines(stream: Box<dyn Read + Send>, tx: &Sender<String>) {
+    let mut r = BufReader::new(stream);
+    let mut buf = Vec::new();
+    while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        if !send_parts(&buf, tx) {
+            return;
+        }
+        buf.clear();
+    }
+}
+
+/// [`read_lines`], and everything as it comes to `raw` (prompts end without a newline).
+fn read_screen(mut stream: Box<dyn Read + Send>, tx: &Sender<String>, raw: &Sender<String>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                send_parts(&buf, tx);
+                return;
+            }
+            Ok(n) => n,
+        };
+        let _ = raw.send(String::from_utf8_lossy(&chunk[..n]).into_owned());
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            if !send_parts(&line, tx) {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the non-blank \r-separated parts of `line`; false when nobody listens.
+fn send_parts(line: &[u8], tx: &Sender<String>) -> bool {
+    let text = String::from_utf8_lossy(line);
+    text.split('\r')
+        .filter(|p| !p.trim().is_empty())
+        .all(|p| tx.send(p.trim_end().to_string()).is_ok())
 }
 
 /// QEMU arguments for OVMF (q35), with a fresh copy of the variable store in

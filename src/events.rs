@@ -391,8 +391,14 @@ mod tests {
         let out = String::from_utf8(buf).unwrap();
         assert_eq!(out.matches('\r').count(), 1, "{out:?}");
         let (bar, rest) = out.trim_start_matches('\r').split_once('\n').unwrap();
-        assert!(bar.contains("system pulling") && bar.contains(" 25% "), "{bar:?}");
-        assert!(bar.contains(&format!("[{}{}]", "=".repeat(6), " ".repeat(18))), "{bar:?}");
+        assert!(
+            bar.contains("system pulling") && bar.contains(" 25% "),
+            "{bar:?}"
+        );
+        assert!(
+            bar.contains(&format!("[{}{}]", "=".repeat(6), " ".repeat(18))),
+            "{bar:?}"
+        );
         assert!(bar.len() <= 79, "fits a console line: {}", bar.len());
         assert_eq!(rest, "note: next\n");
     }

@@ -6,6 +6,7 @@ mod cmdline;
 pub mod coldplug;
 mod efi;
 mod pull;
+mod ui;
 
 use cmdline::Cmdline;
 
@@ -91,6 +92,17 @@ impl Settings {
         )
     }
 
+    /// Whether to ask the operator when no source is configured: on a text console,
+    /// unless unattended (JSON progress is for automation, which configures a source).
+    fn interactive(&self) -> bool {
+        let unattended = self
+            .cmdline
+            .params
+            .get("unattended")
+            .map_or(self.preset.unattended, |v| v != "0");
+        self.style == Style::Text && !unattended
+    }
+
     fn host(&self) -> Option<String> {
         self.cmdline.host.clone()
     }
@@ -165,36 +177,30 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
     });
 
     wait_for_entropy(reporter);
-    let mut configured = net::configure(&settings.ip, settings.dhcp_timeout, settings.vlan)?;
-    let style = settings.style;
-    let first_renewal = settings
-        .cmdline
-        .params
-        .get("dhcp_renew")
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs);
-    configured.keep_lease(first_renewal, move |message| {
-        ConsoleReporter::new(std::io::stdout(), style).report(&Event::Notice { message })
-    });
     let pull = pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)?;
-    let clock = set_clock(
-        settings.ntp.as_deref(),
-        &configured.network.ntp,
-        pull.as_ref(),
-    );
-    configured.network.clock = Some(clock);
-    reporter.report(&Event::Network {
-        network: configured.network,
-        uptime_s: uptime(),
-    });
+    if pull.is_none() && settings.interactive() {
+        let known = ui::Known {
+            preset: &settings.preset,
+            params: &settings.cmdline.params,
+            ip: &settings.ip,
+        };
+        return ui::run(
+            &known,
+            ui::Boot {
+                reporter,
+                disks: &disks,
+                configure: &mut |ip| configure_network(settings, ip, None, reporter),
+            },
+        );
+    }
+    configure_network(settings, &settings.ip, pull.as_ref(), reporter)?;
 
     match pull {
         Some(pull) => {
             pull.run(reporter, &disks)?;
         }
         None => reporter.report(&Event::Notice {
-            message: "no source configured (failback.source= or the preset): nothing to pull; \
-                      the interactive mode is not built yet"
+            message: "no source configured (failback.source= or the preset): nothing to pull"
                 .into(),
         }),
     }
@@ -287,6 +293,34 @@ fn set_clock(
         step_s: 0.0,
         problem: Some(problems.join("; ")),
     }
+}
+
+/// Configures the network as `ip` says (on the VLAN, if any), keeps a DHCP lease,
+/// sets the clock (NTP, else the `Date` of `pull`'s agent), and reports it all.
+fn configure_network(
+    settings: &Settings,
+    ip: &IpConfig,
+    pull: Option<&pull::PullSettings>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let mut configured = net::configure(ip, settings.dhcp_timeout, settings.vlan)?;
+    let style = settings.style;
+    let first_renewal = settings
+        .cmdline
+        .params
+        .get("dhcp_renew")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
+    configured.keep_lease(first_renewal, move |message| {
+        ConsoleReporter::new(std::io::stdout(), style).report(&Event::Notice { message })
+    });
+    let clock = set_clock(settings.ntp.as_deref(), &configured.network.ntp, pull);
+    configured.network.clock = Some(clock);
+    reporter.report(&Event::Network {
+        network: configured.network,
+        uptime_s: uptime(),
+    });
+    Ok(())
 }
 
 /// TLS and DHCP need random numbers; before the kernel's generator is seeded

@@ -5,9 +5,9 @@
 use crate::config::{Aws, Preset, Source};
 use crate::disks::Disk;
 use crate::events::{Event, Reporter, Tee};
-use crate::source::BlockSource;
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
 use crate::source::ebs::{EbsConfig, EbsSource};
+use crate::source::{BlockSource, VolumeInfo};
 use crate::sync::automap::{self, Choice};
 use crate::sync::cli::confirm;
 use crate::sync::{Options, Puller, Summary, map, safety};
@@ -17,6 +17,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The operator's look at the mapping (the interactive mode): given the volumes and
+/// the proposal (or why there is none), returns the choices to pull with.
+pub type Review<'a> =
+    &'a mut dyn FnMut(&[VolumeInfo], Result<Vec<Choice>, String>) -> Result<Vec<Choice>>;
 
 /// What to pull and from where, resolved from the preset and `failback.*`.
 pub struct PullSettings {
@@ -40,14 +45,6 @@ impl PullSettings {
         let Some(source) = source else {
             return Ok(None);
         };
-        let map = match params.get("map") {
-            Some(m) => vec![m.clone()],
-            None => preset
-                .map
-                .iter()
-                .map(|(volume, target)| format!("{volume}={target}"))
-                .collect(),
-        };
         Ok(Some(PullSettings {
             source,
             token: params
@@ -58,7 +55,7 @@ impl PullSettings {
                 .get("fingerprint")
                 .cloned()
                 .or_else(|| preset.fingerprint.as_ref().map(|f| f.to_string())),
-            map,
+            map: configured_map(preset, params),
             unattended: params
                 .get("unattended")
                 .map_or(preset.unattended, |v| v != "0"),
@@ -68,6 +65,27 @@ impl PullSettings {
                 .cloned()
                 .or_else(|| preset.proxy.clone()),
         }))
+    }
+
+    /// What the operator answered in the interactive mode (never unattended); `map`
+    /// is the mapping configured anyway (see [`configured_map`]), else empty.
+    pub fn interactive(
+        source: Source,
+        token: Option<String>,
+        fingerprint: Option<String>,
+        aws: Option<Aws>,
+        map: Vec<String>,
+        proxy: Option<String>,
+    ) -> Self {
+        PullSettings {
+            source,
+            token,
+            fingerprint,
+            map,
+            unattended: false,
+            aws,
+            proxy,
+        }
     }
 
     /// The agent's connection settings, checked.
@@ -107,8 +125,18 @@ impl PullSettings {
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
     /// unattended), pulls and verifies, from the agent or an EBS snapshot.
     pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
+        self.run_reviewed(console, disks, None)
+    }
+
+    /// [`run`](Self::run), with `review` asked about the mapping before the plan.
+    pub fn run_reviewed(
+        &self,
+        console: &dyn Reporter,
+        disks: &[Disk],
+        review: Option<Review>,
+    ) -> Result<Summary> {
         let (snapshot, base) = match &self.source {
-            Source::Agent(url) => return self.run_agent(url, console, disks),
+            Source::Agent(url) => return self.run_agent(url, console, disks, review),
             Source::Ebs { snapshot, base } => (snapshot.clone(), base.clone()),
         };
         // No environment in PID 1: region, credentials and endpoint come from the preset.
@@ -116,16 +144,22 @@ impl PullSettings {
             .context("the preset's [aws] section")?;
         cfg.proxy = self.proxy.clone();
         let source = EbsSource::new(cfg)?;
-        self.pull(&source, console, disks)
+        self.pull(&source, console, disks, review)
     }
 
-    fn run_agent(&self, url: &str, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
+    fn run_agent(
+        &self,
+        url: &str,
+        console: &dyn Reporter,
+        disks: &[Disk],
+        review: Option<Review>,
+    ) -> Result<Summary> {
         let source = Arc::new(AgentSource::new(self.agent(url)?)?);
         let mut id = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
             .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
         let agent = AgentReporter::new(source.clone(), hex(&id));
-        let result = self.pull(&*source, &Tee(vec![console, &agent]), disks);
+        let result = self.pull(&*source, &Tee(vec![console, &agent]), disks, review);
         if let Err(e) = &result {
             agent.report(&Event::Error {
                 message: format!("{e:#}"),
@@ -140,18 +174,50 @@ impl PullSettings {
         source: &dyn BlockSource,
         reporter: &dyn Reporter,
         disks: &[Disk],
+        review: Option<Review>,
     ) -> Result<Summary> {
-        let choices = if self.map.is_empty() {
-            let volumes = source
+        let volumes = || {
+            source
                 .volumes()
-                .map_err(|e| anyhow!("cannot list the volumes of {}: {e}", self.source))?;
-            automap::propose(&volumes, disks, Path::new("/dev"))?
-        } else {
-            automap::explicit(&map::parse(&self.map)?)
+                .map_err(|e| anyhow!("cannot list the volumes of {}: {e}", self.source))
         };
-        reporter.report(&Event::Mapping {
-            choices: choices.clone(),
-        });
+        let choices = match review {
+            None => {
+                let choices = if self.map.is_empty() {
+                    automap::propose(&volumes()?, disks, Path::new("/dev"))?
+                } else {
+                    automap::explicit(&map::parse(&self.map)?)
+                };
+                reporter.report(&Event::Mapping {
+                    choices: choices.clone(),
+                });
+                choices
+            }
+            Some(review) => {
+                // The proposal is shown (or why there is none), then the operator's
+                // answer, if it differs, before anything is planned.
+                let volumes = volumes()?;
+                let proposal = if self.map.is_empty() {
+                    automap::propose(&volumes, disks, Path::new("/dev")).map_err(|e| e.to_string())
+                } else {
+                    map::parse(&self.map)
+                        .map(|m| automap::explicit(&m))
+                        .map_err(|e| e.to_string())
+                };
+                if let Ok(proposed) = &proposal {
+                    reporter.report(&Event::Mapping {
+                        choices: proposed.clone(),
+                    });
+                }
+                let choices = review(&volumes, proposal.clone())?;
+                if proposal.as_ref() != Ok(&choices) {
+                    reporter.report(&Event::Mapping {
+                        choices: choices.clone(),
+                    });
+                }
+                choices
+            }
+        };
         refuse_boot_medium(&choices, disks)?;
         let mapping = automap::to_mapping(&choices, self.unattended)?;
         let opts = Options {
@@ -162,6 +228,18 @@ impl PullSettings {
             confirm(&mut std::io::stdout(), plans)
         })?;
         Ok(summary)
+    }
+}
+
+/// The mapping given on the command line (`failback.map=`) or in the preset (`[map]`).
+pub fn configured_map(preset: &Preset, params: &BTreeMap<String, String>) -> Vec<String> {
+    match params.get("map") {
+        Some(m) => vec![m.clone()],
+        None => preset
+            .map
+            .iter()
+            .map(|(volume, target)| format!("{volume}={target}"))
+            .collect(),
     }
 }
 

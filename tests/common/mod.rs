@@ -4,10 +4,10 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,12 +182,28 @@ pub struct Vm {
     started: Instant,
     pub console: Vec<String>,
     _slot: Slot,
+    /// Interactive VMs: the serial console's input, and its output as it comes
+    /// (prompts end without a newline), read up to `cursor` by `wait_text`.
+    stdin: Option<ChildStdin>,
+    raw: Option<Receiver<String>>,
+    pub screen: String,
+    cursor: usize,
 }
 
 impl Vm {
     /// Starts `qemu-system-x86_64 -accel tcg -nographic -no-reboot` + `args`, once a
     /// VM slot is free.
     pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Vm {
+        Self::spawn(args, false)
+    }
+
+    /// [`Vm::start`] with the serial console's input open: type with [`Vm::send`],
+    /// wait for prompts with [`Vm::wait_text`].
+    pub fn start_interactive<S: AsRef<OsStr>>(args: &[S]) -> Vm {
+        Self::spawn(args, true)
+    }
+
+    fn spawn<S: AsRef<OsStr>>(args: &[S], interactive: bool) -> Vm {
         let slot = Slot::take();
         let mut child = Command::new("qemu-system-x86_64")
             .args([
@@ -199,39 +215,87 @@ impl Vm {
                 "none",
             ])
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start qemu-system-x86_64");
         let (tx, lines) = channel();
-        for stream in [
+        let (raw_tx, raw) = channel::<String>();
+        for (i, stream) in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let tx = tx.clone();
-            std::thread::spawn(move || {
-                // Firmware and GRUB draw with escape codes and \r; split on both.
-                let mut r = BufReader::new(stream);
-                let mut buf = Vec::new();
-                while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    for part in text.split('\r') {
-                        if !part.trim().is_empty() && tx.send(part.trim_end().to_string()).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    buf.clear();
-                }
+            // The console (stdout) as it comes, for interactive VMs.
+            let raw_tx = (interactive && i == 0).then(|| raw_tx.clone());
+            std::thread::spawn(move || match raw_tx {
+                None => read_lines(stream, &tx),
+                Some(raw) => read_screen(stream, &tx, &raw),
             });
         }
         Vm {
+            stdin: child.stdin.take(),
+            raw: interactive.then_some(raw),
+            screen: String::new(),
+            cursor: 0,
             child,
             lines,
             started: Instant::now(),
             console: Vec::new(),
             _slot: slot,
+        }
+    }
+
+    /// Types `text` on the serial console (an interactive VM).
+    pub fn send(&mut self, text: &str) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("send needs a VM from Vm::start_interactive");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until the console shows `text` after what the previous call saw (prompts
+    /// count: no newline is needed); returns the screen from there up to and including
+    /// `text`.
+    pub fn wait_text(&mut self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(at) = self.screen[self.cursor..].find(text) {
+                let end = self.cursor + at + text.len();
+                let seen = self.screen[self.cursor..end].to_string();
+                self.cursor = end;
+                return seen;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let raw = self
+                .raw
+                .as_ref()
+                .expect("wait_text needs a VM from Vm::start_interactive");
+            match raw.recv_timeout(left) {
+                Ok(chunk) => self.screen.push_str(&chunk),
+                Err(e) => {
+                    self.drain();
+                    let from = (0..=self.screen.len().saturating_sub(3000))
+                        .rev()
+                        .find(|&i| self.screen.is_char_boundary(i))
+                        .unwrap_or(0);
+                    let tail = &self.screen[from..];
+                    panic!(
+                        "the console did not show {text:?} within {timeout:?} ({e}); it shows:\n{tail}\n--- stderr and lines:\n{}",
+                        self.log()
+                    );
+                }
+            }
         }
     }
 
@@ -321,6 +385,50 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends the console's lines to `tx`. Firmware and GRUB draw with escape codes and
+/// \r; split on both.
+fn read_lines(stream: Box<dyn Read + Send>, tx: &Sender<String>) {
+    let mut r = BufReader::new(stream);
+    let mut buf = Vec::new();
+    while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        if !send_parts(&buf, tx) {
+            return;
+        }
+        buf.clear();
+    }
+}
+
+/// [`read_lines`], and everything as it comes to `raw` (prompts end without a newline).
+fn read_screen(mut stream: Box<dyn Read + Send>, tx: &Sender<String>, raw: &Sender<String>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                send_parts(&buf, tx);
+                return;
+            }
+            Ok(n) => n,
+        };
+        let _ = raw.send(String::from_utf8_lossy(&chunk[..n]).into_owned());
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            if !send_parts(&line, tx) {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the non-blank \r-separated parts of `line`; false when nobody listens.
+fn send_parts(line: &[u8], tx: &Sender<String>) -> bool {
+    let text = String::from_utf8_lossy(line);
+    text.split('\r')
+        .filter(|p| !p.trim().is_empty())
+        .all(|p| tx.send(p.trim_end().to_string()).is_ok())
 }
 
 /// QEMU arguments for OVMF (q35), with a fresh copy of the variable store in

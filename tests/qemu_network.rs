@@ -146,7 +146,7 @@ fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
     std::fs::write(&volume, vec![0u8; sync_common::BS]).unwrap();
     let agent = sync_common::Agent::start(&tmp.path().join("state"), &[("v", &volume)], 0);
     let url = format!("https://10.0.2.2:{}", agent.port);
-    // No mapping: the pull stops with an error after the network event.
+    // No disk to map the volume to: the pull stops with an error after the network event.
     let started = SystemTime::now();
     let mut vm = boot(
         &format!(
@@ -173,8 +173,8 @@ fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
     );
     vm.wait_exit(Duration::from_secs(60));
     assert!(
-        vm.log().contains("no mapping of volumes"),
-        "the pull went on to ask for a mapping:\n{}",
+        vm.log().contains("no free local disk is large enough"),
+        "the pull went on without a disk to map to:\n{}",
         vm.log()
     );
 }

@@ -20,6 +20,9 @@ pub enum Event {
         secure_boot: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<String>,
+        /// The consoles the client writes to and reads from, when more than one.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        consoles: Vec<String>,
     },
     /// Kernel modules loaded by coldplug.
     Drivers {
@@ -216,6 +219,7 @@ pub fn text(event: &Event) -> String {
             uptime_s,
             secure_boot,
             host,
+            ..
         } => format!(
             "failback {version} started after {uptime_s:.1} s (Secure Boot {}){}",
             if *secure_boot { "on" } else { "off" },
@@ -352,6 +356,7 @@ mod tests {
                 uptime_s: 4.5,
                 secure_boot: true,
                 host: Some("rack1-07".into()),
+                consoles: vec![],
             });
             r.report(&Event::Error {
                 message: "two\nlines".into(),

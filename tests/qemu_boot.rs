@@ -15,10 +15,18 @@ fn client_boots_finds_both_disks_and_powers_off() {
     let tmp = tempfile::tempdir().unwrap();
     let virtio = disk_image(tmp.path(), "virtio.img", 64 << 20);
     let sata = disk_image(tmp.path(), "sata.img", 128 << 20);
+    // Two consoles, as an operator on the BMC's view and one on the serial line have:
+    // /dev/console is ttyS0 (the last), and the client must show itself on both.
+    let second = tmp.path().join("ttyS1.log");
     let mut vm = common::boot_kernel(
         &out,
-        "console=ttyS0 failback.progress=json failback.after=poweroff failback.host=test-01",
+        "console=ttyS1 console=ttyS0 failback.progress=json failback.after=poweroff \
+         failback.host=test-01",
         &[
+            "-serial",
+            "stdio",
+            "-serial",
+            &format!("file:{}", second.display()),
             "-drive",
             &format!("if=none,id=vd,format=raw,file={}", virtio.display()),
             "-device",
@@ -38,6 +46,10 @@ fn client_boots_finds_both_disks_and_powers_off() {
     assert_eq!(boot["secure_boot"], false, "SeaBIOS has no Secure Boot");
     assert_eq!(boot["host"], "test-01");
     assert!(boot["uptime_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        boot["consoles"],
+        serde_json::json!(["/dev/ttyS1", "/dev/ttyS0"])
+    );
 
     let (drivers, _) = vm.event("drivers", Duration::from_secs(120));
     let loaded: Vec<&str> = drivers["loaded"]
@@ -71,6 +83,11 @@ fn client_boots_finds_both_disks_and_powers_off() {
     let status = vm.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "QEMU exit {status} after poweroff");
     assert!(!vm.log().contains("Kernel panic"), "{}", vm.log());
+    let other = std::fs::read_to_string(&second).unwrap();
+    assert!(
+        other.contains(r#"{"event":"disks""#),
+        "the second console showed the client too:\n{other}"
+    );
 }
 
 #[test]

@@ -49,7 +49,7 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
         "-initrd",
         initrd.to_str().unwrap(),
         "-append",
-        "console=ttyS0 failback.after=poweroff",
+        "console=tty0 console=ttyS0 failback.after=poweroff", // both consoles mirrored
         "-device",
         "virtio-rng-pci",
         "-nic",

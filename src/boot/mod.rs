@@ -4,6 +4,7 @@
 
 mod cmdline;
 pub mod coldplug;
+pub mod console;
 mod efi;
 mod pull;
 mod ui;
@@ -111,6 +112,8 @@ impl Settings {
 /// Runs as `/init`; never returns.
 pub fn main() -> ! {
     let mounted = mount_kernel_filesystems();
+    // Before anything is printed: every console shows it.
+    let consoles = console::mirror().unwrap_or_default();
     give_the_console_a_size();
     let (settings, problems) = Settings::load();
     let reporter = ConsoleReporter::new(std::io::stdout(), settings.style);
@@ -121,10 +124,10 @@ pub fn main() -> ! {
     let result = mounted
         .and_then(|()| problems.into_iter().next().map_or(Ok(()), Err))
         .and_then(|()| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&settings, &reporter)))
-                .unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!("internal error (panic); please report it"))
-                })
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&settings, &reporter, consoles)
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error (panic); please report it")))
         });
     if let Err(err) = result {
         reporter.report(&Event::Error {
@@ -135,7 +138,8 @@ pub fn main() -> ! {
 }
 
 /// The client flow: what PID 1 does between boot and `failback.after`.
-fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
+/// `consoles`: the consoles PID 1 mirrors its output to (none: only /dev/console).
+fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> Result<()> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("cannot read the kernel release")?;
     let modules_dir = Path::new("/lib/modules").join(release.trim());
@@ -150,6 +154,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter) -> Result<()> {
         uptime_s: uptime(),
         secure_boot,
         host: settings.host(),
+        consoles,
     });
 
     let outcome = coldplug::Coldplug::new(&modules, &mut loader).run(

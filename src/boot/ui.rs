@@ -33,11 +33,7 @@ pub trait Lines {
 
 /// The console: stdin, locked only while a line is read (the plan's confirmation
 /// reads it too).
-#[derive(Default)]
-pub struct Console {
-    /// The terminal settings to restore while echo is off.
-    saved: Option<nix::sys::termios::Termios>,
-}
+pub struct Console;
 
 impl Lines for Console {
     fn line(&mut self) -> std::io::Result<Option<String>> {
@@ -47,25 +43,7 @@ impl Lines for Console {
     }
 
     fn hide(&mut self, hidden: bool) {
-        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-        let stdin = std::io::stdin();
-        match (hidden, self.saved.take()) {
-            (true, None) => {
-                // Not a tty (a pipe): nothing is echoed anyway.
-                let Ok(saved) = tcgetattr(&stdin) else { return };
-                let mut quiet = saved.clone();
-                quiet.local_flags.remove(LocalFlags::ECHO);
-                // Still echo the Enter, so that the next line starts below.
-                quiet.local_flags.insert(LocalFlags::ECHONL);
-                if tcsetattr(&stdin, SetArg::TCSANOW, &quiet).is_ok() {
-                    self.saved = Some(saved);
-                }
-            }
-            (false, Some(saved)) => {
-                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
-            }
-            (_, saved) => self.saved = saved,
-        }
+        super::console::hide_typing(hidden);
     }
 }
 
@@ -101,7 +79,7 @@ pub struct Boot<'a> {
 pub fn run(known: &Known, boot: Boot) -> Result<()> {
     let mut out = std::io::stdout();
     let mut ask = Ask {
-        input: &mut Console::default(),
+        input: &mut Console,
         out: &mut out,
     };
     Flow {

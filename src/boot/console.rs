@@ -1,0 +1,129 @@
+//! The consoles PID 1 talks to. The kernel gives PID 1 one console, `/dev/console` (the
+//! last `console=`), but the operator may be looking at another: the ISO boots with
+//! `console=tty0 console=ttyS0,115200`, so a BMC's VGA view would show only the kernel's
+//! messages. With several active consoles, PID 1's stdout and stderr become a pipe that
+//! a thread copies to each of them, and its stdin a pipe fed from all of them: the
+//! client reads and writes as if there were one console.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The consoles' ttys, for switching their echo; empty: stdin is the console.
+static TTYS: OnceLock<Vec<File>> = OnceLock::new();
+
+/// Device paths of the active consoles named in `/sys/class/tty/console/active`
+/// (e.g. `tty0 ttyS0`); `tty0`, "the current virtual terminal", is tty1 at boot.
+pub fn devices(active: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in active.split_whitespace() {
+        let name = if name == "tty0" { "tty1" } else { name };
+        let path = format!("/dev/{name}");
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Mirrors PID 1's standard streams over every active console, when there are
+/// several; returns the consoles mirrored (none: left as they were).
+pub fn mirror() -> std::io::Result<Vec<String>> {
+    let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
+    let devices = devices(&active);
+    if devices.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let open = |path: &str, write: bool| {
+        OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)
+    };
+    let mut outputs = Vec::new();
+    let mut inputs = Vec::new();
+    for path in &devices {
+        outputs.push(open(path, true)?);
+        inputs.push(open(path, false)?);
+    }
+
+    let (from_client, to_consoles) = nix::unistd::pipe()?;
+    let (from_consoles, to_client) = nix::unistd::pipe()?;
+    std::thread::spawn(move || copy_out(File::from(from_client), outputs));
+    let to_client = Arc::new(Mutex::new(File::from(to_client)));
+    for tty in &inputs {
+        let (tty, to) = (tty.try_clone()?, to_client.clone());
+        std::thread::spawn(move || copy_in(tty, &to));
+    }
+    let _ = TTYS.set(inputs);
+    redirect(&to_consoles, &[1, 2])?;
+    redirect(&from_consoles, &[0])?;
+    Ok(devices)
+}
+
+/// Makes `fds` (0, 1, 2) refer to `pipe_end`.
+fn redirect(pipe_end: &OwnedFd, fds: &[i32]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    for &fd in fds {
+        // SAFETY: dup2 onto a standard stream number; both descriptors are open.
+        if unsafe { libc::dup2(pipe_end.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Copies what the client writes to every console; one that fails is left out.
+fn copy_out(mut from: File, mut consoles: Vec<File>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        consoles.retain_mut(|c| c.write_all(&buf[..n]).is_ok());
+    }
+}
+
+/// Hands what is typed on one console to the client.
+fn copy_in(mut tty: File, to: &Mutex<File>) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n @ 1..) = tty.read(&mut buf) {
+        let mut to = to.lock().unwrap_or_else(|p| p.into_inner());
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Stops (`true`) or resumes echoing what is typed, on every console PID 1 reads
+/// (for secrets); the Enter is still echoed so that the next line starts below.
+pub fn hide_typing(hidden: bool) {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let ttys: Vec<std::os::fd::BorrowedFd> = match TTYS.get() {
+        Some(ttys) => ttys.iter().map(|t| t.as_fd()).collect(),
+        None => vec![stdin.as_fd()],
+    };
+    for tty in ttys {
+        // Not a tty (a pipe, in tests): nothing is echoed anyway.
+        let Ok(mut mode) = tcgetattr(tty) else {
+            continue;
+        };
+        mode.local_flags.set(LocalFlags::ECHO, !hidden);
+        mode.local_flags.set(LocalFlags::ECHONL, hidden);
+        let _ = tcsetattr(tty, SetArg::TCSANOW, &mode);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_active_consoles_become_devices_once_each() {
+        assert_eq!(devices("tty0 ttyS0\n"), ["/dev/tty1", "/dev/ttyS0"]);
+        assert_eq!(devices("ttyS0"), ["/dev/ttyS0"]);
+        assert_eq!(devices("tty1 tty0"), ["/dev/tty1"]);
+        assert!(devices("").is_empty());
+    }
+}

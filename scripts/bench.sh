@@ -273,8 +273,8 @@ path = $dir/remote
 read only = yes
 CONF
 
-echo "| changed | tool | wall s | bytes over the wire | vs rsync | vs full copy | vs SHA floor |"
-echo "|---|---|---|---|---|---|---|"
+echo "| changed | tool | wall s | bytes over the wire | vs rsync | vs full copy | vs SHA floor | load (1 min) |"
+echo "|---|---|---|---|---|---|---|---|"
 for pct in $fractions; do
     # The remote (recovered) image: base with pct% of blocks replaced from alt.
     rm -f remote/disk.img
@@ -306,6 +306,7 @@ for pct in $fractions; do
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
     cmp -s target.img remote/disk.img || { echo "bench: failback target differs at $pct%" >&2; exit 1; }
     fb_t=$(secs "$t0" "$t1")
+    fb_l=$(cut -d" " -f1 /proc/loadavg)
     fb_b=$(grep '"event":"done"' pull.json | sed 's/.*"wire_bytes":\([0-9]*\).*/\1/')
 
     # rsync daemon, delta transfer in place
@@ -318,6 +319,7 @@ for pct in $fractions; do
     kill "$(cat rsyncd.pid)"; sleep 0.2
     cmp -s target.img remote/disk.img || { echo "bench: rsync target differs at $pct%" >&2; exit 1; }
     rs_t=$(secs "$t0" "$t1")
+    rs_l=$(cut -d" " -f1 /proc/loadavg)
     rs_b=$(echo "$rs_out" | awk -F': ' '/Total bytes received/ {gsub(/,/,"",$2); print $2}')
 
     # full copy over HTTP
@@ -330,11 +332,12 @@ for pct in $fractions; do
     t1=$(now)
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
     cp_t=$(secs "$t0" "$t1")
+    cp_l=$(cut -d" " -f1 /proc/loadavg)
 
     r() { echo "$1 / $2" | bc -l | xargs printf '%.2fx'; }
-    echo "| $pct% | failback | $fb_t | $fb_b | $(r "$fb_t" "$rs_t") | $(r "$fb_t" "$cp_t") | $(r "$fb_t" "$floor") |"
-    echo "| $pct% | rsync daemon | $rs_t | $rs_b | 1.00x | $(r "$rs_t" "$cp_t") | $(r "$rs_t" "$floor") |"
-    echo "| $pct% | full copy (curl) | $cp_t | $cp_b | $(r "$cp_t" "$rs_t") | 1.00x | $(r "$cp_t" "$floor") |"
+    echo "| $pct% | failback | $fb_t | $fb_b | $(r "$fb_t" "$rs_t") | $(r "$fb_t" "$cp_t") | $(r "$fb_t" "$floor") | $fb_l |"
+    echo "| $pct% | rsync daemon | $rs_t | $rs_b | 1.00x | $(r "$rs_t" "$cp_t") | $(r "$rs_t" "$floor") | $rs_l |"
+    echo "| $pct% | full copy (curl) | $cp_t | $cp_b | $(r "$cp_t" "$rs_t") | 1.00x | $(r "$cp_t" "$floor") | $cp_l |"
 done
 echo
 echo "SHA-256 (openssl speed -evp sha256, 512 KiB): $(echo "$single / 1000000000" | bc -l | xargs printf '%.2f') GB/s on one core, $(echo "$rate / 1000000000" | bc -l | xargs printf '%.2f') GB/s on $cores cores; floor for hashing both ${mib} MiB images: ${floor} s"

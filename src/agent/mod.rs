@@ -379,7 +379,8 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
     let size = v.info.size;
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
-        let mut packer = zstd::bulk::Compressor::new(1).ok();
+        let mut packer = zstd::bulk::Compressor::new(1).ok().filter(|_| zstd_ok);
+        let mut packed = vec![0u8; zstd::zstd_safe::compress_bound(BLOCK_SIZE as usize)];
         for i in ask.indexes {
             let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
             if file.read_exact_at(&mut buf[..len], i * BLOCK_SIZE).is_err() {
@@ -390,14 +391,10 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
             if hash::is_zero(data) {
                 frame = wire::header(i, Encoding::Zero, len as u32).to_vec();
             } else {
-                let packed = match (&mut packer, zstd_ok) {
-                    (Some(p), true) => p.compress(data).ok().filter(|c| c.len() < len - len / 16),
-                    _ => None,
-                };
-                match packed {
+                match packer.as_mut().and_then(|p| compress(p, data, &mut packed)) {
                     Some(c) => {
                         frame = wire::header(i, Encoding::Zstd, c.len() as u32).to_vec();
-                        frame.extend_from_slice(&c);
+                        frame.extend_from_slice(c);
                     }
                     None => {
                         frame = Vec::with_capacity(wire::HEADER + len);
@@ -416,6 +413,26 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
         .header("content-type", "application/octet-stream")
         .body(ChannelBody(rx).boxed())
         .expect("static response parts")
+}
+
+/// A block compressed into `out` if that saves at least 1/16 of its size. A 64 KiB
+/// sample is tried first: blocks of random or already compressed data (most of a
+/// disk that is not zeros) cost a sample's compression, not a block's.
+fn compress<'a>(
+    packer: &mut zstd::bulk::Compressor<'_>,
+    data: &[u8],
+    out: &'a mut [u8],
+) -> Option<&'a [u8]> {
+    const SAMPLE: usize = 64 << 10;
+    let worth = |packed: usize, len: usize| packed < len - len / 16;
+    if data.len() > SAMPLE {
+        let n = packer.compress_to_buffer(&data[..SAMPLE], &mut *out).ok()?;
+        if !worth(n, SAMPLE) {
+            return None;
+        }
+    }
+    let n = packer.compress_to_buffer(data, &mut *out).ok()?;
+    worth(n, data.len()).then_some(&out[..n])
 }
 
 async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Incoming>) -> Resp {
@@ -457,5 +474,36 @@ fn describe(ev: &serde_json::Value) -> String {
             n("retries")
         ),
         _ => ev.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_blocks_that_compress_are_compressed() {
+        let mut packer = zstd::bulk::Compressor::new(1).unwrap();
+        let mut out = vec![0u8; zstd::zstd_safe::compress_bound(BLOCK_SIZE as usize)];
+        let n = BLOCK_SIZE as usize;
+        let repetitive: Vec<u8> = (0..n).map(|i| (i % 251) as u8 | 1).collect();
+        let packed = compress(&mut packer, &repetitive, &mut out).unwrap();
+        assert!(packed.len() < n / 16);
+        assert_eq!(zstd::bulk::decompress(packed, n).unwrap(), repetitive);
+        // Pseudo-random bytes (xorshift) do not compress.
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let random: Vec<u8> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(compress(&mut packer, &random, &mut out).is_none());
+        // Short blocks skip the sample and still compress.
+        let short = &repetitive[..5000];
+        let packed = compress(&mut packer, short, &mut out).unwrap();
+        assert_eq!(zstd::bulk::decompress(packed, 5000).unwrap(), short);
     }
 }

@@ -83,7 +83,7 @@ pub enum Error {
         last: String,
     },
     #[error(
-        "volume '{volume}': block {block} of {path} does not hold the expected content after writing: the target is failing"
+        "volume '{volume}': block {block} of {path} does not hold the remote content at the end of the pull"
     )]
     Verify {
         volume: String,
@@ -361,35 +361,13 @@ impl<'a> Puller<'a> {
         let c = Counters::default();
         let local: Vec<OnceLock<Hash>> = (0..n).map(|_| OnceLock::new()).collect();
         let remote: Vec<OnceLock<Hash>> = (0..n).map(|_| OnceLock::new()).collect();
-        let next_local = AtomicU64::new(0);
         let next_chunk = AtomicU64::new(0);
         const CHUNK: u64 = 64;
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
+        let all = |k: usize| k as u64;
         std::thread::scope(|s| {
-            for _ in 0..self.opts.hash_threads.max(1) {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; BLOCK_SIZE as usize];
-                    loop {
-                        let i = next_local.fetch_add(1, Relaxed);
-                        if i >= n || stop.load(Relaxed) {
-                            return;
-                        }
-                        let len = block_len(&job.info, i);
-                        let off = i * BLOCK_SIZE;
-                        if let Err(source) = job.target.read_at(&mut buf[..len], off) {
-                            fail(
-                                &failed,
-                                &stop,
-                                self.io("read", &job.target.path, off, source),
-                            );
-                            return;
-                        }
-                        let _ = local[i as usize].set(hash::block_hash(&buf[..len]));
-                        c.done.fetch_add(len as u64, Relaxed);
-                    }
-                });
-            }
+            self.spawn_hashers(s, job, &all, &local, &c, &failed, &stop);
             for _ in 0..self.opts.hash_threads.max(2) {
                 s.spawn(|| {
                     loop {
@@ -471,30 +449,11 @@ impl<'a> Puller<'a> {
         let total: u64 = wanted.iter().map(|&i| block_len(&job.info, i) as u64).sum();
         let c = Counters::default();
         let hashed: Vec<OnceLock<Hash>> = wanted.iter().map(|_| OnceLock::new()).collect();
-        let next = AtomicU64::new(0);
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
+        let index = |k: usize| wanted[k];
         std::thread::scope(|s| {
-            for _ in 0..self.opts.hash_threads.max(1) {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; BLOCK_SIZE as usize];
-                    loop {
-                        let k = next.fetch_add(1, Relaxed) as usize;
-                        if k >= wanted.len() || stop.load(Relaxed) {
-                            return;
-                        }
-                        let i = wanted[k];
-                        let len = block_len(&job.info, i);
-                        let off = i * BLOCK_SIZE;
-                        if let Err(e) = job.target.read_at(&mut buf[..len], off) {
-                            fail(&failed, &stop, self.io("read", &job.target.path, off, e));
-                            return;
-                        }
-                        let _ = hashed[k].set(hash::block_hash(&buf[..len]));
-                        c.done.fetch_add(len as u64, Relaxed);
-                    }
-                });
-            }
+            self.spawn_hashers(s, job, &index, &hashed, &c, &failed, &stop);
             self.ticker(s, &job.info.id, "hashing", total, &c, &stop, || {
                 c.done.load(Relaxed) >= total
             });
@@ -538,12 +497,10 @@ impl<'a> Puller<'a> {
         let done: Vec<AtomicBool> = (0..job.info.blocks())
             .map(|_| AtomicBool::new(false))
             .collect();
-        // With `plan.learn`, the hashes of the fetched blocks as they arrived.
-        let learned: Vec<OnceLock<Hash>> = if plan.learn {
-            (0..job.info.blocks()).map(|_| OnceLock::new()).collect()
-        } else {
-            Vec::new()
-        };
+        // The SHA-256 of each block written, computed from the very bytes handed to
+        // the write; the final digest is made of these and the plan's hashes.
+        let written: Vec<OnceLock<Hash>> =
+            (0..job.info.blocks()).map(|_| OnceLock::new()).collect();
         let remaining = AtomicU64::new(plan.fetch.len() as u64);
         let queue: Mutex<VecDeque<(Vec<u64>, u32)>> = Mutex::new(
             plan.fetch
@@ -571,6 +528,7 @@ impl<'a> Puller<'a> {
                         );
                         return;
                     }
+                    let _ = written[i as usize].set(hash::zero_hash(len));
                     c.done.fetch_add(len as u64, Relaxed);
                 }
             });
@@ -610,9 +568,6 @@ impl<'a> Puller<'a> {
                                 last = format!("block {i} arrived with the wrong SHA-256");
                                 return Received::Continue;
                             }
-                            if plan.learn {
-                                let _ = learned[i as usize].set(got);
-                            }
                             let off = i * BLOCK_SIZE;
                             if plan.learn && got == plan.local[i as usize] {
                                 // The target already holds it: not rewritten.
@@ -620,6 +575,7 @@ impl<'a> Puller<'a> {
                                 fail(&failed, &stop, self.io("write", &job.target.path, off, e));
                                 return Received::Stop;
                             }
+                            let _ = written[i as usize].set(got);
                             flag.store(true, Relaxed);
                             remaining.fetch_sub(1, Relaxed);
                             progressed = true;
@@ -677,31 +633,7 @@ impl<'a> Puller<'a> {
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        job.target
-            .sync()
-            .map_err(|e| self.io("flush", &job.target.path, 0, e))?;
-        let mut remote = plan.remote.clone();
-        for (i, h) in learned.into_iter().enumerate() {
-            if let Some(h) = h.into_inner() {
-                remote[i] = h;
-            }
-        }
-        let final_hashes = self.verify(job, plan, &c)?;
-        let digest = hash::linear_digest(&final_hashes);
-        let remote_digest = hash::linear_digest(&remote);
-        if digest != remote_digest {
-            // Unreachable unless the target changes under us; say so rather than pass.
-            let block = final_hashes
-                .iter()
-                .zip(&remote)
-                .position(|(a, b)| a != b)
-                .unwrap_or(0) as u64;
-            return Err(Error::Verify {
-                volume: vol.clone(),
-                block,
-                path: job.target.path.clone(),
-            });
-        }
+        let (digest, remote_digest) = self.finish(job, plan, written, &c)?;
         self.reporter.report(&Event::VolumeDone {
             volume: vol.clone(),
             target: job.target.path.display().to_string(),
@@ -716,57 +648,103 @@ impl<'a> Puller<'a> {
         Ok(c)
     }
 
-    /// Reads back every block written, after the flush, and returns the target's
-    /// block hashes as they now are.
-    fn verify(&self, job: &Job, plan: &Plan, c: &Counters) -> Result<Vec<Hash>, Error> {
-        let written: Vec<u64> = plan.fetch.iter().chain(&plan.zero).copied().collect();
-        let total: u64 = written
-            .iter()
-            .map(|&i| block_len(&job.info, i) as u64)
-            .sum();
-        let fresh: Vec<OnceLock<Hash>> = written.iter().map(|_| OnceLock::new()).collect();
-        let next = AtomicU64::new(0);
-        let failed: Mutex<Option<Error>> = Mutex::new(None);
-        let stop = AtomicBool::new(false);
-        let vc = Counters::default();
-        vc.wire.store(c.wire.load(Relaxed), Relaxed);
-        vc.retries.store(c.retries.load(Relaxed), Relaxed);
-        std::thread::scope(|s| {
-            for _ in 0..self.opts.hash_threads.max(1) {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; BLOCK_SIZE as usize];
-                    loop {
-                        let k = next.fetch_add(1, Relaxed) as usize;
-                        if k >= written.len() || stop.load(Relaxed) {
-                            return;
-                        }
-                        let i = written[k];
-                        let len = block_len(&job.info, i);
-                        if let Err(e) = job.target.read_at(&mut buf[..len], i * BLOCK_SIZE) {
-                            fail(
-                                &failed,
-                                &stop,
-                                self.io("read", &job.target.path, i * BLOCK_SIZE, e),
-                            );
-                            return;
-                        }
-                        let _ = fresh[k].set(hash::block_hash(&buf[..len]));
-                        vc.done.fetch_add(len as u64, Relaxed);
-                    }
-                });
+    /// Flushes the target and compares whole-volume digests. The target's digest is
+    /// made of the SHA-256 of every block as it was written (computed from the bytes
+    /// handed to the write, after they matched the remote hash) and, for the blocks
+    /// left alone, of the plan's hash of the target; the remote digest is made of the
+    /// remote hashes (with a learning source, those learned from the blocks). A block
+    /// that differed and was not written makes the two differ.
+    ///
+    /// Written blocks are not read back: after the write and the flush, a read returns
+    /// the page cache, the very bytes hashed before the write, so it doubled the
+    /// hashing of the pulled data and proved nothing about the medium.
+    fn finish(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        written: Vec<OnceLock<Hash>>,
+        c: &Counters,
+    ) -> Result<(Hash, Hash), Error> {
+        let progress = |done| {
+            self.reporter.report(&Event::Progress {
+                volume: job.info.id.clone(),
+                phase: "verifying".into(),
+                done_bytes: done,
+                total_bytes: job.info.size,
+                wire_bytes: c.wire.load(Relaxed),
+                retries: c.retries.load(Relaxed),
+            })
+        };
+        progress(0);
+        job.target
+            .sync()
+            .map_err(|e| self.io("flush", &job.target.path, 0, e))?;
+        let mut target = plan.local.clone();
+        let mut remote = plan.remote.clone();
+        for (i, h) in written.into_iter().enumerate() {
+            if let Some(h) = h.into_inner() {
+                target[i] = h;
+                if plan.learn {
+                    remote[i] = h;
+                }
             }
-            self.ticker(s, &job.info.id, "verifying", total, &vc, &stop, || {
-                vc.done.load(Relaxed) >= total
+        }
+        let digest = hash::linear_digest(&target);
+        let remote_digest = hash::linear_digest(&remote);
+        if digest != remote_digest {
+            // Unreachable unless a differing block was left out; say so rather than pass.
+            let block = target
+                .iter()
+                .zip(&remote)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0) as u64;
+            return Err(Error::Verify {
+                volume: job.info.id.clone(),
+                block,
+                path: job.target.path.clone(),
             });
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
         }
-        let mut hashes = plan.local.clone();
-        for (k, h) in fresh.into_iter().enumerate() {
-            hashes[written[k] as usize] = h.into_inner().expect("verified");
+        progress(job.info.size);
+        Ok((digest, remote_digest))
+    }
+
+    /// Reads and hashes target blocks on `hash_threads` threads spawned in `s`: for
+    /// each `k` in `0..out.len()`, block `index(k)` is read and its hash stored in
+    /// `out[k]`; bytes hashed are counted in `c.done`. The one read-and-hash loop of
+    /// the engine (the hash plan and the candidates plan both use it).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_hashers<'s, 'e: 's>(
+        &'e self,
+        s: &'s std::thread::Scope<'s, 'e>,
+        job: &'e Job,
+        index: &'e (dyn Fn(usize) -> u64 + Sync),
+        out: &'e [OnceLock<Hash>],
+        c: &'e Counters,
+        failed: &'e Mutex<Option<Error>>,
+        stop: &'e AtomicBool,
+    ) {
+        let next = std::sync::Arc::new(AtomicU64::new(0));
+        for _ in 0..self.opts.hash_threads.max(1) {
+            let next = next.clone();
+            s.spawn(move || {
+                let mut buf = vec![0u8; BLOCK_SIZE as usize];
+                loop {
+                    let k = next.fetch_add(1, Relaxed) as usize;
+                    if k >= out.len() || stop.load(Relaxed) {
+                        return;
+                    }
+                    let i = index(k);
+                    let len = block_len(&job.info, i);
+                    let off = i * BLOCK_SIZE;
+                    if let Err(e) = job.target.read_at(&mut buf[..len], off) {
+                        fail(failed, stop, self.io("read", &job.target.path, off, e));
+                        return;
+                    }
+                    let _ = out[k].set(hash::block_hash(&buf[..len]));
+                    c.done.fetch_add(len as u64, Relaxed);
+                }
+            });
         }
-        Ok(hashes)
     }
 
     /// Emits `progress` events every tick until `finished()` or a stop.
@@ -959,5 +937,51 @@ mod tests {
         assert!(s.retries >= 4, "{} retries", s.retries);
         // The four corrupted copies were sent again: 7 blocks + 4 resends.
         assert_eq!(src.sent.load(Relaxed), 11);
+    }
+
+    #[test]
+    fn the_final_digest_catches_a_differing_block_left_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.img");
+        let n = 3 * BLOCK_SIZE as usize;
+        std::fs::write(&path, vec![1u8; n]).unwrap();
+        let src = Fake {
+            data: vec![2u8; n],
+            corrupt: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+        };
+        let job = Job {
+            info: src.volumes().unwrap().remove(0),
+            target: Target::open(&path, true).unwrap(),
+        };
+        let old = hash::block_hash(&[1u8; BLOCK_SIZE as usize]);
+        let new = hash::block_hash(&[2u8; BLOCK_SIZE as usize]);
+        let plan = Plan {
+            local: vec![old; 3],
+            remote: vec![old, new, old],
+            fetch: vec![1],
+            zero: Vec::new(),
+            learn: false,
+        };
+        let puller = Puller::new(&src, &Nobody, Options::default());
+        let written = || (0..3).map(|_| OnceLock::new()).collect::<Vec<_>>();
+        let c = Counters::default();
+        match puller.finish(&job, &plan, written(), &c) {
+            Err(Error::Verify { block: 1, .. }) => {}
+            other => panic!(
+                "expected a verify error at block 1, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        let w = written();
+        w[1].set(new).unwrap();
+        let (a, b) = puller.finish(&job, &plan, w, &c).unwrap();
+        assert_eq!(
+            (a, b),
+            (
+                hash::linear_digest(&plan.remote),
+                hash::linear_digest(&plan.remote)
+            )
+        );
     }
 }

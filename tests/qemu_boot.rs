@@ -15,18 +15,17 @@ fn client_boots_finds_both_disks_and_powers_off() {
     let tmp = tempfile::tempdir().unwrap();
     let virtio = disk_image(tmp.path(), "virtio.img", 64 << 20);
     let sata = disk_image(tmp.path(), "sata.img", 128 << 20);
-    // Two consoles, as an operator on the BMC's view and one on the serial line have:
-    // /dev/console is ttyS0 (the last), and the client must show itself on both.
-    let second = tmp.path().join("ttyS1.log");
+    // Two consoles, as the ISO has: VGA (what a BMC shows) and serial. /dev/console
+    // is ttyS0 (the last); the client must show itself on the VGA screen too, read
+    // back from its text buffer (0xb8000) over QMP.
+    let qmp = tmp.path().join("qmp.sock");
     let mut vm = common::boot_kernel(
         &out,
-        "console=ttyS1 console=ttyS0 failback.progress=json failback.after=poweroff \
+        "console=tty0 console=ttyS0 failback.progress=json failback.after=poweroff \
          failback.host=test-01",
         &[
-            "-serial",
-            "stdio",
-            "-serial",
-            &format!("file:{}", second.display()),
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp.display()),
             "-drive",
             &format!("if=none,id=vd,format=raw,file={}", virtio.display()),
             "-device",
@@ -48,7 +47,7 @@ fn client_boots_finds_both_disks_and_powers_off() {
     assert!(boot["uptime_s"].as_f64().unwrap() > 0.0);
     assert_eq!(
         boot["consoles"],
-        serde_json::json!(["/dev/ttyS1", "/dev/ttyS0"])
+        serde_json::json!(["/dev/tty1", "/dev/ttyS0"])
     );
 
     let (drivers, _) = vm.event("drivers", Duration::from_secs(120));
@@ -63,6 +62,11 @@ fn client_boots_finds_both_disks_and_powers_off() {
     }
 
     let (disks, _) = vm.event("disks", Duration::from_secs(60));
+    let screen = vga_text_with(&qmp, r#"{"event":"disks""#, tmp.path());
+    assert!(
+        screen.contains(r#"{"event":"drivers""#),
+        "the VGA screen:\n{screen}"
+    );
     let disks = disks["disks"].as_array().unwrap();
     let find = |serial: &str| {
         disks
@@ -83,11 +87,42 @@ fn client_boots_finds_both_disks_and_powers_off() {
     let status = vm.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "QEMU exit {status} after poweroff");
     assert!(!vm.log().contains("Kernel panic"), "{}", vm.log());
-    let other = std::fs::read_to_string(&second).unwrap();
-    assert!(
-        other.contains(r#"{"event":"disks""#),
-        "the second console showed the client too:\n{other}"
-    );
+}
+
+/// The VGA text memory (32 KiB at 0xb8000 of character, attribute pairs; the kernel
+/// scrolls by moving the screen's start within it), read over QMP until it holds
+/// `want` (the copy to the screen runs beside the serial one); rows joined, since
+/// lines longer than 80 columns wrap.
+fn vga_text_with(qmp: &std::path::Path, want: &str, dir: &std::path::Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let dump = dir.join("vga.bin");
+    let stream = std::os::unix::net::UnixStream::connect(qmp).expect("QMP socket");
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    let mut say = |command: String| {
+        (&stream).write_all(command.as_bytes()).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap(); // greeting, then each answer
+        line.clone()
+    };
+    say(String::new());
+    say(r#"{"execute":"qmp_capabilities"}"#.into());
+    let mut screen = String::new();
+    for _ in 0..50 {
+        let answer = say(format!(
+            r#"{{"execute":"pmemsave","arguments":{{"val":753664,"size":32768,"filename":"{}"}}}}"#,
+            dump.display()
+        ));
+        assert!(answer.contains("return"), "pmemsave: {answer}");
+        let cells = std::fs::read(&dump).unwrap();
+        let text: Vec<u8> = cells.iter().step_by(2).copied().collect();
+        screen = String::from_utf8_lossy(&text).into_owned();
+        if screen.contains(want) {
+            return screen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the VGA screen never showed {want}:\n{screen}");
 }
 
 #[test]

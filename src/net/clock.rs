@@ -155,17 +155,8 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<f64, Error> {
     for _ in 0..3 {
         let sent = Timestamp::from_system(SystemTime::now());
         socket.send(&request(sent)).map_err(io)?;
-        let n = match socket.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(io(e)),
+        let Some(n) = super::recv_or_timeout(&socket, &mut buf).map_err(io)? else {
+            continue;
         };
         let t4 = Timestamp::from_system(SystemTime::now()).unix_seconds();
         let reply = parse_reply(&buf[..n], sent).map_err(|why| Error::Bad { server, why })?;

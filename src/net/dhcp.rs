@@ -214,17 +214,8 @@ fn exchange(
             .filter(|d| !d.is_zero())
         {
             socket.set_read_timeout(Some(left))?;
-            let n = match socket.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => return Err(e),
+            let Some(n) = super::recv_or_timeout(socket, &mut buf)? else {
+                break;
             };
             let Ok(msg) = v4::Message::decode(&mut Decoder::new(&buf[..n])) else {
                 continue;

@@ -234,6 +234,22 @@ fn resolv_conf(dns: &[Ipv4Addr]) -> String {
     dns.iter().map(|d| format!("nameserver {d}\n")).collect()
 }
 
+/// `recv` on a socket with a read timeout: `None` when the time ran out.
+fn recv_or_timeout(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    match socket.recv(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

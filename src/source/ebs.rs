@@ -16,7 +16,9 @@
 //! full jitter, then reported as retryable to the engine, which retries too. Calls
 //! are blocking (the engine runs them on plain threads), so sleeping is fine.
 
-use super::{BLOCK_SIZE, BlockSource, Candidates, Hash, Received, SourceError, VolumeInfo};
+use super::{
+    BLOCK_SIZE, BlockSource, Candidates, Hash, HashedSink, Received, SourceError, VolumeInfo,
+};
 use crate::disks::identity::{self, Identity};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -317,7 +319,7 @@ impl EbsSource {
         if self.cfg.base.is_none() {
             for j in 0..(identity::HEAD_BYTES as u64).div_ceil(l.api_block) {
                 match l.tokens.get(&j) {
-                    Some(token) => head.extend(self.get_block(j, token, l.api_block)?),
+                    Some(token) => head.extend(self.get_block(j, token, l.api_block)?.0),
                     None => head.resize(head.len() + l.api_block as usize, 0),
                 }
             }
@@ -450,7 +452,13 @@ impl EbsSource {
     }
 
     /// GetSnapshotBlock, checked against x-amz-Data-Length and x-amz-Checksum.
-    fn get_block(&self, index: u64, token: &str, block_size: u64) -> Result<Vec<u8>, Error> {
+    /// Gives the data and its SHA-256 (the checksum it matched).
+    fn get_block(
+        &self,
+        index: u64,
+        token: &str,
+        block_size: u64,
+    ) -> Result<(Vec<u8>, Hash), Error> {
         let snap = &self.cfg.snapshot;
         let what = format!("GetSnapshotBlock {snap} {index}");
         let path = format!("/snapshots/{}/blocks/{index}", encode(snap));
@@ -467,6 +475,7 @@ impl EbsSource {
             let checksum = header("x-amz-Checksum");
             let algorithm = header("x-amz-Checksum-Algorithm");
             let data = resp.bytes().map_err(|e| self.transport(&what, e))?;
+            let sha: Hash = Sha256::digest(&data).into();
             let res = if length != Some(data.len() as u64) || data.len() as u64 != block_size {
                 Err(Error::Length {
                     snapshot: snap.clone(),
@@ -476,14 +485,14 @@ impl EbsSource {
                     block_size,
                 })
             } else if algorithm.is_some_and(|a| !a.eq_ignore_ascii_case("SHA256"))
-                || checksum.as_deref().and_then(decode_sha256) != Some(Sha256::digest(&data).into())
+                || checksum.as_deref().and_then(decode_sha256) != Some(sha)
             {
                 Err(Error::Checksum {
                     snapshot: snap.clone(),
                     index,
                 })
             } else {
-                Ok(data.to_vec())
+                Ok((data.into(), sha))
             };
             match res {
                 Err(Error::Checksum { .. } | Error::Length { .. })
@@ -704,28 +713,50 @@ impl BlockSource for EbsSource {
 
     fn blocks(
         &self,
-        _volume: &str,
+        volume: &str,
         indexes: &[u64],
         sink: &mut dyn FnMut(u64, &[u8], u64) -> Received,
     ) -> Result<(), SourceError> {
+        self.blocks_hashed(volume, indexes, &mut |i, data, wire, _| sink(i, data, wire))
+    }
+
+    /// With 512 KiB API blocks, each block is handed over as it arrived, with the
+    /// SHA-256 that matched its x-amz-Checksum; smaller API blocks are assembled.
+    fn blocks_hashed(
+        &self,
+        _volume: &str,
+        indexes: &[u64],
+        sink: &mut HashedSink<'_>,
+    ) -> Result<(), SourceError> {
         let l = self.listing()?;
         let ratio = BLOCK_SIZE / l.api_block;
-        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        let mut buf = Vec::new();
         for &i in indexes {
+            let len = (l.size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
+            if ratio == 1
+                && len as u64 == l.api_block
+                && let Some(token) = l.tokens.get(&i)
+            {
+                let (data, sha) = self.get_block(i, token, l.api_block)?;
+                if let Received::Stop = sink(i, &data, data.len() as u64, Some(sha)) {
+                    break;
+                }
+                continue;
+            }
+            buf.resize(BLOCK_SIZE as usize, 0);
             let mut wire = 0;
             for (k, j) in (i * ratio..(i + 1) * ratio).enumerate() {
                 let part = &mut buf[k * l.api_block as usize..(k + 1) * l.api_block as usize];
                 match l.tokens.get(&j) {
                     Some(token) => {
-                        let data = self.get_block(j, token, l.api_block)?;
+                        let (data, _) = self.get_block(j, token, l.api_block)?;
                         wire += data.len() as u64;
                         part.copy_from_slice(&data);
                     }
                     None => part.fill(0),
                 }
             }
-            let len = (l.size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-            if let Received::Stop = sink(i, &buf[..len], wire) {
+            if let Received::Stop = sink(i, &buf[..len], wire, None) {
                 break;
             }
         }

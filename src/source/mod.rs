@@ -99,6 +99,10 @@ pub struct Candidates {
     pub zero: Vec<u64>,
 }
 
+/// What [`BlockSource::blocks_hashed`] hands each block to: index, data, bytes over
+/// the wire, and the SHA-256 the source computed while verifying it (if it did).
+pub type HashedSink<'a> = dyn FnMut(u64, &[u8], u64, Option<Hash>) -> Received + 'a;
+
 /// A remote set of volumes, read block by block. Calls are blocking and may be made
 /// from several threads at once (each call may use its own connection).
 pub trait BlockSource: Send + Sync {
@@ -125,6 +129,21 @@ pub trait BlockSource: Send + Sync {
         indexes: &[u64],
         sink: &mut dyn FnMut(u64, &[u8], u64) -> Received,
     ) -> Result<(), SourceError>;
+
+    /// [`blocks`](Self::blocks), and with each block the SHA-256 the source computed
+    /// while verifying it against its own checksum (`None`: not computed). Only a
+    /// source with [`candidates`](Self::candidates) is trusted with it: the caller
+    /// then need not hash the block a second time. The default computes none.
+    fn blocks_hashed(
+        &self,
+        volume: &str,
+        indexes: &[u64],
+        sink: &mut HashedSink<'_>,
+    ) -> Result<(), SourceError> {
+        self.blocks(volume, indexes, &mut |i, data, wire| {
+            sink(i, data, wire, None)
+        })
+    }
 }
 
 /// An error with all its causes, as one line (reqwest hides the useful part, e.g.

@@ -543,51 +543,65 @@ impl<'a> Puller<'a> {
                         };
                         let mut progressed = false;
                         let mut last = String::new();
-                        let res = self.source.blocks(vol, &batch, &mut |i, data, wire| {
-                            c.wire.fetch_add(wire, Relaxed);
-                            if stop.load(Relaxed) {
-                                return Received::Stop;
-                            }
-                            let Some(flag) = done.get(i as usize) else {
-                                return Received::Continue;
-                            };
-                            if !batch.contains(&i) || flag.load(Relaxed) {
-                                return Received::Continue;
-                            }
-                            let len = block_len(&job.info, i);
-                            let got = hash::block_hash(data);
-                            // A learning source checked the block against its checksum.
-                            let expected = if plan.learn {
-                                got
-                            } else {
-                                plan.remote[i as usize]
-                            };
-                            if data.len() != len || got != expected {
-                                // Never written; the block stays in the batch and is retried.
-                                c.retries.fetch_add(1, Relaxed);
-                                last = format!("block {i} arrived with the wrong SHA-256");
-                                return Received::Continue;
-                            }
-                            let off = i * BLOCK_SIZE;
-                            if plan.learn && got == plan.local[i as usize] {
-                                // The target already holds it: not rewritten.
-                            } else if let Err(e) = job.target.write_at(data, off) {
-                                fail(&failed, &stop, self.io("write", &job.target.path, off, e));
-                                return Received::Stop;
-                            }
-                            let _ = written[i as usize].set(got);
-                            flag.store(true, Relaxed);
-                            remaining.fetch_sub(1, Relaxed);
-                            progressed = true;
-                            let before = c.done.fetch_add(len as u64, Relaxed);
-                            if before / CHECKPOINT != (before + len as u64) / CHECKPOINT
-                                && let Err(e) = job.target.sync()
-                            {
-                                fail(&failed, &stop, self.io("flush", &job.target.path, off, e));
-                                return Received::Stop;
-                            }
-                            Received::Continue
-                        });
+                        let res =
+                            self.source
+                                .blocks_hashed(vol, &batch, &mut |i, data, wire, known| {
+                                    c.wire.fetch_add(wire, Relaxed);
+                                    if stop.load(Relaxed) {
+                                        return Received::Stop;
+                                    }
+                                    let Some(flag) = done.get(i as usize) else {
+                                        return Received::Continue;
+                                    };
+                                    if !batch.contains(&i) || flag.load(Relaxed) {
+                                        return Received::Continue;
+                                    }
+                                    let len = block_len(&job.info, i);
+                                    // A learning source checked the block against its checksum,
+                                    // and may hand over the SHA-256 it computed for that.
+                                    let got = match known {
+                                        Some(h) if plan.learn => h,
+                                        _ => hash::block_hash(data),
+                                    };
+                                    let expected = if plan.learn {
+                                        got
+                                    } else {
+                                        plan.remote[i as usize]
+                                    };
+                                    if data.len() != len || got != expected {
+                                        // Never written; the block stays in the batch and is retried.
+                                        c.retries.fetch_add(1, Relaxed);
+                                        last = format!("block {i} arrived with the wrong SHA-256");
+                                        return Received::Continue;
+                                    }
+                                    let off = i * BLOCK_SIZE;
+                                    if plan.learn && got == plan.local[i as usize] {
+                                        // The target already holds it: not rewritten.
+                                    } else if let Err(e) = job.target.write_at(data, off) {
+                                        fail(
+                                            &failed,
+                                            &stop,
+                                            self.io("write", &job.target.path, off, e),
+                                        );
+                                        return Received::Stop;
+                                    }
+                                    let _ = written[i as usize].set(got);
+                                    flag.store(true, Relaxed);
+                                    remaining.fetch_sub(1, Relaxed);
+                                    progressed = true;
+                                    let before = c.done.fetch_add(len as u64, Relaxed);
+                                    if before / CHECKPOINT != (before + len as u64) / CHECKPOINT
+                                        && let Err(e) = job.target.sync()
+                                    {
+                                        fail(
+                                            &failed,
+                                            &stop,
+                                            self.io("flush", &job.target.path, off, e),
+                                        );
+                                        return Received::Stop;
+                                    }
+                                    Received::Continue
+                                });
                         let left: Vec<u64> = batch
                             .into_iter()
                             .filter(|&i| !done[i as usize].load(Relaxed))
@@ -736,6 +750,12 @@ impl<'a> Puller<'a> {
                     let i = index(k);
                     let len = block_len(&job.info, i);
                     let off = i * BLOCK_SIZE;
+                    // A hole of a sparse image reads as zeros: not read at all.
+                    if job.target.is_hole(off, len as u64) {
+                        let _ = out[k].set(hash::zero_hash(len));
+                        c.done.fetch_add(len as u64, Relaxed);
+                        continue;
+                    }
                     if let Err(e) = job.target.read_at(&mut buf[..len], off) {
                         fail(failed, stop, self.io("read", &job.target.path, off, e));
                         return;

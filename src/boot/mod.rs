@@ -114,7 +114,6 @@ pub fn main() -> ! {
     let mounted = mount_kernel_filesystems();
     // Before anything is printed: every console shows it.
     let consoles = console::mirror().unwrap_or_default();
-    give_the_console_a_size();
     let (settings, problems) = Settings::load();
     let reporter = ConsoleReporter::new(std::io::stdout(), settings.style);
     if !settings.cmdline.debug {
@@ -210,26 +209,6 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
         }),
     }
     Ok(())
-}
-
-/// A serial console reports a size of 0x0, and progress bars drawn to a width of zero
-/// show nothing. Give it the classic 80x25 (as `stty cols 80 rows 25` would) unless the
-/// console knows its size (VGA does).
-fn give_the_console_a_size() {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills a winsize; fd 0 is the console (or fails harmlessly).
-    let known = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
-    if known && (size.ws_col == 0 || size.ws_row == 0) {
-        size.ws_col = 80;
-        size.ws_row = 25;
-        // SAFETY: TIOCSWINSZ reads the winsize we pass.
-        unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &size) };
-    }
 }
 
 /// Sets the system clock before any TLS: from the NTP server given

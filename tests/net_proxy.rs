@@ -85,6 +85,15 @@ struct Setup {
     target: std::path::PathBuf,
 }
 
+impl Setup {
+    /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
+    fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
+        let map = format!("root={}", self.target.display());
+        let args = [&["--map", map.as_str()], extra].concat();
+        pull_cmd(&self.agent.url(), &self.agent.fingerprint, &args)
+    }
+}
+
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let base = random_bytes(6 * BS, 5);
@@ -106,20 +115,7 @@ fn setup() -> Setup {
 fn pull_goes_through_the_proxy_given_by_flag() {
     let s = setup();
     let proxy = ConnectProxy::start();
-    let map = format!("root={}", s.target.display());
-    let mut cmd = pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &[
-            "--map",
-            &map,
-            "--yes",
-            "--progress",
-            "json",
-            "--proxy",
-            &proxy.url(),
-        ],
-    );
+    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json", "--proxy", &proxy.url()]);
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
@@ -145,12 +141,7 @@ fn pull_goes_through_the_proxy_given_by_flag() {
 fn pull_honours_https_proxy_from_the_environment() {
     let s = setup();
     let proxy = ConnectProxy::start();
-    let map = format!("root={}", s.target.display());
-    let mut cmd = pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "json"],
-    );
+    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
     cmd.env("HTTPS_PROXY", proxy.url())
         .env_remove("NO_PROXY")
         .env_remove("no_proxy");
@@ -165,12 +156,7 @@ fn without_a_proxy_nothing_goes_through_it() {
     // The control: the same pull without --proxy makes no tunnel.
     let s = setup();
     let proxy = ConnectProxy::start();
-    let map = format!("root={}", s.target.display());
-    let mut cmd = pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "json"],
-    );
+    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
@@ -187,22 +173,15 @@ fn an_unreachable_proxy_is_one_clear_line() {
         .unwrap()
         .port();
     let proxy = format!("http://127.0.0.1:{port}");
-    let map = format!("root={}", s.target.display());
-    let out = run(pull_cmd(
-        &s.agent.url(),
-        &s.agent.fingerprint,
-        &[
-            "--map",
-            &map,
-            "--yes",
-            "--progress",
-            "none",
-            "--max-attempts",
-            "1",
-            "--proxy",
-            &proxy,
-        ],
-    ));
+    let out = run(s.pull_cmd(&[
+        "--yes",
+        "--progress",
+        "none",
+        "--max-attempts",
+        "1",
+        "--proxy",
+        &proxy,
+    ]));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr

@@ -37,28 +37,23 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
 
     let agent = Agent::start(&tmp.path().join("state"), &[("system", &remote_path)], 0);
     let url = format!("https://10.0.2.2:{}", agent.port);
-    let kernel = out.join("pxe/vmlinuz");
-    let initrd = out.join("pxe/initrd.img");
     let drive = format!("if=none,id=local,format=raw,file={}", local_path.display());
-    // No failback.source: the client asks. Text progress (the default).
-    let mut vm = common::Vm::start_interactive(&[
-        "-m",
-        "512",
-        "-kernel",
-        kernel.to_str().unwrap(),
-        "-initrd",
-        initrd.to_str().unwrap(),
-        "-append",
-        "console=tty0 console=ttyS0 failback.after=poweroff", // both consoles mirrored
-        "-device",
-        "virtio-rng-pci",
-        "-nic",
-        "user,model=virtio-net-pci",
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-pci,drive=local,serial=UI-DISK-1",
-    ]);
+    // No failback.source: the client asks. Text progress (the default); both consoles
+    // mirrored.
+    let mut vm = common::Vm::start_interactive(&common::kernel_args(
+        &out,
+        "console=tty0 console=ttyS0 failback.after=poweroff",
+        &[
+            "-device",
+            "virtio-rng-pci",
+            "-nic",
+            "user,model=virtio-net-pci",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=local,serial=UI-DISK-1",
+        ],
+    ));
 
     // The network: Enter takes DHCP.
     vm.wait_text("== failback: interactive mode ==", Duration::from_secs(300));

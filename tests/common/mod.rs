@@ -461,19 +461,21 @@ pub fn ovmf_args(dir: &Path, secure: bool) -> Vec<String> {
 /// Boots the kernel and initramfs of `out/pxe` directly (QEMU's -kernel/-initrd)
 /// with 512 MiB and the kernel command line `append`, plus `extra` arguments.
 pub fn boot_kernel(out: &Path, append: &str, extra: &[&str]) -> Vm {
-    let kernel = out.join("pxe/vmlinuz");
-    let initrd = out.join("pxe/initrd.img");
-    let mut args = vec![
-        "-m",
-        "512",
-        "-kernel",
-        kernel.to_str().unwrap(),
-        "-initrd",
-        initrd.to_str().unwrap(),
-    ];
-    args.extend(["-append", append]);
-    args.extend(extra);
-    Vm::start(&args)
+    Vm::start(&kernel_args(out, append, extra))
+}
+
+/// The QEMU arguments of [`boot_kernel`], for VMs started another way.
+pub fn kernel_args(out: &Path, append: &str, extra: &[&str]) -> Vec<String> {
+    let file = |name: &str| out.join("pxe").join(name).display().to_string();
+    let mut args = vec!["-m".into(), "512".into(), "-kernel".into(), file("vmlinuz")];
+    args.extend([
+        "-initrd".into(),
+        file("initrd.img"),
+        "-append".into(),
+        append.into(),
+    ]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// How the ISO is presented to which firmware.

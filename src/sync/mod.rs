@@ -738,30 +738,40 @@ impl<'a> Puller<'a> {
         stop: &'e AtomicBool,
     ) {
         let next = std::sync::Arc::new(AtomicU64::new(0));
+        let bs = BLOCK_SIZE as usize;
         for _ in 0..self.opts.hash_threads.max(1) {
             let next = next.clone();
             s.spawn(move || {
-                let mut buf = vec![0u8; BLOCK_SIZE as usize];
+                let mut buf = vec![0u8; hash::BATCH * bs];
                 loop {
-                    let k = next.fetch_add(1, Relaxed) as usize;
-                    if k >= out.len() || stop.load(Relaxed) {
+                    // BATCH blocks at a time, hashed side by side.
+                    let first = next.fetch_add(hash::BATCH as u64, Relaxed) as usize;
+                    if first >= out.len() || stop.load(Relaxed) {
                         return;
                     }
-                    let i = index(k);
-                    let len = block_len(&job.info, i);
-                    let off = i * BLOCK_SIZE;
-                    // A hole of a sparse image reads as zeros: not read at all.
-                    if job.target.is_hole(off, len as u64) {
-                        let _ = out[k].set(hash::zero_hash(len));
-                        c.done.fetch_add(len as u64, Relaxed);
-                        continue;
+                    let ks = first..(first + hash::BATCH).min(out.len());
+                    let (mut read, mut blocks) = (Vec::new(), Vec::new());
+                    for (k, slot) in ks.clone().zip(buf.chunks_mut(bs)) {
+                        let i = index(k);
+                        let len = block_len(&job.info, i);
+                        let off = i * BLOCK_SIZE;
+                        // A hole of a sparse image reads as zeros: not read at all.
+                        if job.target.is_hole(off, len as u64) {
+                            let _ = out[k].set(hash::zero_hash(len));
+                            continue;
+                        }
+                        if let Err(e) = job.target.read_at(&mut slot[..len], off) {
+                            fail(failed, stop, self.io("read", &job.target.path, off, e));
+                            return;
+                        }
+                        read.push(k);
+                        blocks.push(&slot[..len]);
                     }
-                    if let Err(e) = job.target.read_at(&mut buf[..len], off) {
-                        fail(failed, stop, self.io("read", &job.target.path, off, e));
-                        return;
+                    for (k, h) in read.into_iter().zip(hash::block_hashes(&blocks)) {
+                        let _ = out[k].set(h);
                     }
-                    let _ = out[k].set(hash::block_hash(&buf[..len]));
-                    c.done.fetch_add(len as u64, Relaxed);
+                    let bytes: u64 = ks.map(|k| block_len(&job.info, index(k)) as u64).sum();
+                    c.done.fetch_add(bytes, Relaxed);
                 }
             });
         }

@@ -257,11 +257,21 @@ secs() { echo "$2 - $1" | bc -l | xargs printf '%.2f'; }
 
 # Hashing floor: both images hashed at openssl's multi-core SHA-256 rate.
 cores=$(nproc)
-rate=$(openssl speed -evp sha256 -bytes $bs -seconds 2 -multi "$cores" 2>/dev/null |
-    awk '/^sha256|^SHA256/ {v=$NF} END {sub(/k$/,"",v); print v*1000}')
+# Bytes per second of `openssl speed` (ARGS...); it sometimes prints no result line
+# (seen with -multi): asked again, up to three times.
+sha_rate() {
+    local r=0
+    for _ in 1 2 3; do
+        r=$(openssl speed -evp sha256 -bytes $bs -seconds 2 "$@" 2>/dev/null |
+            awk '/^sha256|^SHA256/ {v=$NF} END {sub(/k$/,"",v); printf "%.0f", v*1000}')
+        ((r > 0)) && break
+    done
+    ((r > 0)) || { echo "bench: openssl speed $* printed no SHA-256 rate" >&2; exit 1; }
+    echo "$r"
+}
+rate=$(sha_rate -multi "$cores")
 floor=$(echo "2 * $mib * 1048576 / $rate" | bc -l | xargs printf '%.2f')
-single=$(openssl speed -evp sha256 -bytes $bs -seconds 2 2>/dev/null |
-    awk '/^sha256|^SHA256/ {v=$NF} END {sub(/k$/,"",v); print v*1000}')
+single=$(sha_rate)
 
 port_fb=15500 port_rs=15501 port_http=15502
 mkdir -p remote state

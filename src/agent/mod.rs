@@ -317,11 +317,19 @@ async fn hashes(state: &State, id: &str, query: &str) -> Resp {
     let size = v.info.size;
     let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(count as usize * 32);
-        let mut buf = vec![0u8; BLOCK_SIZE as usize];
-        for i in start..start + count {
-            let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-            file.read_exact_at(&mut buf[..len], i * BLOCK_SIZE)?;
-            out.extend_from_slice(&hash::block_hash(&buf[..len]));
+        let bs = BLOCK_SIZE as usize;
+        let mut buf = vec![0u8; hash::BATCH * bs];
+        for first in (start..start + count).step_by(hash::BATCH) {
+            let last = (first + hash::BATCH as u64).min(start + count);
+            let mut blocks = Vec::with_capacity(hash::BATCH);
+            for (i, slot) in (first..last).zip(buf.chunks_mut(bs)) {
+                let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
+                file.read_exact_at(&mut slot[..len], i * BLOCK_SIZE)?;
+                blocks.push(&slot[..len]);
+            }
+            for h in hash::block_hashes(&blocks) {
+                out.extend_from_slice(&h);
+            }
         }
         Ok(out)
     })

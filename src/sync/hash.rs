@@ -1,6 +1,12 @@
 //! Block hashing: SHA-256 of each block, all-zero blocks recognised without hashing,
 //! and the whole-volume digest (SHA-256 over the ordered block SHA-256s, as EBS's
 //! "LINEAR" checksum aggregation does).
+//!
+//! Planning hashes whole volumes on both sides, so it hashes [`BATCH`] blocks at once
+//! ([`block_hashes`]): one SHA-256 is a serial chain of rounds whose latency leaves the
+//! CPU's SHA unit idle part of the time, and interleaving independent blocks
+//! (`tape-sha256`'s multi-buffer kernels) fills it: 1.6-1.8x the single-block rate
+//! here (SHA-NI, AMD EPYC). Same SHA-256, checked against `sha2` below.
 
 use crate::source::{BLOCK_SIZE, Hash};
 use sha2::{Digest, Sha256};
@@ -37,6 +43,31 @@ pub fn block_hash(data: &[u8]) -> Hash {
     }
 }
 
+/// Blocks hashed together by [`block_hashes`] (four keep the SHA-NI kernel's four
+/// streams busy; more gain nothing).
+pub const BATCH: usize = 4;
+
+/// SHA-256 of each block, the non-zero ones hashed side by side; the same values
+/// as [`block_hash`] of each.
+pub fn block_hashes(blocks: &[&[u8]]) -> Vec<Hash> {
+    let mut out = vec![[0u8; 32]; blocks.len()];
+    let (mut data, mut at) = (Vec::with_capacity(blocks.len()), Vec::new());
+    for (k, b) in blocks.iter().enumerate() {
+        if is_zero(b) {
+            out[k] = zero_hash(b.len());
+        } else {
+            data.push(*b);
+            at.push(k);
+        }
+    }
+    let mut hashed = vec![[0u8; 32]; data.len()];
+    tape_sha256::hash_many(&data, &mut hashed);
+    for (k, h) in at.into_iter().zip(hashed) {
+        out[k] = h;
+    }
+    out
+}
+
 /// The whole-volume digest from its block hashes, in order.
 pub fn linear_digest(hashes: &[Hash]) -> Hash {
     let mut h = Sha256::new();
@@ -61,6 +92,40 @@ mod tests {
         let short = vec![0u8; 1000];
         assert_eq!(block_hash(&short), <Hash>::from(Sha256::digest(&short)));
         assert!(!is_zero(&[0, 0, 0, 9]));
+    }
+
+    #[test]
+    fn batched_hashes_are_plain_sha256() {
+        // Pseudo-random blocks of the sizes the engine hashes: full, a short tail,
+        // one byte, zeros, and batches of every length up to two batches.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let bs = BLOCK_SIZE as usize;
+        let blocks = [
+            random(bs),
+            vec![0u8; bs],
+            random(bs - 4096 + 17),
+            random(1),
+            random(bs),
+            random(64),
+            random(bs),
+            vec![0u8; 1000],
+            random(55),
+        ];
+        for n in 0..=blocks.len() {
+            let slices: Vec<&[u8]> = blocks[..n].iter().map(Vec::as_slice).collect();
+            let want: Vec<Hash> = slices.iter().map(|b| Sha256::digest(b).into()).collect();
+            assert_eq!(block_hashes(&slices), want, "{n} blocks");
+        }
     }
 
     #[test]

@@ -161,15 +161,110 @@ struct Job {
     target: Target,
 }
 
-struct Plan {
-    local: Vec<Hash>,
-    remote: Vec<Hash>,
+/// The hashes a plan compares, filled in while planning goes on (pulling reads
+/// them as soon as a block is queued).
+struct Hashes {
+    /// The target's blocks (with a learning source: only the candidates).
+    local: Vec<OnceLock<Hash>>,
+    /// The remote blocks (with a learning source: only the zero candidates; the
+    /// others are learned from the blocks themselves).
+    remote: Vec<OnceLock<Hash>>,
+    /// The remote hashes of the blocks to fetch are unknown until they arrive (a
+    /// source with [`Candidates`]); blocks outside the candidates are neither read
+    /// nor written, and agree by assumption.
+    learn: bool,
+}
+
+impl Hashes {
+    fn new(blocks: u64, learn: bool) -> Self {
+        let empty = || (0..blocks).map(|_| OnceLock::new()).collect();
+        Self {
+            local: empty(),
+            remote: empty(),
+            learn,
+        }
+    }
+}
+
+/// Work for the pulling threads: blocks to write as zeros, blocks to fetch (with
+/// the attempts made so far without progress).
+enum Work {
+    Zero(Vec<u64>),
+    Fetch(Vec<u64>, u32),
+}
+
+/// The blocks a plan decided, handed to pulling as they are decided: all at once
+/// when the plan is confirmed first, block by block when nobody is asked.
+#[derive(Default)]
+struct Feed {
+    queue: Mutex<VecDeque<Work>>,
+    /// Blocks queued and not yet written.
+    remaining: AtomicU64,
+    /// Bytes queued in all.
+    total: AtomicU64,
+    /// Blocks queued to fetch, and to write as zeros.
+    fetch_blocks: AtomicU64,
+    zero_blocks: AtomicU64,
+    /// The plan is complete: nothing more will be queued.
+    closed: AtomicBool,
+    /// The plan failed: pulling stops.
+    aborted: AtomicBool,
+}
+
+impl Feed {
+    /// Queues newly decided blocks (`bytes` long in all).
+    fn push(&self, work: Work, bytes: u64) {
+        let (blocks, kind) = match &work {
+            Work::Zero(b) => (b.len() as u64, &self.zero_blocks),
+            Work::Fetch(b, _) => (b.len() as u64, &self.fetch_blocks),
+        };
+        kind.fetch_add(blocks, Relaxed);
+        self.remaining.fetch_add(blocks, Relaxed);
+        self.total.fetch_add(bytes, Relaxed);
+        self.requeue(work);
+    }
+
+    /// Queues blocks again (already counted) for another attempt.
+    fn requeue(&self, work: Work) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(work);
+    }
+
+    /// Nothing queued: the pulling threads wait for work.
+    fn idle(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn pop(&self) -> Option<Work> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// Every block of a complete plan is written.
+    fn drained(&self) -> bool {
+        self.closed.load(Relaxed) && self.remaining.load(Relaxed) == 0
+    }
+}
+
+/// What planning decides for one block.
+enum Decision {
+    Keep,
+    Fetch,
+    Zero,
+}
+
+/// What a plan decided: the blocks to fetch and the blocks to write as zeros.
+#[derive(Default)]
+struct Decided {
     fetch: Vec<u64>,
     zero: Vec<u64>,
-    /// The remote hashes of `fetch` are unknown until the blocks arrive (a source
-    /// with [`Candidates`]); blocks outside the candidates hold a placeholder in both
-    /// `local` and `remote` and are neither read nor written.
-    learn: bool,
 }
 
 #[derive(Default)]
@@ -196,7 +291,9 @@ impl<'a> Puller<'a> {
     }
 
     /// Checks the mapping, plans every volume, asks `confirm` (unless unattended or
-    /// a dry run), then pulls, flushes and verifies each volume.
+    /// a dry run), then pulls, flushes and verifies each volume. Unattended, nobody
+    /// reviews the plan: each volume's blocks are pulled as soon as its plan decides
+    /// them, so hashing and pulling overlap.
     pub fn run(
         &self,
         mapping: &Mapping,
@@ -207,50 +304,53 @@ impl<'a> Puller<'a> {
             self.source.volumes()
         })?;
         let jobs = self.open_targets(&volumes, mapping)?;
-        let mut plans = Vec::new();
-        let mut summaries = Vec::new();
-        for job in &jobs {
-            let plan = self.plan(job)?;
-            let bytes_to_pull = plan
-                .fetch
-                .iter()
-                .map(|&i| block_len(&job.info, i) as u64)
-                .sum();
-            self.reporter.report(&Event::Plan {
-                volume: job.info.id.clone(),
-                target: job.target.path.display().to_string(),
-                size: job.info.size,
-                blocks: job.info.blocks(),
-                differing: (plan.fetch.len() + plan.zero.len()) as u64,
-                zero_blocks: plan.zero.len() as u64,
-                bytes_to_pull,
-                dry_run: self.opts.dry_run,
-            });
-            summaries.push(PlanSummary {
-                volume: job.info.id.clone(),
-                target: job.target.path.clone(),
-                blocks_to_pull: plan.fetch.len() as u64,
-                zero_blocks: plan.zero.len() as u64,
-                bytes_to_pull,
-            });
-            plans.push(plan);
-        }
         let mut summary = Summary {
             volumes: jobs.len() as u64,
             ..Summary::default()
         };
-        let work = summaries
-            .iter()
-            .any(|s| s.blocks_to_pull + s.zero_blocks > 0);
-        if !self.opts.dry_run && work && !self.opts.unattended && !confirm(&summaries) {
-            return Err(Error::Declined);
-        }
-        if !self.opts.dry_run {
-            for (job, plan) in jobs.iter().zip(&plans) {
-                let c = self.pull(job, plan)?;
-                summary.pulled_blocks += plan.fetch.len() as u64;
-                summary.wire_bytes += c.wire.load(Relaxed);
-                summary.retries += c.retries.load(Relaxed);
+        let mut add = |decided: &Decided, c: &Counters| {
+            summary.pulled_blocks += decided.fetch.len() as u64;
+            summary.wire_bytes += c.wire.load(Relaxed);
+            summary.retries += c.retries.load(Relaxed);
+        };
+        if self.opts.unattended && !self.opts.dry_run {
+            for job in &jobs {
+                let (hashes, cands) = self.prepare(job)?;
+                let feed = Feed::default();
+                let (decided, pulled) = std::thread::scope(|s| {
+                    let pulling = s.spawn(|| self.pull(job, &hashes, &feed));
+                    let decided = self.plan(job, &hashes, cands, &feed);
+                    match &decided {
+                        Ok(d) => _ = self.report_plan(job, d),
+                        Err(_) => feed.aborted.store(true, Relaxed),
+                    }
+                    feed.closed.store(true, Relaxed);
+                    (decided, pulling.join().expect("pull thread"))
+                });
+                let decided = decided?;
+                add(&decided, &pulled?);
+            }
+        } else {
+            let mut planned = Vec::new();
+            let mut summaries = Vec::new();
+            for job in &jobs {
+                let (hashes, cands) = self.prepare(job)?;
+                let feed = Feed::default();
+                let decided = self.plan(job, &hashes, cands, &feed)?;
+                feed.closed.store(true, Relaxed);
+                summaries.push(self.report_plan(job, &decided));
+                planned.push((hashes, feed, decided));
+            }
+            let work = summaries
+                .iter()
+                .any(|s| s.blocks_to_pull + s.zero_blocks > 0);
+            if !self.opts.dry_run && work && !self.opts.unattended && !confirm(&summaries) {
+                return Err(Error::Declined);
+            }
+            if !self.opts.dry_run {
+                for (job, (hashes, feed, decided)) in jobs.iter().zip(&planned) {
+                    add(decided, &self.pull(job, hashes, feed)?);
+                }
             }
         }
         self.reporter.report(&Event::Done {
@@ -262,6 +362,53 @@ impl<'a> Puller<'a> {
             dry_run: self.opts.dry_run,
         });
         Ok(summary)
+    }
+
+    /// Asks the source for its candidate blocks (a learning source lists them) and
+    /// makes the volume's empty hashes.
+    fn prepare(&self, job: &Job) -> Result<(Hashes, Option<Candidates>), Error> {
+        let what = format!("list blocks of volume '{}'", job.info.id);
+        let c = Counters::default();
+        let cands = self.retrying(&what, &c, || self.source.candidates(&job.info.id))?;
+        let n = job.info.blocks();
+        if let Some(&i) = cands
+            .iter()
+            .flat_map(|c| c.fetch.iter().chain(&c.zero))
+            .find(|&&i| i >= n)
+        {
+            return Err(SourceError::Protocol {
+                url: job.info.id.clone(),
+                message: format!("block {i} is beyond the volume's {n} blocks"),
+            }
+            .into());
+        }
+        Ok((Hashes::new(n, cands.is_some()), cands))
+    }
+
+    /// Reports a volume's plan and sums it up for the confirmation.
+    fn report_plan(&self, job: &Job, decided: &Decided) -> PlanSummary {
+        let bytes_to_pull = decided
+            .fetch
+            .iter()
+            .map(|&i| block_len(&job.info, i) as u64)
+            .sum();
+        self.reporter.report(&Event::Plan {
+            volume: job.info.id.clone(),
+            target: job.target.path.display().to_string(),
+            size: job.info.size,
+            blocks: job.info.blocks(),
+            differing: (decided.fetch.len() + decided.zero.len()) as u64,
+            zero_blocks: decided.zero.len() as u64,
+            bytes_to_pull,
+            dry_run: self.opts.dry_run,
+        });
+        PlanSummary {
+            volume: job.info.id.clone(),
+            target: job.target.path.clone(),
+            blocks_to_pull: decided.fetch.len() as u64,
+            zero_blocks: decided.zero.len() as u64,
+            bytes_to_pull,
+        }
     }
 
     /// Resolves the mapping against the agent's volumes and opens the targets,
@@ -349,312 +496,266 @@ impl<'a> Puller<'a> {
         Ok(jobs)
     }
 
-    /// Hashes the target and fetches the remote hashes at the same time.
-    fn plan(&self, job: &Job) -> Result<Plan, Error> {
-        let c = Counters::default();
-        let what = format!("list blocks of volume '{}'", job.info.id);
-        if let Some(cands) = self.retrying(&what, &c, || self.source.candidates(&job.info.id))? {
-            return self.plan_candidates(job, cands);
-        }
+    /// Plans a volume: hashes the target (all of it, or a learning source's
+    /// candidates) while the remote hashes are fetched, and queues each block to
+    /// write in `feed` as soon as its hashes are known. A learning source's
+    /// candidates to fetch are all fetched (their hash comes with them); its zero
+    /// candidates are written only where the target is not zero already.
+    fn plan(
+        &self,
+        job: &Job,
+        hashes: &Hashes,
+        cands: Option<Candidates>,
+        feed: &Feed,
+    ) -> Result<Decided, Error> {
         let n = job.info.blocks();
-        let total = job.info.size * 2;
         let c = Counters::default();
-        let local: Vec<OnceLock<Hash>> = (0..n).map(|_| OnceLock::new()).collect();
-        let remote: Vec<OnceLock<Hash>> = (0..n).map(|_| OnceLock::new()).collect();
-        let next_chunk = AtomicU64::new(0);
-        const CHUNK: u64 = 64;
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
-        let all = |k: usize| k as u64;
-        std::thread::scope(|s| {
-            self.spawn_hashers(s, job, &all, &local, &c, &failed, &stop);
-            for _ in 0..self.opts.hash_threads.max(2) {
-                s.spawn(|| {
-                    loop {
-                        let start = next_chunk.fetch_add(1, Relaxed) * CHUNK;
-                        if start >= n || stop.load(Relaxed) {
+        // The blocks to hash, in order: all, or the candidates to fetch then the zero ones.
+        let wanted: Vec<u64> = match &cands {
+            Some(cs) => cs.fetch.iter().chain(&cs.zero).copied().collect(),
+            None => (0..n).collect(),
+        };
+        let fetch_candidates = cands.as_ref().map(|cs| cs.fetch.len());
+        if let Some(cs) = &cands {
+            for &i in &cs.zero {
+                let _ = hashes.remote[i as usize].set(hash::zero_hash(block_len(&job.info, i)));
+            }
+        }
+        let local_total: u64 = wanted.iter().map(|&i| block_len(&job.info, i) as u64).sum();
+        let total = if cands.is_some() {
+            local_total
+        } else {
+            local_total * 2
+        };
+        let index = |k: usize| wanted[k];
+        let decision = |k: usize| -> Option<Decision> {
+            let i = wanted[k];
+            let local = hashes.local[i as usize].get()?;
+            let zero = hash::zero_hash(block_len(&job.info, i));
+            match fetch_candidates {
+                Some(f) if k < f => Some(Decision::Fetch),
+                Some(_) if *local == zero => Some(Decision::Keep),
+                Some(_) => Some(Decision::Zero),
+                None => {
+                    let remote = hashes.remote[i as usize].get()?;
+                    Some(if local == remote {
+                        Decision::Keep
+                    } else if *remote == zero {
+                        Decision::Zero
+                    } else {
+                        Decision::Fetch
+                    })
+                }
+            }
+        };
+        let decided = std::thread::scope(|s| {
+            self.spawn_hashers(
+                s,
+                job,
+                wanted.len(),
+                &index,
+                &hashes.local,
+                &c,
+                &failed,
+                &stop,
+            );
+            if cands.is_none() {
+                self.spawn_remote_hashers(s, job, &hashes.remote, &c, &failed, &stop);
+            }
+            self.ticker(s, &job.info.id, "hashing", total, &c, &stop, || {
+                c.done.load(Relaxed) >= total
+            });
+            self.decide(job, wanted.len(), &index, &decision, feed, &stop)
+        });
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(decided),
+        }
+    }
+
+    /// Walks the hashed blocks in order, queueing those to write in `feed` in
+    /// batches: a full batch at once, a partial one whenever the pulling threads
+    /// have run out of work, so that pulling starts with the first differing block.
+    fn decide(
+        &self,
+        job: &Job,
+        count: usize,
+        index: &dyn Fn(usize) -> u64,
+        decision: &dyn Fn(usize) -> Option<Decision>,
+        feed: &Feed,
+        stop: &AtomicBool,
+    ) -> Decided {
+        let mut decided = Decided::default();
+        let (mut fetch, mut zero) = (Vec::new(), Vec::new());
+        let batch = self.opts.batch_blocks.max(1);
+        let flush = |blocks: &mut Vec<u64>, work: fn(Vec<u64>) -> Work| {
+            if !blocks.is_empty() {
+                let b = std::mem::take(blocks);
+                let bytes = b.iter().map(|&i| block_len(&job.info, i) as u64).sum();
+                feed.push(work(b), bytes);
+            }
+        };
+        let to_fetch: fn(Vec<u64>) -> Work = |b| Work::Fetch(b, 0);
+        let mut k = 0;
+        while k < count && !stop.load(Relaxed) {
+            let Some(d) = decision(k) else {
+                if feed.idle() {
+                    flush(&mut fetch, to_fetch);
+                    flush(&mut zero, Work::Zero);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            let i = index(k);
+            match d {
+                Decision::Keep => {}
+                Decision::Fetch => {
+                    decided.fetch.push(i);
+                    fetch.push(i);
+                    if fetch.len() >= batch {
+                        flush(&mut fetch, to_fetch);
+                    }
+                }
+                Decision::Zero => {
+                    decided.zero.push(i);
+                    zero.push(i);
+                    if zero.len() >= batch {
+                        flush(&mut zero, Work::Zero);
+                    }
+                }
+            }
+            k += 1;
+        }
+        flush(&mut fetch, to_fetch);
+        flush(&mut zero, Work::Zero);
+        decided
+    }
+
+    /// Fetches the remote hashes into `out` on `hash_threads` threads (at least two,
+    /// so one request is in flight while another's answer is stored), in chunks.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_remote_hashers<'s, 'e: 's>(
+        &'e self,
+        s: &'s std::thread::Scope<'s, 'e>,
+        job: &'e Job,
+        out: &'e [OnceLock<Hash>],
+        c: &'e Counters,
+        failed: &'e Mutex<Option<Error>>,
+        stop: &'e AtomicBool,
+    ) {
+        const CHUNK: u64 = 64;
+        let n = job.info.blocks();
+        let next_chunk = std::sync::Arc::new(AtomicU64::new(0));
+        for _ in 0..self.opts.hash_threads.max(2) {
+            let next_chunk = next_chunk.clone();
+            s.spawn(move || {
+                loop {
+                    let start = next_chunk.fetch_add(1, Relaxed) * CHUNK;
+                    if start >= n || stop.load(Relaxed) {
+                        return;
+                    }
+                    let count = CHUNK.min(n - start);
+                    let what = format!("hash volume '{}'", job.info.id);
+                    let got = self.retrying(&what, c, || {
+                        let hs = self.source.hashes(&job.info.id, start, count)?;
+                        if hs.len() as u64 != count {
+                            return Err(SourceError::Protocol {
+                                url: job.info.id.clone(),
+                                message: format!("{} hashes for {count} blocks", hs.len()),
+                            });
+                        }
+                        Ok(hs)
+                    });
+                    match got {
+                        Ok(hs) => {
+                            for (k, h) in hs.into_iter().enumerate() {
+                                let _ = out[start as usize + k].set(h);
+                            }
+                            let bytes = (start..start + count)
+                                .map(|i| block_len(&job.info, i) as u64)
+                                .sum();
+                            c.done.fetch_add(bytes, Relaxed);
+                        }
+                        Err(e) => {
+                            fail(failed, stop, e);
                             return;
                         }
-                        let count = CHUNK.min(n - start);
-                        let got =
-                            self.retrying(&format!("hash volume '{}'", job.info.id), &c, || {
-                                self.source.hashes(&job.info.id, start, count)
-                            });
-                        match got {
-                            Ok(hs) => {
-                                for (k, h) in hs.into_iter().enumerate() {
-                                    let _ = remote[start as usize + k].set(h);
-                                }
-                                let bytes = (start..start + count)
-                                    .map(|i| block_len(&job.info, i) as u64)
-                                    .sum();
-                                c.done.fetch_add(bytes, Relaxed);
-                            }
-                            Err(e) => {
-                                fail(&failed, &stop, e);
-                                return;
-                            }
-                        }
                     }
-                });
-            }
-            self.ticker(s, &job.info.id, "hashing", total, &c, &stop, || {
-                c.done.load(Relaxed) >= total
-            });
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
-        let local: Vec<Hash> = local
-            .into_iter()
-            .map(|h| h.into_inner().expect("hashed"))
-            .collect();
-        let remote: Vec<Hash> = remote
-            .into_iter()
-            .map(|h| h.into_inner().expect("hashed"))
-            .collect();
-        let (mut fetch, mut zero) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let k = i as usize;
-            if local[k] != remote[k] {
-                if remote[k] == hash::zero_hash(block_len(&job.info, i)) {
-                    zero.push(i);
-                } else {
-                    fetch.push(i);
                 }
-            }
-        }
-        Ok(Plan {
-            local,
-            remote,
-            fetch,
-            zero,
-            learn: false,
-        })
-    }
-
-    /// Plans from a source's candidates: hashes only the candidate blocks of the
-    /// target; zero blocks already zero are left alone; every block to fetch is
-    /// fetched (its hash comes with it) and written only if the target differs.
-    fn plan_candidates(&self, job: &Job, cands: Candidates) -> Result<Plan, Error> {
-        let n = job.info.blocks();
-        if let Some(&i) = cands.fetch.iter().chain(&cands.zero).find(|&&i| i >= n) {
-            return Err(SourceError::Protocol {
-                url: job.info.id.clone(),
-                message: format!("block {i} is beyond the volume's {n} blocks"),
-            }
-            .into());
-        }
-        let wanted: Vec<u64> = cands.fetch.iter().chain(&cands.zero).copied().collect();
-        let total: u64 = wanted.iter().map(|&i| block_len(&job.info, i) as u64).sum();
-        let c = Counters::default();
-        let hashed: Vec<OnceLock<Hash>> = wanted.iter().map(|_| OnceLock::new()).collect();
-        let failed: Mutex<Option<Error>> = Mutex::new(None);
-        let stop = AtomicBool::new(false);
-        let index = |k: usize| wanted[k];
-        std::thread::scope(|s| {
-            self.spawn_hashers(s, job, &index, &hashed, &c, &failed, &stop);
-            self.ticker(s, &job.info.id, "hashing", total, &c, &stop, || {
-                c.done.load(Relaxed) >= total
             });
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
         }
-        // Outside the candidates, local and remote agree by assumption.
-        let mut local = vec![[0u8; 32]; n as usize];
-        let mut remote = local.clone();
-        for (k, h) in hashed.into_iter().enumerate() {
-            local[wanted[k] as usize] = h.into_inner().expect("hashed");
-        }
-        let mut zero = Vec::new();
-        for &i in &cands.zero {
-            remote[i as usize] = hash::zero_hash(block_len(&job.info, i));
-            if local[i as usize] != remote[i as usize] {
-                zero.push(i);
-            }
-        }
-        Ok(Plan {
-            local,
-            remote,
-            fetch: cands.fetch,
-            zero,
-            learn: true,
-        })
     }
 
-    /// Fetches, verifies and writes the planned blocks, then flushes and verifies.
-    fn pull(&self, job: &Job, plan: &Plan) -> Result<Counters, Error> {
+    /// Writes the blocks `feed` hands over until the plan is complete and every one
+    /// is written: zero blocks as zeros, the others fetched and verified first. Then
+    /// flushes and verifies the volume.
+    fn pull(&self, job: &Job, hashes: &Hashes, feed: &Feed) -> Result<Counters, Error> {
         let started = Instant::now();
-        let c = Counters::default();
-        let vol = &job.info.id;
-        let total: u64 = plan
-            .fetch
-            .iter()
-            .chain(&plan.zero)
-            .map(|&i| block_len(&job.info, i) as u64)
-            .sum();
-        let done: Vec<AtomicBool> = (0..job.info.blocks())
-            .map(|_| AtomicBool::new(false))
-            .collect();
-        // The SHA-256 of each block written, computed from the very bytes handed to
-        // the write; the final digest is made of these and the plan's hashes.
-        let written: Vec<OnceLock<Hash>> =
-            (0..job.info.blocks()).map(|_| OnceLock::new()).collect();
-        let remaining = AtomicU64::new(plan.fetch.len() as u64);
-        let queue: Mutex<VecDeque<(Vec<u64>, u32)>> = Mutex::new(
-            plan.fetch
-                .chunks(self.opts.batch_blocks.max(1))
-                .map(|b| (b.to_vec(), 0))
-                .collect(),
-        );
+        let blocks = job.info.blocks();
+        let p = Pulling {
+            puller: self,
+            job,
+            hashes,
+            feed,
+            done: (0..blocks).map(|_| AtomicBool::new(false)).collect(),
+            written: (0..blocks).map(|_| OnceLock::new()).collect(),
+            c: Counters::default(),
+            stop: AtomicBool::new(false),
+        };
         let failed: Mutex<Option<Error>> = Mutex::new(None);
-        let stop = AtomicBool::new(false);
-        const CHECKPOINT: u64 = 1 << 30;
+        let vol = &job.info.id;
         std::thread::scope(|s| {
-            // All-zero remote blocks: written here, never fetched.
-            s.spawn(|| {
-                let zeros = vec![0u8; BLOCK_SIZE as usize];
-                for &i in &plan.zero {
-                    if stop.load(Relaxed) {
-                        return;
-                    }
-                    let len = block_len(&job.info, i);
-                    if let Err(e) = job.target.write_at(&zeros[..len], i * BLOCK_SIZE) {
-                        fail(
-                            &failed,
-                            &stop,
-                            self.io("write", &job.target.path, i * BLOCK_SIZE, e),
-                        );
-                        return;
-                    }
-                    let _ = written[i as usize].set(hash::zero_hash(len));
-                    c.done.fetch_add(len as u64, Relaxed);
-                }
-            });
             for _ in 0..self.opts.connections.max(1) {
                 s.spawn(|| {
-                    while remaining.load(Relaxed) > 0 && !stop.load(Relaxed) {
-                        let Some((batch, attempts)) =
-                            queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-                        else {
+                    while !p.halted() {
+                        let Some(work) = feed.pop() else {
+                            if feed.drained() {
+                                return;
+                            }
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         };
-                        let mut progressed = false;
-                        let mut last = String::new();
-                        let res =
-                            self.source
-                                .blocks_hashed(vol, &batch, &mut |i, data, wire, known| {
-                                    c.wire.fetch_add(wire, Relaxed);
-                                    if stop.load(Relaxed) {
-                                        return Received::Stop;
-                                    }
-                                    let Some(flag) = done.get(i as usize) else {
-                                        return Received::Continue;
-                                    };
-                                    if !batch.contains(&i) || flag.load(Relaxed) {
-                                        return Received::Continue;
-                                    }
-                                    let len = block_len(&job.info, i);
-                                    // A learning source checked the block against its checksum,
-                                    // and may hand over the SHA-256 it computed for that.
-                                    let got = match known {
-                                        Some(h) if plan.learn => h,
-                                        _ => hash::block_hash(data),
-                                    };
-                                    let expected = if plan.learn {
-                                        got
-                                    } else {
-                                        plan.remote[i as usize]
-                                    };
-                                    if data.len() != len || got != expected {
-                                        // Never written; the block stays in the batch and is retried.
-                                        c.retries.fetch_add(1, Relaxed);
-                                        last = format!("block {i} arrived with the wrong SHA-256");
-                                        return Received::Continue;
-                                    }
-                                    let off = i * BLOCK_SIZE;
-                                    if plan.learn && got == plan.local[i as usize] {
-                                        // The target already holds it: not rewritten.
-                                    } else if let Err(e) = job.target.write_at(data, off) {
-                                        fail(
-                                            &failed,
-                                            &stop,
-                                            self.io("write", &job.target.path, off, e),
-                                        );
-                                        return Received::Stop;
-                                    }
-                                    let _ = written[i as usize].set(got);
-                                    flag.store(true, Relaxed);
-                                    remaining.fetch_sub(1, Relaxed);
-                                    progressed = true;
-                                    let before = c.done.fetch_add(len as u64, Relaxed);
-                                    if before / CHECKPOINT != (before + len as u64) / CHECKPOINT
-                                        && let Err(e) = job.target.sync()
-                                    {
-                                        fail(
-                                            &failed,
-                                            &stop,
-                                            self.io("flush", &job.target.path, off, e),
-                                        );
-                                        return Received::Stop;
-                                    }
-                                    Received::Continue
-                                });
-                        let left: Vec<u64> = batch
-                            .into_iter()
-                            .filter(|&i| !done[i as usize].load(Relaxed))
-                            .collect();
-                        if left.is_empty() || stop.load(Relaxed) {
-                            continue;
-                        }
+                        let res = match work {
+                            Work::Zero(blocks) => p.write_zeros(&blocks),
+                            Work::Fetch(batch, attempts) => p.fetch(batch, attempts),
+                        };
                         if let Err(e) = res {
-                            if !e.is_retryable() {
-                                fail(&failed, &stop, e.into());
-                                return;
-                            }
-                            last = e.to_string();
-                        } else if last.is_empty() {
-                            last = "the agent sent fewer blocks than asked".into();
-                        }
-                        let attempts = if progressed { 1 } else { attempts + 1 };
-                        if attempts >= self.opts.max_attempts {
-                            fail(
-                                &failed,
-                                &stop,
-                                Error::GaveUp {
-                                    volume: vol.clone(),
-                                    attempts,
-                                    last,
-                                },
-                            );
+                            fail(&failed, &p.stop, e);
                             return;
                         }
-                        c.retries.fetch_add(1, Relaxed);
-                        std::thread::sleep(backoff(attempts));
-                        queue
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back((left, attempts));
                     }
                 });
             }
-            self.ticker(s, vol, "pulling", total, &c, &stop, || {
-                remaining.load(Relaxed) == 0 && c.done.load(Relaxed) >= total
+            // Progress once the plan is complete and its size known.
+            s.spawn(|| {
+                while !feed.closed.load(Relaxed) && !p.halted() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let total = feed.total.load(Relaxed);
+                let p = &p;
+                self.ticker(s, vol, "pulling", total, &p.c, &p.stop, move || {
+                    p.halted() || (feed.drained() && p.c.done.load(Relaxed) >= total)
+                });
             });
         });
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        let (digest, remote_digest) = self.finish(job, plan, written, &c)?;
+        let c = p.c;
+        if feed.aborted.load(Relaxed) {
+            // The plan failed; its error is the one reported.
+            return Ok(c);
+        }
+        let (digest, remote_digest) = self.finish(job, hashes, p.written, &c)?;
         self.reporter.report(&Event::VolumeDone {
             volume: vol.clone(),
             target: job.target.path.display().to_string(),
             sha256: hex(&digest),
             remote_sha256: hex(&remote_digest),
-            pulled_blocks: plan.fetch.len() as u64,
-            zero_blocks: plan.zero.len() as u64,
+            pulled_blocks: feed.fetch_blocks.load(Relaxed),
+            zero_blocks: feed.zero_blocks.load(Relaxed),
             wire_bytes: c.wire.load(Relaxed),
             retries: c.retries.load(Relaxed),
             seconds: started.elapsed().as_secs_f64(),
@@ -675,7 +776,7 @@ impl<'a> Puller<'a> {
     fn finish(
         &self,
         job: &Job,
-        plan: &Plan,
+        hashes: &Hashes,
         written: Vec<OnceLock<Hash>>,
         c: &Counters,
     ) -> Result<(Hash, Hash), Error> {
@@ -693,12 +794,14 @@ impl<'a> Puller<'a> {
         job.target
             .sync()
             .map_err(|e| self.io("flush", &job.target.path, 0, e))?;
-        let mut target = plan.local.clone();
-        let mut remote = plan.remote.clone();
+        // Blocks outside a learning source's candidates hold neither hash: equal.
+        let known = |h: &OnceLock<Hash>| h.get().copied().unwrap_or_default();
+        let mut target: Vec<Hash> = hashes.local.iter().map(known).collect();
+        let mut remote: Vec<Hash> = hashes.remote.iter().map(known).collect();
         for (i, h) in written.into_iter().enumerate() {
             if let Some(h) = h.into_inner() {
                 target[i] = h;
-                if plan.learn {
+                if hashes.learn {
                     remote[i] = h;
                 }
             }
@@ -723,14 +826,15 @@ impl<'a> Puller<'a> {
     }
 
     /// Reads and hashes target blocks on `hash_threads` threads spawned in `s`: for
-    /// each `k` in `0..out.len()`, block `index(k)` is read and its hash stored in
-    /// `out[k]`; bytes hashed are counted in `c.done`. The one read-and-hash loop of
-    /// the engine (the hash plan and the candidates plan both use it).
+    /// each `k` in `0..count`, block `index(k)` is read and its hash stored in
+    /// `out[index(k)]`, [`hash::BATCH`] blocks at a time; bytes hashed are counted in
+    /// `c.done`. The one read-and-hash loop of the engine.
     #[allow(clippy::too_many_arguments)]
     fn spawn_hashers<'s, 'e: 's>(
         &'e self,
         s: &'s std::thread::Scope<'s, 'e>,
         job: &'e Job,
+        count: usize,
         index: &'e (dyn Fn(usize) -> u64 + Sync),
         out: &'e [OnceLock<Hash>],
         c: &'e Counters,
@@ -738,30 +842,39 @@ impl<'a> Puller<'a> {
         stop: &'e AtomicBool,
     ) {
         let next = std::sync::Arc::new(AtomicU64::new(0));
+        let bs = BLOCK_SIZE as usize;
         for _ in 0..self.opts.hash_threads.max(1) {
             let next = next.clone();
             s.spawn(move || {
-                let mut buf = vec![0u8; BLOCK_SIZE as usize];
+                let mut buf = vec![0u8; hash::BATCH * bs];
                 loop {
-                    let k = next.fetch_add(1, Relaxed) as usize;
-                    if k >= out.len() || stop.load(Relaxed) {
+                    let first = next.fetch_add(hash::BATCH as u64, Relaxed) as usize;
+                    if first >= count || stop.load(Relaxed) {
                         return;
                     }
-                    let i = index(k);
-                    let len = block_len(&job.info, i);
-                    let off = i * BLOCK_SIZE;
-                    // A hole of a sparse image reads as zeros: not read at all.
-                    if job.target.is_hole(off, len as u64) {
-                        let _ = out[k].set(hash::zero_hash(len));
-                        c.done.fetch_add(len as u64, Relaxed);
-                        continue;
+                    let ks = first..(first + hash::BATCH).min(count);
+                    let (mut read, mut blocks) = (Vec::new(), Vec::new());
+                    for (k, slot) in ks.clone().zip(buf.chunks_mut(bs)) {
+                        let i = index(k);
+                        let len = block_len(&job.info, i);
+                        let off = i * BLOCK_SIZE;
+                        // A hole of a sparse image reads as zeros: not read at all.
+                        if job.target.is_hole(off, len as u64) {
+                            let _ = out[i as usize].set(hash::zero_hash(len));
+                            continue;
+                        }
+                        if let Err(e) = job.target.read_at(&mut slot[..len], off) {
+                            fail(failed, stop, self.io("read", &job.target.path, off, e));
+                            return;
+                        }
+                        read.push(i);
+                        blocks.push(&slot[..len]);
                     }
-                    if let Err(e) = job.target.read_at(&mut buf[..len], off) {
-                        fail(failed, stop, self.io("read", &job.target.path, off, e));
-                        return;
+                    for (i, h) in read.into_iter().zip(hash::block_hashes(&blocks)) {
+                        let _ = out[i as usize].set(h);
                     }
-                    let _ = out[k].set(hash::block_hash(&buf[..len]));
-                    c.done.fetch_add(len as u64, Relaxed);
+                    let bytes: u64 = ks.map(|k| block_len(&job.info, index(k)) as u64).sum();
+                    c.done.fetch_add(bytes, Relaxed);
                 }
             });
         }
@@ -837,6 +950,154 @@ impl<'a> Puller<'a> {
             offset,
             source,
         }
+    }
+}
+
+/// One volume's pull under way, shared by its connection threads.
+struct Pulling<'p> {
+    puller: &'p Puller<'p>,
+    job: &'p Job,
+    hashes: &'p Hashes,
+    feed: &'p Feed,
+    /// Blocks written (or found already there).
+    done: Vec<AtomicBool>,
+    /// The SHA-256 of each block written, computed from the very bytes handed to
+    /// the write; the final digest is made of these and the plan's hashes.
+    written: Vec<OnceLock<Hash>>,
+    c: Counters,
+    stop: AtomicBool,
+}
+
+impl Pulling<'_> {
+    /// A connection failed for good, or the plan did.
+    fn halted(&self) -> bool {
+        self.stop.load(Relaxed) || self.feed.aborted.load(Relaxed)
+    }
+
+    /// Counts block `i` as written with hash `h`; flushes the target every GiB.
+    fn wrote(&self, i: u64, h: Hash, len: usize) -> Result<(), Error> {
+        const CHECKPOINT: u64 = 1 << 30;
+        let _ = self.written[i as usize].set(h);
+        self.done[i as usize].store(true, Relaxed);
+        self.feed.remaining.fetch_sub(1, Relaxed);
+        let before = self.c.done.fetch_add(len as u64, Relaxed);
+        if before / CHECKPOINT != (before + len as u64) / CHECKPOINT {
+            let path = &self.job.target.path;
+            let off = i * BLOCK_SIZE;
+            self.job
+                .target
+                .sync()
+                .map_err(|e| self.puller.io("flush", path, off, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes all-zero remote blocks: never fetched.
+    fn write_zeros(&self, blocks: &[u64]) -> Result<(), Error> {
+        let zeros = vec![0u8; BLOCK_SIZE as usize];
+        for &i in blocks {
+            let len = block_len(&self.job.info, i);
+            let off = i * BLOCK_SIZE;
+            self.job
+                .target
+                .write_at(&zeros[..len], off)
+                .map_err(|e| self.puller.io("write", &self.job.target.path, off, e))?;
+            self.wrote(i, hash::zero_hash(len), len)?;
+        }
+        Ok(())
+    }
+
+    /// Fetches one batch over one connection, writing each block that arrives with
+    /// the expected SHA-256; what is left goes back into the queue (one attempt more
+    /// if nothing arrived), until `max_attempts` in a row made no progress.
+    fn fetch(&self, batch: Vec<u64>, attempts: u32) -> Result<(), Error> {
+        let (job, hashes) = (self.job, self.hashes);
+        let vol = &job.info.id;
+        let mut progressed = false;
+        let mut last = String::new();
+        let mut failure = None;
+        let res = self
+            .puller
+            .source
+            .blocks_hashed(vol, &batch, &mut |i, data, wire, known| {
+                self.c.wire.fetch_add(wire, Relaxed);
+                if self.halted() {
+                    return Received::Stop;
+                }
+                let Some(flag) = self.done.get(i as usize) else {
+                    return Received::Continue;
+                };
+                if !batch.contains(&i) || flag.load(Relaxed) {
+                    return Received::Continue;
+                }
+                let len = block_len(&job.info, i);
+                // A learning source checked the block against its checksum, and may
+                // hand over the SHA-256 it computed for that.
+                let got = match known {
+                    Some(h) if hashes.learn => h,
+                    _ => hash::block_hash(data),
+                };
+                let expected = if hashes.learn {
+                    Some(&got)
+                } else {
+                    hashes.remote[i as usize].get()
+                };
+                if data.len() != len || expected != Some(&got) {
+                    // Never written; the block stays in the batch and is retried.
+                    self.c.retries.fetch_add(1, Relaxed);
+                    last = format!("block {i} arrived with the wrong SHA-256");
+                    return Received::Continue;
+                }
+                let off = i * BLOCK_SIZE;
+                // A learning source's block the target already holds is not rewritten.
+                let res = if hashes.learn && hashes.local[i as usize].get() == Some(&got) {
+                    Ok(())
+                } else {
+                    job.target
+                        .write_at(data, off)
+                        .map_err(|e| self.puller.io("write", &job.target.path, off, e))
+                };
+                match res.and_then(|()| self.wrote(i, got, len)) {
+                    Ok(()) => {
+                        progressed = true;
+                        Received::Continue
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        Received::Stop
+                    }
+                }
+            });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let left: Vec<u64> = batch
+            .into_iter()
+            .filter(|&i| !self.done[i as usize].load(Relaxed))
+            .collect();
+        if left.is_empty() || self.halted() {
+            return Ok(());
+        }
+        if let Err(e) = res {
+            if !e.is_retryable() {
+                return Err(e.into());
+            }
+            last = e.to_string();
+        } else if last.is_empty() {
+            last = "the agent sent fewer blocks than asked".into();
+        }
+        let attempts = if progressed { 1 } else { attempts + 1 };
+        if attempts >= self.puller.opts.max_attempts {
+            return Err(Error::GaveUp {
+                volume: vol.clone(),
+                attempts,
+                last,
+            });
+        }
+        self.c.retries.fetch_add(1, Relaxed);
+        std::thread::sleep(backoff(attempts));
+        self.feed.requeue(Work::Fetch(left, attempts));
+        Ok(())
     }
 }
 
@@ -976,17 +1237,15 @@ mod tests {
         };
         let old = hash::block_hash(&[1u8; BLOCK_SIZE as usize]);
         let new = hash::block_hash(&[2u8; BLOCK_SIZE as usize]);
-        let plan = Plan {
-            local: vec![old; 3],
-            remote: vec![old, new, old],
-            fetch: vec![1],
-            zero: Vec::new(),
-            learn: false,
-        };
+        let hashes = Hashes::new(3, false);
+        for (i, remote) in [old, new, old].into_iter().enumerate() {
+            hashes.local[i].set(old).unwrap();
+            hashes.remote[i].set(remote).unwrap();
+        }
         let puller = Puller::new(&src, &Nobody, Options::default());
         let written = || (0..3).map(|_| OnceLock::new()).collect::<Vec<_>>();
         let c = Counters::default();
-        match puller.finish(&job, &plan, written(), &c) {
+        match puller.finish(&job, &hashes, written(), &c) {
             Err(Error::Verify { block: 1, .. }) => {}
             other => panic!(
                 "expected a verify error at block 1, got {:?}",
@@ -995,13 +1254,8 @@ mod tests {
         }
         let w = written();
         w[1].set(new).unwrap();
-        let (a, b) = puller.finish(&job, &plan, w, &c).unwrap();
-        assert_eq!(
-            (a, b),
-            (
-                hash::linear_digest(&plan.remote),
-                hash::linear_digest(&plan.remote)
-            )
-        );
+        let (a, b) = puller.finish(&job, &hashes, w, &c).unwrap();
+        let remote = hash::linear_digest(&[old, new, old]);
+        assert_eq!((a, b), (remote, remote));
     }
 }

@@ -246,7 +246,7 @@ pub fn text(event: &Event) -> String {
             s
         }
         Event::Network { network: n, .. } => format!(
-            "network: {} ({}) {} by {}, gateway {}, DNS {}",
+            "network: {} ({}) {} by {}, gateway {}, DNS {}{}",
             n.interface,
             n.mac,
             n.address,
@@ -256,7 +256,10 @@ pub fn text(event: &Event) -> String {
                 .iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            n.clock
+                .as_ref()
+                .map_or(String::new(), |c| format!("; clock {c}"))
         ),
         Event::Waiting { what } => format!("waiting for {what}"),
         Event::Notice { message } => format!("note: {message}"),

@@ -1,13 +1,15 @@
 //! The boot image's network under QEMU (TCG): DHCP from QEMU's user
 //! networking, a static address, a link without DHCP giving way to the next,
-//! a VLAN, and the clock set from NTP or from the agent's HTTP Date.
+//! a VLAN, and the clock set from NTP or from the HTTP Date of the agent or
+//! of the EBS endpoint.
 
 mod common;
 #[path = "sync_common/mod.rs"]
 mod sync_common;
 
 use common::{Vm, have_qemu, out_dir};
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -176,6 +178,107 @@ fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
         vm.log().contains("no free local disk is large enough"),
         "the pull went on without a disk to map to:\n{}",
         vm.log()
+    );
+}
+
+/// An EBS endpoint that signs nobody in: every request on 127.0.0.1 (the guest's
+/// 10.0.2.2) is answered 403 AccessDeniedException with the host's `Date`, as the
+/// real one answers a request it cannot authenticate. Records each request line.
+fn refusing_ebs() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && matches!(stream.read(&mut byte), Ok(1)) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            s.lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_string());
+            let body = r#"{"message":"no"}"#;
+            let answer = format!(
+                "HTTP/1.1 403 Forbidden\r\nDate: {}\r\nx-amzn-ErrorType: AccessDeniedException\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                httpdate::fmt_http_date(SystemTime::now()),
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn without_ntp_the_ebs_endpoint_date_sets_the_clock() {
+    if !have_qemu() {
+        return;
+    }
+    let (port, requests) = refusing_ebs();
+    let endpoint = format!("http://10.0.2.2:{port}");
+    // Region, credentials and endpoint reach PID 1 only through the preset's [aws].
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = tmp.path().join("failback.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "source = \"ebs://snap-0123456789abcdef0\"\n\n[aws]\nregion = \"eu-west-1\"\n\
+             access_key_id = \"AKIDTEST\"\nsecret_access_key = \"not-a-secret\"\n\
+             endpoint = \"{endpoint}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+    let started = SystemTime::now();
+    let mut vm = common::boot_kernel(
+        &out,
+        "console=ttyS0 failback.progress=json failback.after=poweroff",
+        &[
+            "-device",
+            "virtio-rng-pci",
+            "-rtc",
+            RTC_2001,
+            "-nic",
+            "user,model=virtio-net-pci",
+        ],
+    );
+    let (net, _) = vm.event("network", Duration::from_secs(180));
+    assert_eq!(net["ntp"], serde_json::json!([]), "no NTP from DHCP: {net}");
+    let clock = &net["clock"];
+    assert_eq!(clock["source"], "http-date", "{net}");
+    assert_eq!(clock["server"], endpoint.as_str());
+    let step = clock["step_s"].as_f64().unwrap();
+    let expected = expected_step(started);
+    eprintln!(
+        "clock stepped by {step:.0} s from the EBS endpoint's Date (expected about {expected:.0})"
+    );
+    assert!(
+        (step - expected).abs() < 120.0,
+        "step {step}, expected {expected}"
+    );
+    // The endpoint refuses the listing: one clear error, then poweroff.
+    let (error, _) = vm.event("error", Duration::from_secs(120));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("access denied to EBS snapshot"),
+        "{error}"
+    );
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    let requests = requests.lock().unwrap();
+    assert_eq!(
+        requests[0], "HEAD / HTTP/1.1",
+        "the Date first: {requests:?}"
+    );
+    assert!(
+        requests[1].starts_with("GET /snapshots/snap-0123456789abcdef0/blocks"),
+        "then the listing: {requests:?}"
     );
 }
 

@@ -98,6 +98,10 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     let seen = vm.wait_text("The agent serves: ", STEP);
     assert!(!seen.contains("! "), "accepted: {seen}");
     vm.wait_text("system (25165824 bytes)", STEP);
+    // No NTP server: the clock is set from the chosen agent's Date, as a configured
+    // boot sets it, and the network line says so.
+    let seen = vm.wait_text(&format!("clock set from the Date of {url} (moved "), STEP);
+    assert!(seen.contains("network: eth0"), "{seen}");
 
     // The disks and the proposed mapping; Enter accepts it.
     let accept = "Mapping: Enter accepts the mapping above";

@@ -188,12 +188,31 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
             params: &settings.cmdline.params,
             ip: &settings.ip,
         };
+        // The network is reported as soon as it is up, with the clock if NTP set it;
+        // else the chosen source's Date sets it and the network is reported again.
+        let network = std::cell::RefCell::new(None::<net::Network>);
         return ui::run(
             &known,
             ui::Boot {
                 reporter,
                 disks: &disks,
-                configure: &mut |ip| configure_network(settings, ip, None, reporter),
+                configure: &mut |ip| {
+                    let up = configure_network(settings, ip, None, reporter)?;
+                    *network.borrow_mut() = Some(up);
+                    Ok(())
+                },
+                clock: &mut |pull| {
+                    let mut network = network.borrow_mut();
+                    let unset =
+                        |n: &&mut net::Network| n.clock.as_ref().is_none_or(|c| c.source == "none");
+                    if let Some(n) = network.as_mut().filter(unset) {
+                        n.clock = Some(set_clock(settings.ntp.as_deref(), &n.ntp, Some(pull)));
+                        reporter.report(&Event::Network {
+                            network: n.clone(),
+                            uptime_s: uptime(),
+                        });
+                    }
+                },
             },
         );
     }
@@ -213,8 +232,8 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
 
 /// Sets the system clock before any TLS: from the NTP server given
 /// (`failback.ntp=`, the preset), else those DHCP named (option 42), else the
-/// `Date` of the source's HTTPS answer. Never fails: what went wrong is in
-/// the result's `problem`.
+/// `Date` of the source's HTTPS answer (the agent's or the EBS endpoint's).
+/// Never fails: what went wrong is in the result's `problem`.
 fn set_clock(
     given: Option<&str>,
     dhcp: &[std::net::Ipv4Addr],
@@ -280,13 +299,13 @@ fn set_clock(
 }
 
 /// Configures the network as `ip` says (on the VLAN, if any), keeps a DHCP lease,
-/// sets the clock (NTP, else the `Date` of `pull`'s agent), and reports it all.
+/// sets the clock (NTP, else the `Date` of `pull`'s source), and reports it all.
 fn configure_network(
     settings: &Settings,
     ip: &IpConfig,
     pull: Option<&pull::PullSettings>,
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<net::Network> {
     let mut configured = net::configure(ip, settings.dhcp_timeout, settings.vlan)?;
     let style = settings.style;
     let first_renewal = settings
@@ -301,10 +320,10 @@ fn configure_network(
     let clock = set_clock(settings.ntp.as_deref(), &configured.network.ntp, pull);
     configured.network.clock = Some(clock);
     reporter.report(&Event::Network {
-        network: configured.network,
+        network: configured.network.clone(),
         uptime_s: uptime(),
     });
-    Ok(())
+    Ok(configured.network)
 }
 
 /// TLS and DHCP need random numbers; before the kernel's generator is seeded

@@ -108,18 +108,38 @@ impl PullSettings {
         })
     }
 
-    /// The agent's URL and how far the local clock is from the agent's (seconds, from
-    /// the `Date` of its HTTPS answer: its certificate is pinned, so a wrong local
-    /// clock does not stop TLS).
+    /// The source's URL (the agent's, or the EBS endpoint) and how far the local
+    /// clock is from the source's (seconds, positive: we are behind), from the
+    /// `Date` of an HTTPS answer that a wrong local clock does not stop: the
+    /// agent's certificate is pinned; EBS's is checked against everything but
+    /// the local time (see [`crate::net::cert_time`]).
     pub fn date_offset(&self) -> Result<(String, f64)> {
-        let Source::Agent(url) = &self.source else {
-            bail!(
-                "{}: the time is taken from an agent's Date, not from EBS",
-                self.source
-            );
-        };
-        let source = AgentSource::new(self.agent(url)?)?;
-        Ok((url.clone(), source.date_offset()?))
+        match &self.source {
+            Source::Agent(url) => {
+                let source = AgentSource::new(self.agent(url)?)?;
+                Ok((url.clone(), source.date_offset()?))
+            }
+            Source::Ebs { snapshot, base } => {
+                let cfg = self.ebs(snapshot, base)?;
+                let endpoint = cfg.endpoint.clone();
+                Ok((endpoint, EbsSource::new(cfg)?.date_offset()?))
+            }
+        }
+    }
+
+    /// The EBS settings: region, credentials and endpoint from the preset's
+    /// `[aws]` (PID 1 has no AWS environment), the proxy from `failback.proxy=`.
+    fn ebs(&self, snapshot: &str, base: &Option<String>) -> Result<EbsConfig> {
+        let mut cfg = EbsConfig::resolve(
+            snapshot.to_string(),
+            base.clone(),
+            None,
+            self.aws.as_ref(),
+            |_| None,
+        )
+        .context("the preset's [aws] section")?;
+        cfg.proxy = self.proxy.clone();
+        Ok(cfg)
     }
 
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
@@ -137,13 +157,9 @@ impl PullSettings {
     ) -> Result<Summary> {
         let (snapshot, base) = match &self.source {
             Source::Agent(url) => return self.run_agent(url, console, disks, review),
-            Source::Ebs { snapshot, base } => (snapshot.clone(), base.clone()),
+            Source::Ebs { snapshot, base } => (snapshot, base),
         };
-        // No environment in PID 1: region, credentials and endpoint come from the preset.
-        let mut cfg = EbsConfig::resolve(snapshot, base, None, self.aws.as_ref(), |_| None)
-            .context("the preset's [aws] section")?;
-        cfg.proxy = self.proxy.clone();
-        let source = EbsSource::new(cfg)?;
+        let source = EbsSource::new(self.ebs(snapshot, base)?)?;
         self.pull(&source, console, disks, review)
     }
 

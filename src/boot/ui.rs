@@ -72,6 +72,9 @@ pub struct Boot<'a> {
     pub disks: &'a [Disk],
     /// Configures the network (and reports it); called again after a failure.
     pub configure: &'a mut dyn FnMut(&IpConfig) -> Result<()>,
+    /// Sets the clock as a configured boot does, now that the source is known
+    /// (when NTP has not set it already), and reports it.
+    pub clock: &'a mut dyn FnMut(&PullSettings),
 }
 
 /// Runs the interactive mode on the console until a pull is done or the operator
@@ -210,6 +213,9 @@ impl Flow<'_, '_> {
         self.network(boot.configure)?;
         loop {
             let settings = self.source()?;
+            // Before TLS to EBS (the agent's certificate is pinned: its check
+            // above needs no clock).
+            (boot.clock)(&settings);
             self.ask.say("");
             self.ask.say("Local disks:");
             for d in boot.disks {

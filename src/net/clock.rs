@@ -27,6 +27,26 @@ pub struct ClockSet {
     pub problem: Option<String>,
 }
 
+impl std::fmt::Display for ClockSet {
+    /// As the console shows it after "clock ".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let server = self.server.as_deref().unwrap_or("?");
+        match self.source {
+            "ntp" => write!(f, "set by NTP from {server} (moved {:+.0} s)", self.step_s),
+            "http-date" => write!(
+                f,
+                "set from the Date of {server} (moved {:+.0} s)",
+                self.step_s
+            ),
+            _ => write!(
+                f,
+                "not set: {}",
+                self.problem.as_deref().unwrap_or("no source answered")
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("NTP server {server}: {source}")]
@@ -43,6 +63,8 @@ pub enum Error {
     },
     #[error("cannot set the system clock: {0}")]
     Set(nix::Error),
+    #[error("cannot learn the time from the Date of {url}: {message}")]
+    Date { url: String, message: String },
 }
 
 /// An NTP timestamp: seconds since 1900 in 32.32 fixed point.
@@ -190,6 +212,43 @@ pub fn http_date_offset(date: &str, now: SystemTime) -> Option<f64> {
     Some(unix(server) - unix(now))
 }
 
+/// How far the local clock is from `url`'s (seconds, positive: we are behind),
+/// from the `Date` of its answer to an unsigned HEAD: any status carries one.
+/// Through `proxy` for `https://`; the certificate is checked against `roots`
+/// by [`AnyTime`](super::cert_time::AnyTime), which only tolerates its dates,
+/// since the local clock is what this asks about.
+pub fn http_date(
+    url: &str,
+    proxy: Option<&str>,
+    roots: rustls::RootCertStore,
+    timeout: Duration,
+) -> Result<f64, Error> {
+    let fail = |message: String| Error::Date {
+        url: url.to_string(),
+        message,
+    };
+    let tls = super::cert_time::client_config(roots).map_err(fail)?;
+    let client = super::proxy::configure(reqwest::blocking::Client::builder(), proxy)
+        .map_err(fail)?
+        .use_preconfigured_tls(tls)
+        .http1_only()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| fail(format!("HTTP client setup: {e}")))?;
+    let resp = client.head(url).send().map_err(|e| {
+        let chain = crate::source::error_chain(&e.without_url());
+        fail(super::proxy::unreachable(proxy, &chain).unwrap_or(chain))
+    })?;
+    let now = SystemTime::now();
+    let date = resp
+        .headers()
+        .get(reqwest::header::DATE)
+        .ok_or_else(|| fail(format!("HTTP {} without a Date header", resp.status())))?;
+    let date = date.to_str().unwrap_or_default();
+    http_date_offset(date, now).ok_or_else(|| fail(format!("unreadable Date header {date:?}")))
+}
+
 fn unix(t: SystemTime) -> f64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64(),
@@ -303,6 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn how_the_clock_was_set_reads_in_one_phrase() {
+        let set = |source, server: Option<&str>, problem: Option<&str>| ClockSet {
+            source,
+            server: server.map(str::to_string),
+            step_s: 814_000_000.4,
+            problem: problem.map(str::to_string),
+        };
+        assert_eq!(
+            set(
+                "http-date",
+                Some("https://ebs.eu-west-1.amazonaws.com"),
+                None
+            )
+            .to_string(),
+            "set from the Date of https://ebs.eu-west-1.amazonaws.com (moved +814000000 s)"
+        );
+        assert_eq!(
+            set("ntp", Some("10.0.2.2:123"), None).to_string(),
+            "set by NTP from 10.0.2.2:123 (moved +814000000 s)"
+        );
+        assert_eq!(
+            set(
+                "none",
+                None,
+                Some("no NTP server and no source to ask for the time")
+            )
+            .to_string(),
+            "not set: no NTP server and no source to ask for the time"
+        );
+    }
+
+    #[test]
     fn server_addresses_and_http_dates() {
         assert_eq!(
             server_address("10.0.2.2").unwrap(),
@@ -320,5 +411,112 @@ mod tests {
         let off = http_date_offset("Thu, 01 Jan 2026 00:00:00 GMT", at(978_307_200)).unwrap();
         assert_eq!(off, 1_767_225_600.0 - 978_307_200.0);
         assert_eq!(http_date_offset("yesterday", at(0)), None);
+    }
+
+    /// The Date of the TLS servers below: 2026-01-01T00:00:00Z.
+    const DATE: &str = "Thu, 01 Jan 2026 00:00:00 GMT";
+
+    fn date_at(port: u16, roots: rustls::RootCertStore) -> Result<f64, Error> {
+        let url = format!("https://127.0.0.1:{port}/");
+        http_date(&url, None, roots, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn the_date_is_read_through_a_certificate_valid_only_at_another_time() {
+        use crate::net::test_tls::Ca;
+        let expected = http_date_offset(DATE, SystemTime::now()).unwrap();
+        // A root's own dates are not checked (a trust anchor is a name and a key).
+        let now = Ca::root((2000, 1, 1), (2100, 1, 1));
+        let old = Ca::root((2000, 1, 1), (2003, 1, 1));
+        // The last leaf comes with an intermediate whose window ends before the
+        // leaf's: two moves into the windows.
+        let cases = [
+            (
+                "expired",
+                &now,
+                now.server("127.0.0.1", (2001, 1, 1), (2002, 1, 1)),
+            ),
+            (
+                "not yet valid",
+                &now,
+                now.server("127.0.0.1", (2090, 1, 1), (2091, 1, 1)),
+            ),
+            (
+                "expired, with an intermediate",
+                &old,
+                old.intermediate((2001, 6, 1), (2002, 3, 1)).server(
+                    "127.0.0.1",
+                    (2001, 1, 1),
+                    (2002, 6, 1),
+                ),
+            ),
+        ];
+        for (what, ca, (chain, key)) in cases {
+            let port = crate::net::test_tls::serve(chain, key, DATE);
+            let offset = date_at(port, ca.roots()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                (offset - expected).abs() < 5.0,
+                "{what}: {offset} vs {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_date_is_refused_from_another_ca_another_name_or_a_chain_never_valid() {
+        use crate::net::test_tls::Ca;
+        let ca = Ca::root((2000, 1, 1), (2100, 1, 1));
+        let other = Ca::root((2000, 1, 1), (2100, 1, 1));
+        let old = ca.intermediate((2001, 1, 1), (2002, 1, 1));
+        let cases = [
+            (
+                "another CA",
+                &ca,
+                other.server("127.0.0.1", (2001, 1, 1), (2002, 1, 1)),
+                "UnknownIssuer",
+            ),
+            (
+                "another name",
+                &ca,
+                ca.server("ebs.example", (2001, 1, 1), (2002, 1, 1)),
+                "not valid for name",
+            ),
+            (
+                "another CA, valid now",
+                &ca,
+                other.server("127.0.0.1", (2020, 1, 1), (2090, 1, 1)),
+                "UnknownIssuer",
+            ),
+            (
+                "no common window",
+                &ca,
+                old.server("127.0.0.1", (2005, 1, 1), (2006, 1, 1)),
+                "no time at which",
+            ),
+        ];
+        for (what, roots, (chain, key), why) in cases {
+            let port = crate::net::test_tls::serve(chain, key, DATE);
+            let err = date_at(port, roots.roots()).expect_err(what).to_string();
+            assert!(err.contains(why), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_date_of_a_plain_http_endpoint_needs_no_tls() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let answer =
+                format!("HTTP/1.1 404 Not Found\r\nDate: {DATE}\r\nContent-Length: 0\r\n\r\n");
+            s.write_all(answer.as_bytes()).unwrap();
+        });
+        let url = format!("http://127.0.0.1:{port}/");
+        let roots = crate::net::cert_time::webpki_roots();
+        let offset = http_date(&url, None, roots, Duration::from_secs(10)).unwrap();
+        let expected = http_date_offset(DATE, SystemTime::now()).unwrap();
+        assert!((offset - expected).abs() < 5.0, "{offset} vs {expected}");
     }
 }

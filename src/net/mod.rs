@@ -2,12 +2,15 @@
 //! first link that works (optionally on an 802.1Q VLAN of it), write
 //! /etc/resolv.conf, keep the DHCP lease, set the clock; the HTTPS proxy.
 
+pub mod cert_time;
 pub mod clock;
 pub mod dhcp;
 mod ioctl;
 pub mod netlink;
 pub mod proxy;
 pub mod renew;
+#[cfg(test)]
+pub(crate) mod test_tls;
 
 use crate::config::{IpConfig, Mac};
 use serde::Serialize;

@@ -99,6 +99,11 @@ pub enum Error {
     BlockSize { snapshot: String, size: u64 },
     #[error("SigV4 signing failed: {0}")]
     Sign(String),
+    /// A TLS refusal for the certificate's dates: the local clock (one line).
+    #[error("{0}")]
+    Clock(String),
+    #[error(transparent)]
+    Date(#[from] crate::net::clock::Error),
 }
 
 impl Error {
@@ -294,6 +299,31 @@ impl EbsSource {
             listing: Mutex::new(None),
             head: Mutex::new(None),
         })
+    }
+
+    /// How far the local clock is from EBS's, in seconds (positive: we are
+    /// behind), from the `Date` of the endpoint's answer to an unsigned HEAD of
+    /// its root (through the proxy, if any): the same roots as every request, but
+    /// the certificate's dates are not held against the local clock, the very
+    /// thing this asks about.
+    pub fn date_offset(&self) -> Result<f64, SourceError> {
+        let url = format!("{}/", self.cfg.endpoint);
+        let offset = crate::net::clock::http_date(
+            &url,
+            self.cfg.proxy.as_deref(),
+            crate::net::cert_time::webpki_roots(),
+            Duration::from_secs(15).min(self.cfg.timeout),
+        )
+        .map_err(Error::from)?;
+        Ok(offset)
+    }
+
+    /// The endpoint's host name, as its certificate must name it.
+    fn host(&self) -> String {
+        reqwest::Url::parse(&self.cfg.endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| self.cfg.endpoint.clone())
     }
 
     /// The listing, made on first use (the engine calls `volumes` first).
@@ -673,6 +703,9 @@ impl EbsSource {
     /// A network error, without the URL (its query holds block tokens).
     fn transport(&self, what: &str, e: reqwest::Error) -> Error {
         let e = e.without_url();
+        if let Some(line) = crate::net::cert_time::wrong_clock(&e, &self.host()) {
+            return Error::Clock(line);
+        }
         let message = super::error_chain(&e);
         let message =
             crate::net::proxy::unreachable(self.cfg.proxy.as_deref(), &message).unwrap_or(message);

@@ -182,34 +182,48 @@ impl Story {
         assert_eq!(sys["reason"], "gpt-guid", "{mapping}");
         assert_eq!(data["target"], "/dev/vda", "{mapping}");
         assert_eq!(data["reason"], "only-fit", "{mapping}");
-        let plans = vec![vm.event("plan", long).0, vm.event("plan", long).0];
-        if kill_when_pulling {
-            // Power fails once the first volume is flushed and the second is being
-            // pulled: what the guest had not flushed yet is lost with it.
-            let (first, _) = vm.event("volume_done", long);
-            loop {
-                let (p, _) = vm.event("progress", long);
-                if p["volume"] != first["volume"]
-                    && p["phase"] == "pulling"
-                    && p["done_bytes"].as_u64() > Some(4 * BS as u64)
-                {
-                    eprintln!("killing the VM mid-pull at {p}");
-                    return None; // dropping the VM kills QEMU
+        // Unattended, each volume is planned and pulled in turn, hashing and pulling
+        // overlapped: plan, progress, volume_done, then the next volume.
+        let (mut plans, mut volumes_done) = (Vec::new(), Vec::new());
+        let mut first_pull = None;
+        let (done, at) = loop {
+            let (e, at) = vm.next_event(long);
+            match e["event"].as_str() {
+                Some("plan") => plans.push(e),
+                Some("volume_done") => volumes_done.push((e, at)),
+                Some("done") => break (e, at),
+                Some("progress") => {
+                    if e["phase"] == "pulling" {
+                        first_pull.get_or_insert(at);
+                    }
+                    // Power fails once the first volume is flushed and the second is
+                    // half way (its blocks are written while it is still hashed):
+                    // what the guest had not flushed yet is lost with it.
+                    let half = e["done_bytes"].as_u64().unwrap_or(0) * 2
+                        > e["total_bytes"].as_u64().unwrap_or(u64::MAX);
+                    if kill_when_pulling
+                        && volumes_done.len() == 1
+                        && e["volume"] != volumes_done[0].0["volume"]
+                        && half
+                    {
+                        eprintln!("killing the VM mid-pull at {e}");
+                        return None; // dropping the VM kills QEMU
+                    }
                 }
-            }
-        }
-        let first_pull = loop {
-            let (p, at) = vm.event("progress", long);
-            if p["phase"] == "pulling" {
-                break at;
+                _ => {}
             }
         };
-        let (first, at_first) = vm.event("volume_done", long);
-        let (second, _) = vm.event("volume_done", long);
-        let (done, at) = vm.event("done", long);
+        assert!(
+            !kill_when_pulling,
+            "the pull ended before it could be killed"
+        );
+        assert_eq!(plans.len(), 2, "one plan per volume: {plans:?}");
+        assert_eq!(volumes_done.len(), 2, "both volumes done: {volumes_done:?}");
+        let first_pull = first_pull.expect("progress while pulling");
+        let ((first, at_first), (second, _)) = (&volumes_done[0], &volumes_done[1]);
         let wire = done["wire_bytes"].as_f64().unwrap_or(0.0);
         eprintln!(
-            "{:?}: after power-on: first block pulled {first_pull:.1} s, first volume done \
+            "{:?}: after power-on: first pulling progress {first_pull:.1} s, first volume done \
              {at_first:.1} s, all done {at:.1} s; {:.1} MB/s from the first block to done\n\
              {done}\n{first}\n{second}",
             self.firmware,

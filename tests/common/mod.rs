@@ -299,7 +299,8 @@ impl Vm {
         }
     }
 
-    /// Waits for the event `name` or a console line containing one of `texts`.
+    /// Waits for the event `name` (any event if empty) or a console line containing one
+    /// of `texts`.
     pub fn watch(&mut self, name: &str, texts: &[&str], timeout: Duration) -> Seen {
         let deadline = Instant::now() + timeout;
         loop {
@@ -316,7 +317,7 @@ impl Vm {
                     let Ok(event) = serde_json::from_str::<serde_json::Value>(&line[at..]) else {
                         continue;
                     };
-                    if event["event"] == name {
+                    if name.is_empty() || event["event"] == name {
                         return Seen::Event(event, self.started.elapsed().as_secs_f64());
                     }
                     assert_ne!(
@@ -342,6 +343,12 @@ impl Vm {
             Seen::Event(e, at) => (e, at),
             Seen::Text(_) => unreachable!(),
         }
+    }
+
+    /// Waits for the next JSON event, whichever it is.
+    #[allow(dead_code)]
+    pub fn next_event(&mut self, timeout: Duration) -> (serde_json::Value, f64) {
+        self.event("", timeout)
     }
 
     /// Waits for QEMU to exit by itself (e.g. the client powered off).

@@ -53,6 +53,10 @@ pub enum Error {
     )]
     Expired,
     #[error(
+        "AWS refused the request's time: the local clock is wrong ({local}); give failback.ntp=SERVER (or fix the BIOS clock) and pull again (AWS: {message})"
+    )]
+    ClockSkew { local: String, message: String },
+    #[error(
         "AWS rejected the credentials: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (AWS: {message})"
     )]
     BadCredentials { message: String },
@@ -118,6 +122,15 @@ impl Error {
                 | Error::Length { .. }
         )
     }
+}
+
+/// SigV4 signs the local time, and AWS refuses a request more than 5 minutes off:
+/// with a wrong clock, good credentials look bad.
+fn clock_refused(kind: &str, lower_message: &str) -> bool {
+    matches!(kind, "RequestExpired" | "RequestTimeTooSkewed")
+        || (kind.contains("Signature")
+            && (lower_message.contains("signature expired")
+                || lower_message.contains("not yet current")))
 }
 
 /// AWS credentials; `Debug` shows the key id only.
@@ -614,7 +627,11 @@ impl EbsSource {
                     status,
                 }
             }
-            "ExpiredTokenException" | "ExpiredToken" | "RequestExpired" => Error::Expired,
+            k if clock_refused(k, &lower) => Error::ClockSkew {
+                local: httpdate::fmt_http_date(std::time::SystemTime::now()),
+                message,
+            },
+            "ExpiredTokenException" | "ExpiredToken" => Error::Expired,
             "UnrecognizedClientException"
             | "InvalidSignatureException"
             | "IncompleteSignatureException"
@@ -914,5 +931,31 @@ mod tests {
             Error::NotCompleted { .. }
         ));
         assert!(!c(403, None, "{}").is_retryable());
+        // A clock 25 years off: SigV4's time check, not the credentials.
+        for (kind, body) in [
+            (
+                "InvalidSignatureException",
+                r#"{"message":"Signature expired: 20010101T000000Z is now earlier than 20261122T055500Z (20261122T060000Z - 5 min.)"}"#,
+            ),
+            (
+                "InvalidSignatureException",
+                r#"{"message":"Signature not yet current: 20400101T000000Z is still later than 20261122T060500Z"}"#,
+            ),
+            ("RequestExpired", r#"{"message":"Request has expired."}"#),
+            ("RequestTimeTooSkewed", r#"{"message":"too far"}"#),
+        ] {
+            let e = c(403, Some(kind), body);
+            assert!(matches!(e, Error::ClockSkew { .. }), "{kind}: {e:?}");
+            assert!(e.to_string().contains("clock is wrong"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        assert!(matches!(
+            c(
+                403,
+                Some("InvalidSignatureException"),
+                r#"{"message":"The request signature we calculated does not match"}"#
+            ),
+            Error::BadCredentials { .. }
+        ));
     }
 }

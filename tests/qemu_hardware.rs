@@ -24,7 +24,7 @@ enum Controller {
     Megasas,
     /// LSI MegaRAID SAS 2108 + scsi-hd
     MegasasGen2,
-    /// LSI SAS 1068 + scsi-hd
+    /// LSI SAS 1068 + scsi-hd with a SAS address (`wwn`)
     Mptsas1068,
     /// LSI 53c895a (SCSI) + scsi-hd
     Lsi53c895a,
@@ -62,7 +62,17 @@ impl Controller {
             Self::VirtioScsi => scsi("virtio-scsi-pci"),
             Self::Megasas => scsi("megasas"),
             Self::MegasasGen2 => scsi("megasas-gen2"),
-            Self::Mptsas1068 => scsi("mptsas1068"),
+            // QEMU's mptsas1068 reports a disk's `wwn` as its SAS address (0 when
+            // unset), and Linux's mptsas forms no port for a phy whose attached SAS
+            // address is 0 (mptsas_setup_wide_ports), so it never adds the disk.
+            // Real SAS disks always have one.
+            Self::Mptsas1068 => vec![
+                format!("mptsas1068,id=c{n}"),
+                format!(
+                    "scsi-hd,drive={drive},bus=c{n}.0,wwn=0x{:016x}",
+                    0x5000_c500_0000_0001_u64 + n as u64
+                ),
+            ],
             Self::Lsi53c895a => scsi("lsi53c895a"),
             Self::Pvscsi => scsi("pvscsi"),
             Self::UsbStorageXhci => vec![
@@ -279,9 +289,6 @@ fn rtl8139_with_usb_storage_on_xhci_and_ehci_and_uas() {
 }
 
 #[test]
-#[ignore = "QEMU 7.2's mptsas1068: Linux 6.1's mptsas binds it (scsi host: ioc0: LSISAS1068 A0) \
-            but never discovers the scsi-hd behind it; not a missing module. Run with --ignored \
-            on a newer QEMU"]
 fn mptsas1068() {
     run(&Case {
         nic: None,

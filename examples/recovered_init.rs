@@ -31,7 +31,7 @@ fn run() -> anyhow::Result<()> {
     let _ = std::fs::write("/proc/sys/kernel/printk", "4");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let modules = coldplug::Modules::open(&Path::new("/lib/modules").join(release.trim()))?;
-    let mut loader = coldplug::KernelLoader;
+    let mut loader = coldplug::KernelLoader::new(Default::default());
     coldplug::Coldplug::new(&modules, &mut loader).run(
         Path::new("/sys"),
         Duration::from_millis(500),

@@ -5,6 +5,7 @@
 //! line; other reporters (progress bars, the agent report) implement the same trait.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ pub enum Event {
     Drivers {
         loaded: Vec<String>,
         failed: Vec<String>,
+        /// Module parameters from the kernel command line, as the kernel holds them
+        /// (`MODULE.PARAM` -> value).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        params: BTreeMap<String, String>,
         uptime_s: f64,
     },
     /// Local disks found.
@@ -227,7 +232,12 @@ pub fn text(event: &Event) -> String {
                 .map(|h| format!(", host {h}"))
                 .unwrap_or_default()
         ),
-        Event::Drivers { loaded, failed, .. } => {
+        Event::Drivers {
+            loaded,
+            failed,
+            params,
+            ..
+        } => {
             let mut s = format!(
                 "drivers: loaded {} module(s): {}",
                 loaded.len(),
@@ -235,6 +245,10 @@ pub fn text(event: &Event) -> String {
             );
             if !failed.is_empty() {
                 s.push_str(&format!("; failed: {}", failed.join(" ")));
+            }
+            if !params.is_empty() {
+                let given: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                s.push_str(&format!("; parameters: {}", given.join(" ")));
             }
             s
         }

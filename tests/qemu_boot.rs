@@ -22,7 +22,7 @@ fn client_boots_finds_both_disks_and_powers_off() {
     let mut vm = common::boot_kernel(
         &out,
         "console=tty0 console=ttyS0 failback.progress=json failback.after=poweroff \
-         failback.host=test-01",
+         failback.host=test-01 virtio-blk.queue_depth=32",
         &[
             "-qmp",
             &format!("unix:{},server=on,wait=off", qmp.display()),
@@ -60,6 +60,13 @@ fn client_boots_finds_both_disks_and_powers_off() {
     for module in ["virtio_pci", "virtio_blk", "ahci", "sd_mod"] {
         assert!(loaded.contains(&module), "{module} not loaded: {loaded:?}");
     }
+    // The command line's module parameter reached the module (the kernel's value;
+    // the default is 0), as modprobe would have passed it.
+    assert_eq!(
+        drivers["params"],
+        serde_json::json!({"virtio_blk.queue_depth": "32"}),
+        "{drivers}"
+    );
 
     let (disks, _) = vm.event("disks", Duration::from_secs(60));
     let screen = vga_text_with(&qmp, r#"{"event":"disks""#, tmp.path());

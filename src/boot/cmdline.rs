@@ -30,6 +30,9 @@ pub struct Cmdline {
     pub ntp: Option<String>,
     /// Every `failback.KEY=VALUE`, for the parts that read their own keys.
     pub params: BTreeMap<String, String>,
+    /// Kernel-style `MODULE.PARAM[=VALUE]` words: what modprobe would pass to MODULE
+    /// (name with `_` for `-`) when loading it, as one `finit_module` argument.
+    pub module_params: BTreeMap<String, String>,
 }
 
 impl Cmdline {
@@ -42,6 +45,28 @@ impl Cmdline {
             let (key, value) = word.split_once('=').unwrap_or((word.as_str(), ""));
             if key == "debug" {
                 out.debug = true;
+            }
+            if let Some((module, param)) = key.split_once('.')
+                && !module.is_empty()
+                && !param.is_empty()
+                && module != "failback"
+            {
+                let args = out
+                    .module_params
+                    .entry(module.replace('-', "_"))
+                    .or_default();
+                if !args.is_empty() {
+                    args.push(' ');
+                }
+                args.push_str(param);
+                if let Some((_, value)) = word.split_once('=') {
+                    // The kernel's parser takes a quoted value with spaces.
+                    if value.contains(char::is_whitespace) {
+                        args.push_str(&format!("=\"{value}\""));
+                    } else {
+                        args.push_str(&format!("={value}"));
+                    }
+                }
             }
             let Some(key) = key.strip_prefix("failback.") else {
                 continue;
@@ -112,6 +137,26 @@ fn split(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_parameters_are_gathered_per_module() {
+        let (c, errors) = Cmdline::parse(
+            "BOOT_IMAGE=/vmlinuz-6.1.0 console=ttyS0 mpt3sas.max_queue_depth=128 \
+             mpt3sas.prot_mask=0x7 snd-hda.enable mlx4_core.log_num_mgm_entry_size=-1 \
+             foo.msg=\"a b\" failback.progress=json .x=1 y.=2",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let want: BTreeMap<String, String> = [
+            ("mpt3sas", "max_queue_depth=128 prot_mask=0x7"),
+            ("snd_hda", "enable"),
+            ("mlx4_core", "log_num_mgm_entry_size=-1"),
+            ("foo", "msg=\"a b\""),
+        ]
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(c.module_params, want);
+    }
 
     #[test]
     fn parses_the_failback_parameters() {

@@ -133,7 +133,7 @@ fn module_name(rel: &str) -> String {
 /// Loads module files; `finit_module` in the real system, a recorder in tests.
 pub trait Loader {
     /// Ok(()) when loaded or already loaded.
-    fn load(&mut self, path: &Path) -> Result<(), String>;
+    fn load(&mut self, module: &str, path: &Path) -> Result<(), String>;
 }
 
 /// What coldplug did.
@@ -169,7 +169,7 @@ impl<'a> Coldplug<'a> {
             if !self.tried.insert(module.clone()) {
                 continue;
             }
-            match self.loader.load(&path) {
+            match self.loader.load(&module, &path) {
                 Ok(()) => self.outcome.loaded.push(module),
                 Err(reason) => self.outcome.failed.push(format!("{module}: {reason}")),
             }
@@ -239,14 +239,48 @@ fn list_dir(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The real loader: `finit_module(2)`.
-pub struct KernelLoader;
+/// The real loader: `finit_module(2)`, with the parameters the kernel command line
+/// gives each module (`MODULE.PARAM=VALUE`): the kernel applies those only to
+/// built-in code and leaves the rest to modprobe, which is not here.
+pub struct KernelLoader {
+    params: BTreeMap<String, String>,
+}
+
+impl KernelLoader {
+    /// `params`: module name -> its parameters, space-separated.
+    pub fn new(params: BTreeMap<String, String>) -> Self {
+        Self { params }
+    }
+
+    /// What the kernel holds for each parameter given on the command line to a
+    /// loaded module (`MODULE.PARAM` -> value, from /sys/module), to report.
+    pub fn applied(&self, sys: &Path) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (module, args) in &self.params {
+            for arg in args.split_whitespace() {
+                let param = arg.split_once('=').map_or(arg, |(p, _)| p);
+                let file = sys
+                    .join("module")
+                    .join(module)
+                    .join("parameters")
+                    .join(param);
+                if let Ok(value) = fs::read_to_string(file) {
+                    out.insert(format!("{module}.{param}"), value.trim().to_string());
+                }
+            }
+        }
+        out
+    }
+}
 
 impl Loader for KernelLoader {
-    fn load(&mut self, path: &Path) -> Result<(), String> {
+    fn load(&mut self, module: &str, path: &Path) -> Result<(), String> {
         let file =
             fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+        let args = self.params.get(module).map(String::as_str).unwrap_or("");
+        let args = std::ffi::CString::new(args)
+            .map_err(|_| format!("a NUL byte in the parameters of {module}"))?;
+        match nix::kmod::finit_module(&file, &args, nix::kmod::ModuleInitFlags::empty()) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
             Err(e) => Err(e.desc().to_string()),
         }
@@ -259,7 +293,7 @@ mod tests {
 
     struct Recorder(Vec<String>);
     impl Loader for Recorder {
-        fn load(&mut self, path: &Path) -> Result<(), String> {
+        fn load(&mut self, _: &str, path: &Path) -> Result<(), String> {
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             if name == "broken.ko" {
                 return Err("Invalid argument".into());

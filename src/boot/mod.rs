@@ -143,7 +143,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
         .context("cannot read the kernel release")?;
     let modules_dir = Path::new("/lib/modules").join(release.trim());
     let modules = coldplug::Modules::open(&modules_dir)?;
-    let mut loader = coldplug::KernelLoader;
+    let mut loader = coldplug::KernelLoader::new(settings.cmdline.module_params.clone());
     let secure_boot = efi::secure_boot(|name| {
         let mut cp = coldplug::Coldplug::new(&modules, &mut loader);
         cp.load(name);
@@ -164,6 +164,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
     reporter.report(&Event::Drivers {
         loaded: outcome.loaded,
         failed: outcome.failed,
+        params: loader.applied(Path::new("/sys")),
         uptime_s: uptime(),
     });
 

@@ -21,7 +21,9 @@ use crate::source::{BLOCK_SIZE, BlockSource, Candidates, Hash, Received, SourceE
 use map::{MapTo, Mapping};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use target::Target;
@@ -205,10 +207,11 @@ struct Feed {
     /// Blocks queued to fetch, and to write as zeros.
     fetch_blocks: AtomicU64,
     zero_blocks: AtomicU64,
-    /// The plan is complete: nothing more will be queued.
+    /// The plan is complete: nothing more will be queued (set with Release after
+    /// the last push, so that a reader who sees it sees every block counted).
     closed: AtomicBool,
-    /// The plan failed: pulling stops.
-    aborted: AtomicBool,
+    /// Planning or pulling gave up: the other stops too.
+    stopped: AtomicBool,
 }
 
 impl Feed {
@@ -249,7 +252,7 @@ impl Feed {
 
     /// Every block of a complete plan is written.
     fn drained(&self) -> bool {
-        self.closed.load(Relaxed) && self.remaining.load(Relaxed) == 0
+        self.closed.load(Acquire) && self.remaining.load(Relaxed) == 0
     }
 }
 
@@ -320,15 +323,17 @@ impl<'a> Puller<'a> {
                 let (decided, pulled) = std::thread::scope(|s| {
                     let pulling = s.spawn(|| self.pull(job, &hashes, &feed));
                     let decided = self.plan(job, &hashes, cands, &feed);
-                    match &decided {
-                        Ok(d) => _ = self.report_plan(job, d),
-                        Err(_) => feed.aborted.store(true, Relaxed),
+                    // A plan cut short by a failed pull is not reported.
+                    if let Ok(d) = &decided
+                        && !feed.stopped.load(Relaxed)
+                    {
+                        self.report_plan(job, d);
                     }
-                    feed.closed.store(true, Relaxed);
+                    feed.closed.store(true, Release);
                     (decided, pulling.join().expect("pull thread"))
                 });
-                let decided = decided?;
-                add(&decided, &pulled?);
+                let pulled = pulled?;
+                add(&decided?, &pulled);
             }
         } else {
             let mut planned = Vec::new();
@@ -337,7 +342,7 @@ impl<'a> Puller<'a> {
                 let (hashes, cands) = self.prepare(job)?;
                 let feed = Feed::default();
                 let decided = self.plan(job, &hashes, cands, &feed)?;
-                feed.closed.store(true, Relaxed);
+                feed.closed.store(true, Release);
                 summaries.push(self.report_plan(job, &decided));
                 planned.push((hashes, feed, decided));
             }
@@ -511,7 +516,8 @@ impl<'a> Puller<'a> {
         let n = job.info.blocks();
         let c = Counters::default();
         let failed: Mutex<Option<Error>> = Mutex::new(None);
-        let stop = AtomicBool::new(false);
+        // Planning stops when pulling gives up, and the other way round.
+        let stop = &feed.stopped;
         // The blocks to hash, in order: all, or the candidates to fetch then the zero ones.
         let wanted: Vec<u64> = match &cands {
             Some(cs) => cs.fetch.iter().chain(&cs.zero).copied().collect(),
@@ -559,15 +565,15 @@ impl<'a> Puller<'a> {
                 &hashes.local,
                 &c,
                 &failed,
-                &stop,
+                stop,
             );
             if cands.is_none() {
-                self.spawn_remote_hashers(s, job, &hashes.remote, &c, &failed, &stop);
+                self.spawn_remote_hashers(s, job, &hashes.remote, &c, &failed, stop);
             }
-            self.ticker(s, &job.info.id, "hashing", total, &c, &stop, || {
+            self.ticker(s, &job.info.id, "hashing", total, &c, stop, || {
                 c.done.load(Relaxed) >= total
             });
-            self.decide(job, wanted.len(), &index, &decision, feed, &stop)
+            self.decide(job, wanted.len(), &index, &decision, feed, stop)
         });
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
@@ -702,7 +708,6 @@ impl<'a> Puller<'a> {
             done: (0..blocks).map(|_| AtomicBool::new(false)).collect(),
             written: (0..blocks).map(|_| OnceLock::new()).collect(),
             c: Counters::default(),
-            stop: AtomicBool::new(false),
         };
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let vol = &job.info.id;
@@ -722,7 +727,7 @@ impl<'a> Puller<'a> {
                             Work::Fetch(batch, attempts) => p.fetch(batch, attempts),
                         };
                         if let Err(e) = res {
-                            fail(&failed, &p.stop, e);
+                            fail(&failed, &feed.stopped, e);
                             return;
                         }
                     }
@@ -730,12 +735,12 @@ impl<'a> Puller<'a> {
             }
             // Progress once the plan is complete and its size known.
             s.spawn(|| {
-                while !feed.closed.load(Relaxed) && !p.halted() {
+                while !feed.closed.load(Acquire) && !p.halted() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let total = feed.total.load(Relaxed);
                 let p = &p;
-                self.ticker(s, vol, "pulling", total, &p.c, &p.stop, move || {
+                self.ticker(s, vol, "pulling", total, &p.c, &feed.stopped, move || {
                     p.halted() || (feed.drained() && p.c.done.load(Relaxed) >= total)
                 });
             });
@@ -744,8 +749,8 @@ impl<'a> Puller<'a> {
             return Err(e);
         }
         let c = p.c;
-        if feed.aborted.load(Relaxed) {
-            // The plan failed; its error is the one reported.
+        if feed.stopped.load(Relaxed) {
+            // Planning failed; its error is the one reported.
             return Ok(c);
         }
         let (digest, remote_digest) = self.finish(job, hashes, p.written, &c)?;
@@ -965,13 +970,12 @@ struct Pulling<'p> {
     /// the write; the final digest is made of these and the plan's hashes.
     written: Vec<OnceLock<Hash>>,
     c: Counters,
-    stop: AtomicBool,
 }
 
 impl Pulling<'_> {
-    /// A connection failed for good, or the plan did.
+    /// A connection failed for good, or planning did.
     fn halted(&self) -> bool {
-        self.stop.load(Relaxed) || self.feed.aborted.load(Relaxed)
+        self.feed.stopped.load(Relaxed)
     }
 
     /// Counts block `i` as written with hash `h`; flushes the target every GiB.
@@ -1142,6 +1146,8 @@ mod tests {
         data: Vec<u8>,
         corrupt: AtomicUsize,
         sent: AtomicUsize,
+        /// Hashes from this block on are refused (HTTP 401).
+        refuse_hashes_from: u64,
     }
 
     impl BlockSource for Fake {
@@ -1155,6 +1161,9 @@ mod tests {
             }])
         }
         fn hashes(&self, _: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError> {
+            if start >= self.refuse_hashes_from {
+                return Err(SourceError::Unauthorized { url: "fake".into() });
+            }
             Ok((start..start + count)
                 .map(|i| {
                     let a = (i * BLOCK_SIZE) as usize;
@@ -1201,6 +1210,7 @@ mod tests {
             data: data.clone(),
             corrupt: AtomicUsize::new(4),
             sent: AtomicUsize::new(0),
+            refuse_hashes_from: u64::MAX,
         };
         let opts = Options {
             unattended: true,
@@ -1220,6 +1230,62 @@ mod tests {
         assert_eq!(src.sent.load(Relaxed), 11);
     }
 
+    /// Records the names of the events reported.
+    #[derive(Default)]
+    struct Names(Mutex<Vec<String>>);
+    impl Reporter for Names {
+        fn report(&self, e: &Event) {
+            let v = serde_json::to_value(e).unwrap();
+            let name = v["event"].as_str().unwrap().to_string();
+            self.0.lock().unwrap().push(name);
+        }
+    }
+
+    #[test]
+    fn a_plan_failing_while_blocks_are_pulled_stops_the_pull_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t.img");
+        // 70 blocks: the remote hashes of the first 64 come, then the agent refuses.
+        let n = 70 * BLOCK_SIZE as usize;
+        std::fs::write(&target, vec![1u8; n]).unwrap();
+        let src = Fake {
+            data: (0..n).map(|i| (i % 251) as u8).collect(),
+            corrupt: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+            refuse_hashes_from: 64,
+        };
+        let opts = Options {
+            unattended: true,
+            max_attempts: 2,
+            ..Options::default()
+        };
+        let mut map = Mapping::new();
+        map.insert("v".into(), MapTo::Target(target.clone()));
+        let events = Names::default();
+        let got = Puller::new(&src, &events, opts).run(&map, &mut |_| unreachable!());
+        assert!(
+            matches!(got, Err(Error::Source(SourceError::Unauthorized { .. }))),
+            "{:?}",
+            got.map(|_| ())
+        );
+        let names = events.0.into_inner().unwrap();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "plan" || n == "volume_done" || n == "done"),
+            "{names:?}"
+        );
+        // What was written is whole blocks of the remote volume.
+        let now = std::fs::read(&target).unwrap();
+        for (k, block) in now.chunks(BLOCK_SIZE as usize).enumerate() {
+            let remote = &src.data[k * BLOCK_SIZE as usize..][..block.len()];
+            assert!(
+                block == remote || block.iter().all(|&b| b == 1),
+                "block {k}"
+            );
+        }
+    }
+
     #[test]
     fn the_final_digest_catches_a_differing_block_left_unwritten() {
         let dir = tempfile::tempdir().unwrap();
@@ -1230,6 +1296,7 @@ mod tests {
             data: vec![2u8; n],
             corrupt: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
+            refuse_hashes_from: u64::MAX,
         };
         let job = Job {
             info: src.volumes().unwrap().remove(0),

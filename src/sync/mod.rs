@@ -158,6 +158,14 @@ pub struct Summary {
     pub retries: u64,
 }
 
+impl Summary {
+    fn add(&mut self, decided: &Decided, c: &Counters) {
+        self.pulled_blocks += decided.fetch.len() as u64;
+        self.wire_bytes += c.wire.load(Relaxed);
+        self.retries += c.retries.load(Relaxed);
+    }
+}
+
 struct Job {
     info: VolumeInfo,
     target: Target,
@@ -307,57 +315,12 @@ impl<'a> Puller<'a> {
             self.source.volumes()
         })?;
         let jobs = self.open_targets(&volumes, mapping)?;
-        let mut summary = Summary {
-            volumes: jobs.len() as u64,
-            ..Summary::default()
-        };
-        let mut add = |decided: &Decided, c: &Counters| {
-            summary.pulled_blocks += decided.fetch.len() as u64;
-            summary.wire_bytes += c.wire.load(Relaxed);
-            summary.retries += c.retries.load(Relaxed);
-        };
-        if self.opts.unattended && !self.opts.dry_run {
-            for job in &jobs {
-                let (hashes, cands) = self.prepare(job)?;
-                let feed = Feed::default();
-                let (decided, pulled) = std::thread::scope(|s| {
-                    let pulling = s.spawn(|| self.pull(job, &hashes, &feed));
-                    let decided = self.plan(job, &hashes, cands, &feed);
-                    // A plan cut short by a failed pull is not reported.
-                    if let Ok(d) = &decided
-                        && !feed.stopped.load(Relaxed)
-                    {
-                        self.report_plan(job, d);
-                    }
-                    feed.closed.store(true, Release);
-                    (decided, pulling.join().expect("pull thread"))
-                });
-                let pulled = pulled?;
-                add(&decided?, &pulled);
-            }
+        let mut summary = if self.opts.unattended && !self.opts.dry_run {
+            self.pull_while_planning(&jobs)?
         } else {
-            let mut planned = Vec::new();
-            let mut summaries = Vec::new();
-            for job in &jobs {
-                let (hashes, cands) = self.prepare(job)?;
-                let feed = Feed::default();
-                let decided = self.plan(job, &hashes, cands, &feed)?;
-                feed.closed.store(true, Release);
-                summaries.push(self.report_plan(job, &decided));
-                planned.push((hashes, feed, decided));
-            }
-            let work = summaries
-                .iter()
-                .any(|s| s.blocks_to_pull + s.zero_blocks > 0);
-            if !self.opts.dry_run && work && !self.opts.unattended && !confirm(&summaries) {
-                return Err(Error::Declined);
-            }
-            if !self.opts.dry_run {
-                for (job, (hashes, feed, decided)) in jobs.iter().zip(&planned) {
-                    add(decided, &self.pull(job, hashes, feed)?);
-                }
-            }
-        }
+            self.plan_then_pull(&jobs, confirm)?
+        };
+        summary.volumes = jobs.len() as u64;
         self.reporter.report(&Event::Done {
             volumes: summary.volumes,
             pulled_blocks: summary.pulled_blocks,
@@ -414,6 +377,64 @@ impl<'a> Puller<'a> {
             zero_blocks: decided.zero.len() as u64,
             bytes_to_pull,
         }
+    }
+
+    /// Unattended: for each volume in turn, pulls each block as soon as its plan
+    /// decides it.
+    fn pull_while_planning(&self, jobs: &[Job]) -> Result<Summary, Error> {
+        let mut summary = Summary::default();
+        for job in jobs {
+            let (hashes, cands) = self.prepare(job)?;
+            let feed = Feed::default();
+            let (decided, pulled) = std::thread::scope(|s| {
+                let pulling = s.spawn(|| self.pull(job, &hashes, &feed));
+                let decided = self.plan(job, &hashes, cands, &feed);
+                // A plan cut short by a failed pull is not reported.
+                if let Ok(d) = &decided
+                    && !feed.stopped.load(Relaxed)
+                {
+                    self.report_plan(job, d);
+                }
+                feed.closed.store(true, Release);
+                (decided, pulling.join().expect("pull thread"))
+            });
+            let pulled = pulled?;
+            summary.add(&decided?, &pulled);
+        }
+        Ok(summary)
+    }
+
+    /// Plans every volume, asks `confirm` (unless unattended or a dry run), then
+    /// pulls each volume (unless a dry run).
+    fn plan_then_pull(
+        &self,
+        jobs: &[Job],
+        confirm: &mut dyn FnMut(&[PlanSummary]) -> bool,
+    ) -> Result<Summary, Error> {
+        let mut planned = Vec::new();
+        let mut summaries = Vec::new();
+        for job in jobs {
+            let (hashes, cands) = self.prepare(job)?;
+            let feed = Feed::default();
+            let decided = self.plan(job, &hashes, cands, &feed)?;
+            feed.closed.store(true, Release);
+            summaries.push(self.report_plan(job, &decided));
+            planned.push((hashes, feed, decided));
+        }
+        let mut summary = Summary::default();
+        if self.opts.dry_run {
+            return Ok(summary);
+        }
+        let work = summaries
+            .iter()
+            .any(|s| s.blocks_to_pull + s.zero_blocks > 0);
+        if work && !self.opts.unattended && !confirm(&summaries) {
+            return Err(Error::Declined);
+        }
+        for (job, (hashes, feed, decided)) in jobs.iter().zip(&planned) {
+            summary.add(decided, &self.pull(job, hashes, feed)?);
+        }
+        Ok(summary)
     }
 
     /// Resolves the mapping against the agent's volumes and opens the targets,

@@ -188,17 +188,29 @@ impl<W: Write + Send> Reporter for ConsoleReporter<W> {
 }
 
 /// A progress event as a bar of fixed width (76 columns).
+/// The name of a progress phase for people: unattended, blocks are pulled while the
+/// disk is still being hashed, and the hashing phase says so.
+pub fn phase_label(phase: &str, wire_bytes: u64) -> &str {
+    if phase == "hashing" && wire_bytes > 0 {
+        "hash+pull"
+    } else {
+        phase
+    }
+}
+
 fn bar(event: &Event) -> String {
     let Event::Progress {
         volume,
         phase,
         done_bytes,
         total_bytes,
+        wire_bytes,
         ..
     } = event
     else {
         return text(event);
     };
+    let phase = phase_label(phase, *wire_bytes);
     let share = if *total_bytes == 0 {
         1.0
     } else {
@@ -423,5 +435,23 @@ mod tests {
         );
         assert!(bar.len() <= 79, "fits a console line: {}", bar.len());
         assert_eq!(rest, "note: next\n");
+    }
+
+    #[test]
+    fn hashing_while_blocks_are_pulled_says_both() {
+        let hashing = |wire: u64| {
+            bar(&Event::Progress {
+                volume: "system".into(),
+                phase: "hashing".into(),
+                done_bytes: 3 << 30,
+                total_bytes: 4 << 30,
+                wire_bytes: wire,
+                retries: 0,
+            })
+        };
+        assert!(hashing(0).contains("system hashing "), "{}", hashing(0));
+        let both = hashing(5 << 20);
+        assert!(both.contains("system hash+pull "), "{both}");
+        assert!(both.len() <= 79, "fits a console line: {}", both.len());
     }
 }

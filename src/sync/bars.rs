@@ -52,6 +52,7 @@ impl Reporter for Bars {
                 phase,
                 done_bytes,
                 total_bytes,
+                wire_bytes,
                 ..
             } => {
                 let bar = st
@@ -70,7 +71,7 @@ impl Reporter for Bars {
                 }
                 bar.set_length(*total_bytes);
                 bar.set_position(*done_bytes);
-                bar.set_message(phase.clone());
+                bar.set_message(crate::events::phase_label(phase, *wire_bytes).to_string());
                 st.seen
                     .insert(volume.clone(), (phase.clone(), *done_bytes, *total_bytes));
                 let (done, total) = st

@@ -220,6 +220,8 @@ struct Feed {
     closed: AtomicBool,
     /// Planning or pulling gave up: the other stops too.
     stopped: AtomicBool,
+    /// What pulling did: bytes written, bytes received, retries.
+    pulled: Counters,
 }
 
 impl Feed {
@@ -398,8 +400,8 @@ impl<'a> Puller<'a> {
                 feed.closed.store(true, Release);
                 (decided, pulling.join().expect("pull thread"))
             });
-            let pulled = pulled?;
-            summary.add(&decided?, &pulled);
+            pulled?;
+            summary.add(&decided?, &feed.pulled);
         }
         Ok(summary)
     }
@@ -432,7 +434,8 @@ impl<'a> Puller<'a> {
             return Err(Error::Declined);
         }
         for (job, (hashes, feed, decided)) in jobs.iter().zip(&planned) {
-            summary.add(decided, &self.pull(job, hashes, feed)?);
+            self.pull(job, hashes, feed)?;
+            summary.add(decided, &feed.pulled);
         }
         Ok(summary)
     }
@@ -591,7 +594,13 @@ impl<'a> Puller<'a> {
             if cands.is_none() {
                 self.spawn_remote_hashers(s, job, &hashes.remote, &c, &failed, stop);
             }
-            self.ticker(s, &job.info.id, "hashing", total, &c, stop, || {
+            // Unattended, blocks are pulled meanwhile: the same events say how many.
+            let p = &feed.pulled;
+            let numbers = || {
+                let retries = c.retries.load(Relaxed) + p.retries.load(Relaxed);
+                (c.done.load(Relaxed), p.wire.load(Relaxed), retries)
+            };
+            self.ticker(s, &job.info.id, "hashing", total, numbers, stop, || {
                 c.done.load(Relaxed) >= total
             });
             self.decide(job, wanted.len(), &index, &decision, feed, stop)
@@ -718,7 +727,7 @@ impl<'a> Puller<'a> {
     /// Writes the blocks `feed` hands over until the plan is complete and every one
     /// is written: zero blocks as zeros, the others fetched and verified first. Then
     /// flushes and verifies the volume.
-    fn pull(&self, job: &Job, hashes: &Hashes, feed: &Feed) -> Result<Counters, Error> {
+    fn pull(&self, job: &Job, hashes: &Hashes, feed: &Feed) -> Result<(), Error> {
         let started = Instant::now();
         let blocks = job.info.blocks();
         let p = Pulling {
@@ -728,7 +737,6 @@ impl<'a> Puller<'a> {
             feed,
             done: (0..blocks).map(|_| AtomicBool::new(false)).collect(),
             written: (0..blocks).map(|_| OnceLock::new()).collect(),
-            c: Counters::default(),
         };
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let vol = &job.info.id;
@@ -761,20 +769,34 @@ impl<'a> Puller<'a> {
                 }
                 let total = feed.total.load(Relaxed);
                 let p = &p;
-                self.ticker(s, vol, "pulling", total, &p.c, &feed.stopped, move || {
-                    p.halted() || (feed.drained() && p.c.done.load(Relaxed) >= total)
-                });
+                let c = &feed.pulled;
+                let numbers = || {
+                    (
+                        c.done.load(Relaxed),
+                        c.wire.load(Relaxed),
+                        c.retries.load(Relaxed),
+                    )
+                };
+                self.ticker(
+                    s,
+                    vol,
+                    "pulling",
+                    total,
+                    numbers,
+                    &feed.stopped,
+                    move || p.halted() || (feed.drained() && c.done.load(Relaxed) >= total),
+                );
             });
         });
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        let c = p.c;
+        let c = &feed.pulled;
         if feed.stopped.load(Relaxed) {
             // Planning failed; its error is the one reported.
-            return Ok(c);
+            return Ok(());
         }
-        let (digest, remote_digest) = self.finish(job, hashes, p.written, &c)?;
+        let (digest, remote_digest) = self.finish(job, hashes, p.written, c)?;
         self.reporter.report(&Event::VolumeDone {
             volume: vol.clone(),
             target: job.target.path.display().to_string(),
@@ -786,7 +808,7 @@ impl<'a> Puller<'a> {
             retries: c.retries.load(Relaxed),
             seconds: started.elapsed().as_secs_f64(),
         });
-        Ok(c)
+        Ok(())
     }
 
     /// Flushes the target and compares whole-volume digests. The target's digest is
@@ -906,7 +928,8 @@ impl<'a> Puller<'a> {
         }
     }
 
-    /// Emits `progress` events every tick until `finished()` or a stop.
+    /// Emits `progress` events every tick until `finished()` or a stop; `numbers`
+    /// gives the bytes done, the bytes received and the retries.
     #[allow(clippy::too_many_arguments)]
     fn ticker<'s, 'e: 's>(
         &'e self,
@@ -914,7 +937,7 @@ impl<'a> Puller<'a> {
         volume: &'e str,
         phase: &'static str,
         total: u64,
-        c: &'e Counters,
+        numbers: impl Fn() -> (u64, u64, u64) + Send + 's,
         stop: &'e AtomicBool,
         finished: impl Fn() -> bool + Send + 's,
     ) {
@@ -924,13 +947,14 @@ impl<'a> Puller<'a> {
                 let end = finished() || stop.load(Relaxed);
                 if end || last.elapsed() >= self.opts.tick {
                     last = Instant::now();
+                    let (done, wire, retries) = numbers();
                     self.reporter.report(&Event::Progress {
                         volume: volume.to_string(),
                         phase: phase.to_string(),
-                        done_bytes: c.done.load(Relaxed).min(total),
+                        done_bytes: done.min(total),
                         total_bytes: total,
-                        wire_bytes: c.wire.load(Relaxed),
-                        retries: c.retries.load(Relaxed),
+                        wire_bytes: wire,
+                        retries,
                     });
                 }
                 if end {
@@ -990,7 +1014,6 @@ struct Pulling<'p> {
     /// The SHA-256 of each block written, computed from the very bytes handed to
     /// the write; the final digest is made of these and the plan's hashes.
     written: Vec<OnceLock<Hash>>,
-    c: Counters,
 }
 
 impl Pulling<'_> {
@@ -1005,7 +1028,7 @@ impl Pulling<'_> {
         let _ = self.written[i as usize].set(h);
         self.done[i as usize].store(true, Relaxed);
         self.feed.remaining.fetch_sub(1, Relaxed);
-        let before = self.c.done.fetch_add(len as u64, Relaxed);
+        let before = self.feed.pulled.done.fetch_add(len as u64, Relaxed);
         if before / CHECKPOINT != (before + len as u64) / CHECKPOINT {
             let path = &self.job.target.path;
             let off = i * BLOCK_SIZE;
@@ -1045,7 +1068,7 @@ impl Pulling<'_> {
             .puller
             .source
             .blocks_hashed(vol, &batch, &mut |i, data, wire, known| {
-                self.c.wire.fetch_add(wire, Relaxed);
+                self.feed.pulled.wire.fetch_add(wire, Relaxed);
                 if self.halted() {
                     return Received::Stop;
                 }
@@ -1069,7 +1092,7 @@ impl Pulling<'_> {
                 };
                 if data.len() != len || expected != Some(&got) {
                     // Never written; the block stays in the batch and is retried.
-                    self.c.retries.fetch_add(1, Relaxed);
+                    self.feed.pulled.retries.fetch_add(1, Relaxed);
                     last = format!("block {i} arrived with the wrong SHA-256");
                     return Received::Continue;
                 }
@@ -1119,7 +1142,7 @@ impl Pulling<'_> {
                 last,
             });
         }
-        self.c.retries.fetch_add(1, Relaxed);
+        self.feed.pulled.retries.fetch_add(1, Relaxed);
         std::thread::sleep(backoff(attempts));
         self.feed.requeue(Work::Fetch(left, attempts));
         Ok(())

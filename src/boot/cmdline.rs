@@ -26,7 +26,7 @@ pub struct Cmdline {
     pub vlan: Option<u16>,
     /// `failback.proxy=http://HOST:PORT`: the HTTPS proxy.
     pub proxy: Option<String>,
-    /// `failback.ntp=ADDR[:PORT]`: the NTP server.
+    /// `failback.ntp=ADDR[:PORT]` or `NAME[:PORT]`: the NTP server.
     pub ntp: Option<String>,
     /// Every `failback.KEY=VALUE`, for the parts that read their own keys.
     pub params: BTreeMap<String, String>,
@@ -98,9 +98,9 @@ impl Cmdline {
                         .ok()
                 }
                 "ntp" => {
-                    out.ntp = crate::net::clock::server_address(value)
+                    out.ntp = crate::net::clock::Server::parse(value)
                         .map(|_| value.to_string())
-                        .map_err(|_| errors.push(bad("an IP address, ADDR or ADDR:PORT")))
+                        .map_err(|_| errors.push(bad("ADDR[:PORT] or NAME[:PORT]")))
                         .ok()
                 }
                 _ => {}
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(c.ntp.as_deref(), Some("10.0.2.2:1123"));
 
         let (c, errors) =
-            Cmdline::parse("failback.vlan=4095 failback.proxy=proxy:3128 failback.ntp=pool");
+            Cmdline::parse("failback.vlan=4095 failback.proxy=proxy:3128 failback.ntp=pool_1");
         assert_eq!((c.vlan, c.proxy, c.ntp), (None, None, None));
         let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
@@ -211,7 +211,7 @@ mod tests {
             [
                 "failback.vlan=\"4095\" is not valid: use a VLAN id from 1 to 4094",
                 "failback.proxy=\"proxy:3128\" is not valid: use http://HOST:PORT",
-                "failback.ntp=\"pool\" is not valid: use an IP address, ADDR or ADDR:PORT",
+                "failback.ntp=\"pool_1\" is not valid: use ADDR[:PORT] or NAME[:PORT]",
             ]
         );
     }

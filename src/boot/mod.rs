@@ -246,7 +246,8 @@ fn set_clock(
         .into_iter()
         .chain(dhcp.iter().map(|a| a.to_string()));
     for server in servers {
-        let stepped = clock::server_address(&server).and_then(|addr| {
+        let stepped = clock::Server::parse(&server).and_then(|server| {
+            let addr = server.resolve(clock::system_dns, Duration::from_secs(3))?;
             let offset = clock::query(addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
             clock::step(offset).map_err(|e| e.to_string())?;
             Ok((addr, offset))

@@ -205,6 +205,91 @@ pub fn server_address(text: &str) -> Result<SocketAddr, String> {
         })
 }
 
+/// An NTP server as given: an address, or a host name to look up, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    Address(SocketAddr),
+    Name(String, u16),
+}
+
+impl Server {
+    /// Reads `ADDR`, `ADDR:PORT`, `[V6]:PORT`, `NAME` or `NAME:PORT` (port 123 unless given).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(addr) = server_address(text) {
+            return Ok(Server::Address(addr));
+        }
+        let (name, port) = match text.rsplit_once(':') {
+            Some((name, port)) => {
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("NTP server {text:?}: {port:?} is not a port"))?;
+                (name, port)
+            }
+            None => (text, 123),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "NTP server {text:?} is neither an IP address nor a host name: use ADDR[:PORT] or NAME[:PORT]"
+            ));
+        }
+        Ok(Server::Name(name.to_ascii_lowercase(), port))
+    }
+
+    /// The server's address: a name is looked up with the DNS servers `dns` gives
+    /// (IPv4 preferred, as the network is configured over IPv4), within `timeout`.
+    pub fn resolve(
+        &self,
+        dns: impl FnOnce() -> Result<hickory_resolver::config::ResolverConfig, String>,
+        timeout: Duration,
+    ) -> Result<SocketAddr, String> {
+        let (name, port) = match self {
+            Server::Address(addr) => return Ok(*addr),
+            Server::Name(name, port) => (name, *port),
+        };
+        let dns = dns()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot look up NTP server {name}: {e}"))?;
+        let mut builder = hickory_resolver::Resolver::builder_with_config(
+            dns,
+            hickory_resolver::name_server::TokioConnectionProvider::default(),
+        );
+        builder.options_mut().timeout = timeout;
+        builder.options_mut().attempts = 1;
+        let resolver = builder.build();
+        // A bare name is not completed with search domains: `ntp` is taken as `ntp.`.
+        let fqdn = format!("{name}.");
+        let found = runtime
+            .block_on(async {
+                tokio::time::timeout(timeout, resolver.lookup_ip(fqdn.as_str())).await
+            })
+            .map_err(|_| format!("NTP server {name}: no DNS answer within {timeout:?}"))?
+            .map_err(|e| format!("NTP server {name}: DNS lookup failed: {e}"))?;
+        let ips: Vec<_> = found.iter().collect();
+        ips.iter()
+            .find(|ip| ip.is_ipv4())
+            .or(ips.first())
+            .map(|ip| SocketAddr::new(*ip, port))
+            .ok_or_else(|| format!("NTP server {name}: DNS has no address for it"))
+    }
+}
+
+/// The DNS servers of /etc/resolv.conf (written when the network came up).
+pub fn system_dns() -> Result<hickory_resolver::config::ResolverConfig, String> {
+    hickory_resolver::system_conf::read_system_conf()
+        .map(|(config, _)| config)
+        .map_err(|e| format!("cannot read /etc/resolv.conf to look up the NTP server: {e}"))
+}
+
 /// The offset of the local clock given a server's HTTP `Date` header seen
 /// at `now` (whole seconds: the header has no finer resolution).
 pub fn http_date_offset(date: &str, now: SystemTime) -> Option<f64> {
@@ -330,6 +415,100 @@ mod tests {
         let mut unsync = p;
         unsync[0] |= 0xc0;
         assert!(parse_reply(&unsync, t1).is_err());
+    }
+
+    #[test]
+    fn servers_are_addresses_or_host_names() {
+        let addr = |s: &str| Server::Address(s.parse().unwrap());
+        assert_eq!(Server::parse("192.0.2.1"), Ok(addr("192.0.2.1:123")));
+        assert_eq!(Server::parse("192.0.2.1:1123"), Ok(addr("192.0.2.1:1123")));
+        assert_eq!(
+            Server::parse("[2001:db8::1]:124"),
+            Ok(addr("[2001:db8::1]:124"))
+        );
+        assert_eq!(
+            Server::parse("NTP.corp-1.example."),
+            Ok(Server::Name("ntp.corp-1.example".into(), 123))
+        );
+        assert_eq!(
+            Server::parse("pool.ntp.org:1123"),
+            Ok(Server::Name("pool.ntp.org".into(), 1123))
+        );
+        for bad in ["pool_1", "a..b", "-a.example", "ntp:port", "", "a b"] {
+            assert!(Server::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A DNS server on 127.0.0.1 answering every A question with 192.0.2.7.
+    fn dns_server() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                // Header (12 bytes), then the question: name labels, 0, type, class.
+                let mut end = 12;
+                while end < n && buf[end] != 0 {
+                    end += 1 + buf[end] as usize;
+                }
+                let question = &buf[12..end + 5];
+                let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+                let mut reply = buf[..2].to_vec(); // the query's id
+                reply.extend([0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+                reply.extend(question);
+                if is_a {
+                    // Name (a pointer to the question's), A, IN, TTL 60, 4 bytes.
+                    reply.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+                }
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_host_name_is_looked_up_in_dns() {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        let dns = dns_server();
+        let config = || {
+            let mut c = ResolverConfig::new();
+            c.add_name_server(NameServerConfig::new(
+                dns,
+                hickory_resolver::proto::xfer::Protocol::Udp,
+            ));
+            Ok(c)
+        };
+        let server = Server::parse("ntp.failback.test:1123").unwrap();
+        let got = server.resolve(config, Duration::from_secs(3));
+        assert_eq!(got, Ok("192.0.2.7:1123".parse().unwrap()));
+        // An address needs no DNS at all.
+        let none = || Err("no DNS here".to_string());
+        let addr = Server::parse("192.0.2.9").unwrap();
+        assert_eq!(
+            addr.resolve(none, Duration::from_secs(1)),
+            Ok("192.0.2.9:123".parse().unwrap())
+        );
+        // No server answering: a clear error, in time.
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let quiet = silent.local_addr().unwrap();
+        let config = || {
+            let mut c = ResolverConfig::new();
+            c.add_name_server(NameServerConfig::new(
+                quiet,
+                hickory_resolver::proto::xfer::Protocol::Udp,
+            ));
+            Ok(c)
+        };
+        let started = std::time::Instant::now();
+        let err = server
+            .resolve(config, Duration::from_millis(500))
+            .unwrap_err();
+        assert!(err.contains("ntp.failback.test"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Download the pinned Debian bookworm packages that the image is built from
-# (kernel + modules, isolinux, pxelinux, shim, signed GRUB, free firmware), check each against
-# inputs.lock and unpack it into inputs/. No root needed.
+# (kernel + modules, isolinux, pxelinux, shim, signed GRUB, free firmware, a static busybox
+# for the diagnostics shell), check each against inputs.lock and unpack it into inputs/.
+# No root needed.
 #
 #   scripts/fetch-inputs.sh                 fetch what inputs.lock pins (idempotent)
 #   scripts/fetch-inputs.sh --update-lock   re-pin to the archive's current versions
@@ -17,8 +18,9 @@ stamps="$inputs/.unpacked"
 # resolved when re-pinning and recorded in the lock like the others.
 # firmware-linux-free: the free firmware some included modules request (isci);
 # the rest is non-free in Debian: operators add it with `failback build --firmware DIR`.
+# busybox-static: /bin/busybox, the diagnostics shell (failback.after=shell).
 packages=(linux-image-amd64 isolinux syslinux-common pxelinux shim-signed
-    shim-helpers-amd64-signed grub-efi-amd64-signed firmware-linux-free)
+    shim-helpers-amd64-signed grub-efi-amd64-signed firmware-linux-free busybox-static)
 
 die() { echo "fetch-inputs: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null || die "$1 not found: run this on a Debian/Ubuntu host (apt-get, dpkg-deb)"; }

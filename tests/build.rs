@@ -101,6 +101,14 @@ fn the_initrd_holds_the_client_drivers_and_their_index() {
         "/init is the client"
     );
     assert_eq!(get("dev/console").1, 0o020600);
+    // The diagnostics shell: Debian's static busybox, as fetched.
+    let busybox = get("bin/busybox");
+    assert_eq!(busybox.1, 0o100755);
+    assert_eq!(
+        busybox.2,
+        std::fs::read(inputs_dir().join("bin/busybox")).unwrap(),
+        "/bin/busybox is busybox-static's (scripts/fetch-inputs.sh)"
+    );
     let moddir = entries
         .iter()
         .find(|e| e.0.ends_with("/modules.dep"))
@@ -294,7 +302,13 @@ fn the_report_gives_the_initrd_size_per_class() {
     assert!((unpacked - mib(bytes as u64)).abs() < 0.01, "{report}");
     // The sum of the classes is the archive, give or take the index files and headers.
     let entries_total: usize = entries.iter().map(|e| e.2.len()).sum();
-    let classes_total: f64 = ["storage", "network", "base", "firmware", "client"]
+    let (files, unpacked, _) = class("shell");
+    assert_eq!(files, 1);
+    let size = mib(std::fs::metadata(inputs_dir().join("bin/busybox"))
+        .unwrap()
+        .len());
+    assert!((unpacked - size).abs() < 0.01, "shell {unpacked} vs {size}");
+    let classes_total: f64 = ["storage", "network", "base", "firmware", "shell", "client"]
         .iter()
         .map(|c| class(c).1)
         .sum();

@@ -158,7 +158,7 @@ fn a_bad_parameter_is_an_error_event_not_a_panic() {
     vm.drain();
     assert!(!vm.log().contains("Kernel panic"), "{}", vm.log());
     assert!(
-        vm.log().contains("type 'reboot' or 'poweroff'"),
+        vm.log().contains("type 'reboot', 'poweroff' or 'shell'"),
         "{}",
         vm.log()
     );

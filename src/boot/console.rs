@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -95,23 +95,79 @@ fn copy_in(mut tty: File, to: &Mutex<File>) {
     }
 }
 
+/// Calls `f` with each tty PID 1 reads: the mirrored consoles, else stdin (the console).
+fn each_tty(mut f: impl FnMut(BorrowedFd<'_>)) {
+    let stdin = std::io::stdin();
+    match TTYS.get() {
+        Some(ttys) => ttys.iter().for_each(|t| f(t.as_fd())),
+        None => f(stdin.as_fd()),
+    }
+}
+
 /// Stops (`true`) or resumes echoing what is typed, on every console PID 1 reads
 /// (for secrets); the Enter is still echoed so that the next line starts below.
 pub fn hide_typing(hidden: bool) {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let stdin = std::io::stdin();
-    let ttys: Vec<std::os::fd::BorrowedFd> = match TTYS.get() {
-        Some(ttys) => ttys.iter().map(|t| t.as_fd()).collect(),
-        None => vec![stdin.as_fd()],
-    };
-    for tty in ttys {
+    each_tty(|tty| {
         // Not a tty (a pipe, in tests): nothing is echoed anyway.
         let Ok(mut mode) = tcgetattr(tty) else {
-            continue;
+            return;
         };
         mode.local_flags.set(LocalFlags::ECHO, !hidden);
         mode.local_flags.set(LocalFlags::ECHONL, hidden);
         let _ = tcsetattr(tty, SetArg::TCSANOW, &mode);
+    });
+}
+
+/// Passes every key through as typed (no line editing, echo or signal keys) and every
+/// byte written as it is (no newline translation) on every console PID 1 reads, until
+/// the guard is dropped: for a terminal that does all that itself, the diagnostics
+/// shell's pty.
+pub fn raw_typing() -> RawTyping {
+    use nix::sys::termios::{
+        InputFlags, LocalFlags, OutputFlags, SetArg, SpecialCharacterIndices, tcgetattr, tcsetattr,
+    };
+    let mut saved = Vec::new();
+    each_tty(|tty| {
+        let mode = tcgetattr(tty).ok();
+        if let Some(mode) = &mode {
+            let mut raw = mode.clone();
+            raw.input_flags.remove(
+                InputFlags::ICRNL
+                    | InputFlags::INLCR
+                    | InputFlags::IGNCR
+                    | InputFlags::IXON
+                    | InputFlags::BRKINT
+                    | InputFlags::ISTRIP,
+            );
+            raw.local_flags.remove(
+                LocalFlags::ICANON
+                    | LocalFlags::ECHO
+                    | LocalFlags::ECHONL
+                    | LocalFlags::ISIG
+                    | LocalFlags::IEXTEN,
+            );
+            raw.output_flags.remove(OutputFlags::OPOST);
+            raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+            raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+            let _ = tcsetattr(tty, SetArg::TCSANOW, &raw);
+        }
+        saved.push(mode);
+    });
+    RawTyping(saved)
+}
+
+/// The consoles' modes before [`raw_typing`], put back when dropped.
+pub struct RawTyping(Vec<Option<nix::sys::termios::Termios>>);
+
+impl Drop for RawTyping {
+    fn drop(&mut self) {
+        let mut saved = self.0.iter();
+        each_tty(|tty| {
+            if let Some(Some(mode)) = saved.next() {
+                let _ = nix::sys::termios::tcsetattr(tty, nix::sys::termios::SetArg::TCSANOW, mode);
+            }
+        });
     }
 }
 

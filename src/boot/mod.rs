@@ -7,6 +7,7 @@ pub mod coldplug;
 pub mod console;
 mod efi;
 mod pull;
+mod shell;
 mod ui;
 
 use cmdline::Cmdline;
@@ -388,6 +389,10 @@ fn finish(after: After) -> ! {
     match after {
         After::Poweroff => power(nix::sys::reboot::RebootMode::RB_POWER_OFF),
         After::Reboot => power(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
+        After::Shell if shell::available() => {
+            run_shell();
+            wait_for_operator()
+        }
         After::Shell => {
             println!("failback: this image has no shell; waiting for the operator instead");
             wait_for_operator()
@@ -396,16 +401,30 @@ fn finish(after: After) -> ! {
     }
 }
 
+/// The diagnostics shell; when it exits, back to PID 1.
+fn run_shell() {
+    match shell::run() {
+        Ok(()) => println!("failback: the shell exited"),
+        Err(e) => println!("failback: {e}"),
+    }
+}
+
 fn wait_for_operator() -> ! {
     let stdin = std::io::stdin();
+    let shell = shell::available();
     loop {
-        println!("failback: type 'reboot' or 'poweroff' and press Enter");
+        if shell {
+            println!("failback: type 'reboot', 'poweroff' or 'shell' and press Enter");
+        } else {
+            println!("failback: type 'reboot' or 'poweroff' and press Enter");
+        }
         let mut line = String::new();
         match stdin.lock().read_line(&mut line) {
             Ok(0) | Err(_) => std::thread::sleep(Duration::from_secs(3600)),
             Ok(_) => match line.trim() {
                 "reboot" => power(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
                 "poweroff" => power(nix::sys::reboot::RebootMode::RB_POWER_OFF),
+                "shell" if shell => run_shell(),
                 _ => {}
             },
         }

@@ -56,10 +56,13 @@ pub struct Spec<'a> {
     pub mtime: u32,
     /// Where the firmware the modules request is looked up, first match wins.
     pub firmware_dirs: &'a [PathBuf],
+    /// A static busybox, installed as `/bin/busybox`: the diagnostics shell.
+    pub busybox: Option<&'a Path>,
 }
 
 /// One part of the initramfs: a driver class (its modules with their closure; a
-/// module two classes share counts in the first), the firmware, or the client.
+/// module two classes share counts in the first), the firmware, the shell (busybox)
+/// or the client.
 #[derive(Debug, Clone)]
 pub struct ClassStats {
     pub class: String,
@@ -81,7 +84,7 @@ pub struct Initramfs {
     pub image: Vec<u8>,
     pub uncompressed: usize,
     pub modules: usize,
-    /// storage, network, base, firmware, client: in that order.
+    /// storage, network, base, firmware, shell (if any), client: in that order.
     pub classes: Vec<ClassStats>,
     /// Module -> firmware it requests that no firmware directory holds.
     pub firmware_missing: BTreeMap<String, Vec<String>>,
@@ -158,6 +161,10 @@ pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
     let sources: Vec<PathBuf> = firmware.found.iter().map(|f| f.source.clone()).collect();
     let missing = firmware.missing.values().flatten().cloned().collect();
     classes.push(stats("firmware", &sources, missing)?);
+    if let Some(busybox) = spec.busybox {
+        archive.add("bin/busybox", Kind::FileFrom(busybox.to_path_buf()), 0o755);
+        classes.push(stats("shell", &[busybox.to_path_buf()], Vec::new())?);
+    }
     classes.push(stats("client", &[spec.client.to_path_buf()], Vec::new())?);
 
     let mut raw = Vec::new();

@@ -37,6 +37,10 @@ pub enum Error {
          RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu"
     )]
     ClientDynamic { path: PathBuf, interp: String },
+    #[error(
+        "{path} cannot be the image's shell: {reason}; it must be Debian's busybox-static (scripts/fetch-inputs.sh)"
+    )]
+    Busybox { path: PathBuf, reason: String },
 }
 
 /// The kernel and the modules that belong to it.
@@ -133,23 +137,53 @@ pub fn check_static_client(path: &Path) -> Result<(), Error> {
         path: path.into(),
         source,
     })?;
-    let bad = |reason: String| Error::ClientNotElf {
-        path: path.into(),
-        reason,
+    match interpreter(&data) {
+        Err(reason) => Err(Error::ClientNotElf {
+            path: path.into(),
+            reason,
+        }),
+        Ok(Some(interp)) => Err(Error::ClientDynamic {
+            path: path.into(),
+            interp,
+        }),
+        Ok(None) => Ok(()),
+    }
+}
+
+/// The busybox of the diagnostics shell, `bin/busybox` of the inputs (Debian's
+/// busybox-static), if there is one; refused unless it is a static x86-64 executable.
+pub fn locate_busybox(inputs: &Path) -> Result<Option<PathBuf>, Error> {
+    let path = inputs.join("bin/busybox");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let data = fs::read(&path).map_err(|source| Error::Busybox {
+        path: path.clone(),
+        reason: source.to_string(),
+    })?;
+    let reason = match interpreter(&data) {
+        Ok(None) => return Ok(Some(path)),
+        Ok(Some(interp)) => format!("it is dynamically linked (it needs {interp})"),
+        Err(reason) => format!("not an x86-64 ELF executable: {reason}"),
     };
-    let header =
-        elf::FileHeader64::<object::Endianness>::parse(&*data).map_err(|e| bad(e.to_string()))?;
-    let endian = header.endian().map_err(|e| bad(e.to_string()))?;
+    Err(Error::Busybox { path, reason })
+}
+
+/// The dynamic loader an x86-64 ELF executable asks for (its PT_INTERP), if any;
+/// `Err` says why `data` is no x86-64 ELF.
+fn interpreter(data: &[u8]) -> Result<Option<String>, String> {
+    let header = elf::FileHeader64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
     if header.e_machine(endian) != elf::EM_X86_64 {
-        return Err(bad("wrong machine".into()));
+        return Err("wrong machine".into());
     }
     for ph in header
-        .program_headers(endian, &*data)
-        .map_err(|e| bad(e.to_string()))?
+        .program_headers(endian, data)
+        .map_err(|e| e.to_string())?
     {
         if ph.p_type(endian) == elf::PT_INTERP {
             let interp = ph
-                .data(endian, &*data)
+                .data(endian, data)
                 .ok()
                 .map(|d| {
                     String::from_utf8_lossy(d)
@@ -157,13 +191,10 @@ pub fn check_static_client(path: &Path) -> Result<(), Error> {
                         .to_string()
                 })
                 .unwrap_or_else(|| "a dynamic loader".into());
-            return Err(Error::ClientDynamic {
-                path: path.into(),
-                interp,
-            });
+            return Ok(Some(interp));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -187,6 +218,24 @@ mod tests {
         fs::write(tmp.path(), b"#!/bin/sh\n").unwrap();
         let err = check_static_client(tmp.path()).unwrap_err().to_string();
         assert!(err.contains("not an x86-64 ELF"), "{err}");
+    }
+
+    #[test]
+    fn busybox_is_optional_but_must_be_static() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(locate_busybox(tmp.path()).unwrap().is_none());
+        fs::create_dir(tmp.path().join("bin")).unwrap();
+        // The test binary is dynamically linked: Debian's dynamic `busybox` would be too.
+        fs::copy(
+            std::env::current_exe().unwrap(),
+            tmp.path().join("bin/busybox"),
+        )
+        .unwrap();
+        let err = locate_busybox(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("dynamically linked") && err.contains("busybox-static"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Report {
     /// Module -> requested firmware found in no firmware directory.
     pub firmware_missing: std::collections::BTreeMap<String, Vec<String>>,
     pub firmware_dirs: Vec<PathBuf>,
+    /// Where busybox was looked for, when it was not found: the image has no shell.
+    pub no_shell: Option<PathBuf>,
     pub iso_bytes: u64,
     pub esp_bytes: u64,
     pub iso_seconds: f64,
@@ -96,6 +98,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         .cloned()
         .chain(Some(opts.inputs.join("lib/firmware")).filter(|d| d.is_dir()))
         .collect();
+    let busybox = inputs::locate_busybox(&opts.inputs)?;
     let initrd = initramfs::build(&initramfs::Spec {
         client: &opts.client,
         index: &index,
@@ -103,6 +106,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         preset,
         mtime: opts.source_date_epoch,
         firmware_dirs: &firmware_dirs,
+        busybox: busybox.as_deref(),
     })?;
 
     let vmlinuz = std::fs::read(&kernel.image)
@@ -147,6 +151,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         classes: initrd.classes,
         firmware_missing: initrd.firmware_missing,
         firmware_dirs,
+        no_shell: busybox.is_none().then(|| opts.inputs.join("bin/busybox")),
         iso_bytes: iso.bytes,
         esp_bytes: iso.esp_bytes,
         iso_seconds,
@@ -186,6 +191,13 @@ impl Report {
                 per_module.join(", ")
             ));
         }
+        if let Some(path) = &self.no_shell {
+            out.push(format!(
+                "no {} (Debian's busybox-static: scripts/fetch-inputs.sh): the image has no \
+                 diagnostics shell, and failback.after=shell waits for the operator instead",
+                path.display()
+            ));
+        }
         out
     }
 }
@@ -216,7 +228,7 @@ impl std::fmt::Display for Report {
         for c in &self.classes {
             let unit = match c.class.as_str() {
                 "firmware" => "files",
-                "client" => "file",
+                "client" | "shell" => "file",
                 _ => "modules",
             };
             write!(

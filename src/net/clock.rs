@@ -469,17 +469,19 @@ mod tests {
     #[test]
     fn a_host_name_is_looked_up_in_dns() {
         use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-        let dns = dns_server();
-        let config = || {
-            let mut c = ResolverConfig::new();
-            c.add_name_server(NameServerConfig::new(
-                dns,
-                hickory_resolver::proto::xfer::Protocol::Udp,
-            ));
-            Ok(c)
+        // The DNS server at `at` alone, as resolv.conf would give it.
+        let dns_at = |at: SocketAddr| {
+            move || {
+                let mut c = ResolverConfig::new();
+                c.add_name_server(NameServerConfig::new(
+                    at,
+                    hickory_resolver::proto::xfer::Protocol::Udp,
+                ));
+                Ok(c)
+            }
         };
         let server = Server::parse("ntp.failback.test:1123").unwrap();
-        let got = server.resolve(config, Duration::from_secs(3));
+        let got = server.resolve(dns_at(dns_server()), Duration::from_secs(3));
         assert_eq!(got, Ok("192.0.2.7:1123".parse().unwrap()));
         // An address needs no DNS at all.
         let none = || Err("no DNS here".to_string());
@@ -491,17 +493,9 @@ mod tests {
         // No server answering: a clear error, in time.
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let quiet = silent.local_addr().unwrap();
-        let config = || {
-            let mut c = ResolverConfig::new();
-            c.add_name_server(NameServerConfig::new(
-                quiet,
-                hickory_resolver::proto::xfer::Protocol::Udp,
-            ));
-            Ok(c)
-        };
         let started = std::time::Instant::now();
         let err = server
-            .resolve(config, Duration::from_millis(500))
+            .resolve(dns_at(quiet), Duration::from_millis(500))
             .unwrap_err();
         assert!(err.contains("ntp.failback.test"), "{err}");
         assert!(

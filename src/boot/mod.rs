@@ -112,6 +112,8 @@ impl Settings {
 
 /// Runs as `/init`; never returns.
 pub fn main() -> ! {
+    // First: every thread started later inherits the signal mask.
+    serve_power_signals();
     let mounted = mount_kernel_filesystems();
     // Before anything is printed: every console shows it.
     let consoles = console::mirror().unwrap_or_default();
@@ -429,6 +431,34 @@ fn wait_for_operator() -> ! {
             },
         }
     }
+}
+
+/// busybox's `reboot`, `poweroff` and `halt` (in the diagnostics shell) ask init by
+/// signal: SIGTERM, SIGUSR2 and SIGUSR1. The kernel delivers no signal to PID 1 that
+/// it does not handle or block: blocked here (in every thread: spawned ones inherit
+/// the mask; children get a clean one from `Command`) and taken by one thread.
+fn serve_power_signals() {
+    use nix::sys::reboot::RebootMode;
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGUSR1, Signal::SIGUSR2] {
+        set.add(signal);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        loop {
+            let (mode, what) = match set.wait() {
+                Ok(Signal::SIGTERM) => (RebootMode::RB_AUTOBOOT, "reboot"),
+                Ok(Signal::SIGUSR2) => (RebootMode::RB_POWER_OFF, "poweroff"),
+                Ok(Signal::SIGUSR1) => (RebootMode::RB_HALT_SYSTEM, "halt"),
+                _ => continue,
+            };
+            println!("failback: {what} asked by signal");
+            power(mode);
+        }
+    });
 }
 
 fn power(mode: nix::sys::reboot::RebootMode) -> ! {

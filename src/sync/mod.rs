@@ -159,10 +159,10 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, decided: &Decided, c: &Counters) {
-        self.pulled_blocks += decided.fetch.len() as u64;
-        self.wire_bytes += c.wire.load(Relaxed);
-        self.retries += c.retries.load(Relaxed);
+    fn add(&mut self, feed: &Feed) {
+        self.pulled_blocks += feed.fetch_blocks.load(Relaxed);
+        self.wire_bytes += feed.pulled.wire.load(Relaxed);
+        self.retries += feed.pulled.retries.load(Relaxed);
     }
 }
 
@@ -210,11 +210,12 @@ struct Feed {
     queue: Mutex<VecDeque<Work>>,
     /// Blocks queued and not yet written.
     remaining: AtomicU64,
-    /// Bytes queued in all.
-    total: AtomicU64,
-    /// Blocks queued to fetch, and to write as zeros.
+    /// Blocks queued to fetch, and their bytes.
     fetch_blocks: AtomicU64,
+    fetch_bytes: AtomicU64,
+    /// Blocks queued to write as zeros, and their bytes.
     zero_blocks: AtomicU64,
+    zero_bytes: AtomicU64,
     /// The plan is complete: nothing more will be queued (set with Release after
     /// the last push, so that a reader who sees it sees every block counted).
     closed: AtomicBool,
@@ -227,13 +228,13 @@ struct Feed {
 impl Feed {
     /// Queues newly decided blocks (`bytes` long in all).
     fn push(&self, work: Work, bytes: u64) {
-        let (blocks, kind) = match &work {
-            Work::Zero(b) => (b.len() as u64, &self.zero_blocks),
-            Work::Fetch(b, _) => (b.len() as u64, &self.fetch_blocks),
+        let (blocks, count, sum) = match &work {
+            Work::Zero(b) => (b.len() as u64, &self.zero_blocks, &self.zero_bytes),
+            Work::Fetch(b, _) => (b.len() as u64, &self.fetch_blocks, &self.fetch_bytes),
         };
-        kind.fetch_add(blocks, Relaxed);
+        count.fetch_add(blocks, Relaxed);
+        sum.fetch_add(bytes, Relaxed);
         self.remaining.fetch_add(blocks, Relaxed);
-        self.total.fetch_add(bytes, Relaxed);
         self.requeue(work);
     }
 
@@ -271,13 +272,6 @@ enum Decision {
     Keep,
     Fetch,
     Zero,
-}
-
-/// What a plan decided: the blocks to fetch and the blocks to write as zeros.
-#[derive(Default)]
-struct Decided {
-    fetch: Vec<u64>,
-    zero: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -356,27 +350,27 @@ impl<'a> Puller<'a> {
     }
 
     /// Reports a volume's plan and sums it up for the confirmation.
-    fn report_plan(&self, job: &Job, decided: &Decided) -> PlanSummary {
-        let bytes_to_pull = decided
-            .fetch
-            .iter()
-            .map(|&i| block_len(&job.info, i) as u64)
-            .sum();
+    fn report_plan(&self, job: &Job, feed: &Feed) -> PlanSummary {
+        let (fetch, zero) = (
+            feed.fetch_blocks.load(Relaxed),
+            feed.zero_blocks.load(Relaxed),
+        );
+        let bytes_to_pull = feed.fetch_bytes.load(Relaxed);
         self.reporter.report(&Event::Plan {
             volume: job.info.id.clone(),
             target: job.target.path.display().to_string(),
             size: job.info.size,
             blocks: job.info.blocks(),
-            differing: (decided.fetch.len() + decided.zero.len()) as u64,
-            zero_blocks: decided.zero.len() as u64,
+            differing: fetch + zero,
+            zero_blocks: zero,
             bytes_to_pull,
             dry_run: self.opts.dry_run,
         });
         PlanSummary {
             volume: job.info.id.clone(),
             target: job.target.path.clone(),
-            blocks_to_pull: decided.fetch.len() as u64,
-            zero_blocks: decided.zero.len() as u64,
+            blocks_to_pull: fetch,
+            zero_blocks: zero,
             bytes_to_pull,
         }
     }
@@ -388,20 +382,19 @@ impl<'a> Puller<'a> {
         for job in jobs {
             let (hashes, cands) = self.prepare(job)?;
             let feed = Feed::default();
-            let (decided, pulled) = std::thread::scope(|s| {
+            let (planned, pulled) = std::thread::scope(|s| {
                 let pulling = s.spawn(|| self.pull(job, &hashes, &feed));
-                let decided = self.plan(job, &hashes, cands, &feed);
+                let planned = self.plan(job, &hashes, cands, &feed);
                 // A plan cut short by a failed pull is not reported.
-                if let Ok(d) = &decided
-                    && !feed.stopped.load(Relaxed)
-                {
-                    self.report_plan(job, d);
+                if planned.is_ok() && !feed.stopped.load(Relaxed) {
+                    self.report_plan(job, &feed);
                 }
                 feed.closed.store(true, Release);
-                (decided, pulling.join().expect("pull thread"))
+                (planned, pulling.join().expect("pull thread"))
             });
             pulled?;
-            summary.add(&decided?, &feed.pulled);
+            planned?;
+            summary.add(&feed);
         }
         Ok(summary)
     }
@@ -418,10 +411,10 @@ impl<'a> Puller<'a> {
         for job in jobs {
             let (hashes, cands) = self.prepare(job)?;
             let feed = Feed::default();
-            let decided = self.plan(job, &hashes, cands, &feed)?;
+            self.plan(job, &hashes, cands, &feed)?;
             feed.closed.store(true, Release);
-            summaries.push(self.report_plan(job, &decided));
-            planned.push((hashes, feed, decided));
+            summaries.push(self.report_plan(job, &feed));
+            planned.push((hashes, feed));
         }
         let mut summary = Summary::default();
         if self.opts.dry_run {
@@ -433,9 +426,9 @@ impl<'a> Puller<'a> {
         if work && !self.opts.unattended && !confirm(&summaries) {
             return Err(Error::Declined);
         }
-        for (job, (hashes, feed, decided)) in jobs.iter().zip(&planned) {
+        for (job, (hashes, feed)) in jobs.iter().zip(&planned) {
             self.pull(job, hashes, feed)?;
-            summary.add(decided, &feed.pulled);
+            summary.add(feed);
         }
         Ok(summary)
     }
@@ -536,7 +529,7 @@ impl<'a> Puller<'a> {
         hashes: &Hashes,
         cands: Option<Candidates>,
         feed: &Feed,
-    ) -> Result<Decided, Error> {
+    ) -> Result<(), Error> {
         let n = job.info.blocks();
         let c = Counters::default();
         let failed: Mutex<Option<Error>> = Mutex::new(None);
@@ -580,7 +573,7 @@ impl<'a> Puller<'a> {
                 }
             }
         };
-        let decided = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             self.spawn_hashers(
                 s,
                 job,
@@ -607,7 +600,7 @@ impl<'a> Puller<'a> {
         });
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
-            None => Ok(decided),
+            None => Ok(()),
         }
     }
 
@@ -622,8 +615,7 @@ impl<'a> Puller<'a> {
         decision: &dyn Fn(usize) -> Option<Decision>,
         feed: &Feed,
         stop: &AtomicBool,
-    ) -> Decided {
-        let mut decided = Decided::default();
+    ) {
         let (mut fetch, mut zero) = (Vec::new(), Vec::new());
         let batch = self.opts.batch_blocks.max(1);
         let flush = |blocks: &mut Vec<u64>, work: fn(Vec<u64>) -> Work| {
@@ -648,14 +640,12 @@ impl<'a> Puller<'a> {
             match d {
                 Decision::Keep => {}
                 Decision::Fetch => {
-                    decided.fetch.push(i);
                     fetch.push(i);
                     if fetch.len() >= batch {
                         flush(&mut fetch, to_fetch);
                     }
                 }
                 Decision::Zero => {
-                    decided.zero.push(i);
                     zero.push(i);
                     if zero.len() >= batch {
                         flush(&mut zero, Work::Zero);
@@ -666,7 +656,6 @@ impl<'a> Puller<'a> {
         }
         flush(&mut fetch, to_fetch);
         flush(&mut zero, Work::Zero);
-        decided
     }
 
     /// Fetches the remote hashes into `out` on `hash_threads` threads (at least two,
@@ -767,7 +756,7 @@ impl<'a> Puller<'a> {
                 while !feed.closed.load(Acquire) && !p.halted() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                let total = feed.total.load(Relaxed);
+                let total = feed.fetch_bytes.load(Relaxed) + feed.zero_bytes.load(Relaxed);
                 let p = &p;
                 let c = &feed.pulled;
                 let numbers = || {

@@ -64,6 +64,30 @@ pub fn mirror() -> std::io::Result<Vec<String>> {
     Ok(devices)
 }
 
+/// Waits (at most `limit`) until what PID 1 wrote has left for the consoles: the pipe
+/// to the mirroring thread empty, then each tty's output sent. Before a reboot or a
+/// power-off, which would cut off the last lines (an error, why it reboots).
+pub fn drain(limit: std::time::Duration) {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + limit;
+    let stdout = std::io::stdout();
+    let _ = stdout.lock().flush();
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; fd 1 is open (a pipe, or the console).
+        let ok = unsafe { libc::ioctl(stdout.as_raw_fd(), libc::FIONREAD, &mut queued) } == 0;
+        if !ok || queued == 0 || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The mirroring thread may still hold its last read: a moment to write it.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    each_tty(|tty| {
+        let _ = nix::sys::termios::tcdrain(tty);
+    });
+}
+
 /// Makes `fds` (0, 1, 2) refer to `pipe_end`.
 fn redirect(pipe_end: &OwnedFd, fds: &[i32]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;

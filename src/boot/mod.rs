@@ -463,6 +463,7 @@ fn serve_power_signals() {
 
 fn power(mode: nix::sys::reboot::RebootMode) -> ! {
     nix::unistd::sync();
+    console::drain(Duration::from_secs(2));
     let err = nix::sys::reboot::reboot(mode).unwrap_err();
     println!("failback: {mode:?} failed: {err}; waiting for the operator");
     wait_for_operator()

@@ -325,13 +325,19 @@ pub fn http_date(
         let chain = crate::source::error_chain(&e.without_url());
         fail(super::proxy::unreachable(proxy, &chain).unwrap_or(chain))
     })?;
+    response_offset(&resp).map_err(fail)
+}
+
+/// How far the local clock is from the server that sent `resp` (seconds, positive:
+/// we are behind), from its `Date` header, whatever the status.
+pub fn response_offset(resp: &reqwest::blocking::Response) -> Result<f64, String> {
     let now = SystemTime::now();
     let date = resp
         .headers()
         .get(reqwest::header::DATE)
-        .ok_or_else(|| fail(format!("HTTP {} without a Date header", resp.status())))?;
+        .ok_or_else(|| format!("HTTP {} without a Date header", resp.status()))?;
     let date = date.to_str().unwrap_or_default();
-    http_date_offset(date, now).ok_or_else(|| fail(format!("unreadable Date header {date:?}")))
+    http_date_offset(date, now).ok_or_else(|| format!("unreadable Date header {date:?}"))
 }
 
 fn unix(t: SystemTime) -> f64 {

@@ -215,14 +215,7 @@ impl AgentSource {
             .head(self.url("/v1/volumes"))
             .send()
             .map_err(|e| self.transport(e))?;
-        let now = std::time::SystemTime::now();
-        let date = resp
-            .headers()
-            .get(reqwest::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| self.protocol("no Date header to set the clock from".into()))?;
-        crate::net::clock::http_date_offset(date, now)
-            .ok_or_else(|| self.protocol(format!("unreadable Date header {date:?}")))
+        crate::net::clock::response_offset(&resp).map_err(|m| self.protocol(m))
     }
 
     fn send(

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Build the static client and the boot image: out/pxe/{vmlinuz,initrd.img}, out/SHA256SUMS.
-# Needs inputs/ (scripts/fetch-inputs.sh). Extra arguments go to `failback build`.
+# Build the static client and the boot image into out/ (ISO, PXE tree, SHA256SUMS), after
+# fetching the inputs that inputs.lock pins (scripts/fetch-inputs.sh).
+#
+#   scripts/build.sh [--locked] [failback build arguments...]
+#
+# --locked (for releases) refuses to build when the archive no longer has a pinned version,
+# instead of re-pinning it. Other arguments go to `failback build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fetch=()
+if [[ "${1:-}" == "--locked" ]]; then
+    fetch=(--locked)
+    shift
+fi
+scripts/fetch-inputs.sh "${fetch[@]}"
 
 target=x86_64-unknown-linux-gnu
 # For the image only: exported to cargo it would rebuild every C dependency (cc-based

@@ -1,8 +1,30 @@
 #!/usr/bin/env bash
-# The test suite: build the static client and the image, then every unit,
-# integration and QEMU test. Needs inputs/ (scripts/fetch-inputs.sh).
+# Everything CI runs: install the test tools (as root on Debian), build the image (which
+# fetches the inputs), then every unit, integration, QEMU and EBS test, the ignored ones
+# (those that boot QEMU or need moto's server) included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The tests' tools: QEMU and OVMF boot the image; xorriso, isoinfo (genisoimage), sgdisk
+# (gdisk) and fsck.vfat (dosfstools) are oracles; python3-venv holds moto's server.
+tools=(qemu-system-x86 ovmf file xorriso genisoimage gdisk dosfstools python3-venv
+    debian-archive-keyring)
+missing=()
+for pkg in "${tools[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        echo "test: missing packages: ${missing[*]} (as root: apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+fi
+
+# moto's server (the EBS direct API peer of the tests) in .venv-moto, from PyPI.
+scripts/moto-venv.sh
 scripts/build.sh
-cargo test --locked -- --test-threads="${FAILBACK_TEST_THREADS:-2}"
+cargo test --locked -- --include-ignored --test-threads="${FAILBACK_TEST_THREADS:-2}"

@@ -52,6 +52,10 @@ enum Command {
         /// from it. Repeatable; searched before the inputs' free firmware.
         #[arg(long, value_name = "DIR")]
         firmware: Vec<PathBuf>,
+        /// Leave out the non-free firmware of the inputs (inputs/non-free), for
+        /// images that must carry only freely redistributable files.
+        #[arg(long)]
+        no_non_free_firmware: bool,
     },
     /// Run as PID 1 in the initramfs (automatic when started as /init).
     #[command(hide = true)]
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             label,
             append,
             firmware,
+            no_non_free_firmware,
         } => {
             let client = match client {
                 Some(c) => c,
@@ -109,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
                 label,
                 append,
                 firmware,
+                non_free_firmware: !no_non_free_firmware,
             };
             let report = build::run(&opts)?;
             println!("{report}");

@@ -290,16 +290,21 @@ fn the_report_gives_the_initrd_size_per_class() {
         (unpacked - size).abs() < 0.01,
         "client {unpacked} vs {size}"
     );
-    // The firmware line counts what went in: the free firmware of the inputs.
+    // The firmware lines count what went in: the free and the non-free firmware of the inputs.
     let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
     let firmware: Vec<&(String, u32, Vec<u8>)> = entries
         .iter()
         .filter(|e| e.0.starts_with("lib/firmware/") && e.1 & 0o170000 == 0o100000)
         .collect();
-    let (files, unpacked, _) = class("firmware");
-    assert_eq!(files, firmware.len(), "{report}");
+    let (free, free_mib, _) = class("firmware");
+    let (non_free, non_free_mib, _) = class("non-free");
+    assert!(non_free > 0, "{report}");
+    assert_eq!(free + non_free, firmware.len(), "{report}");
     let bytes: usize = firmware.iter().map(|e| e.2.len()).sum();
-    assert!((unpacked - mib(bytes as u64)).abs() < 0.01, "{report}");
+    assert!(
+        (free_mib + non_free_mib - mib(bytes as u64)).abs() < 0.02,
+        "{report}"
+    );
     // The sum of the classes is the archive, give or take the index files and headers.
     let entries_total: usize = entries.iter().map(|e| e.2.len()).sum();
     let (files, unpacked, _) = class("shell");
@@ -308,10 +313,12 @@ fn the_report_gives_the_initrd_size_per_class() {
         .unwrap()
         .len());
     assert!((unpacked - size).abs() < 0.01, "shell {unpacked} vs {size}");
-    let classes_total: f64 = ["storage", "network", "base", "firmware", "shell", "client"]
-        .iter()
-        .map(|c| class(c).1)
-        .sum();
+    let classes_total: f64 = [
+        "storage", "network", "base", "firmware", "non-free", "shell", "client",
+    ]
+    .iter()
+    .map(|c| class(c).1)
+    .sum();
     let index = mib(entries_total as u64) - classes_total;
     assert!(
         (0.0..1.0).contains(&index),
@@ -401,4 +408,75 @@ fn firmware_from_an_operator_dir_goes_in_and_the_missing_is_one_warning() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/firmware"), "{err}");
+}
+
+/// The firmware files of a module of the inputs' kernel, as it requests them.
+fn firmware_of(module: &str) -> Vec<String> {
+    let modules = inputs_dir().join("lib/modules");
+    let path = find_module(&modules, &format!("{module}.ko"))
+        .unwrap_or_else(|| panic!("{module}.ko in the inputs"));
+    let names = requested_firmware(&path);
+    assert!(!names.is_empty(), "{module} requests firmware");
+    names
+}
+
+#[test]
+fn the_firmware_of_servers_nics_goes_in_and_can_be_left_out() {
+    // Broadcom NetXtreme (tg3) and NetXtreme II (bnx2x), Realtek (r8169), Intel E810 (ice,
+    // whose DDP package it cannot run without): Debian's non-free-firmware, pinned in
+    // inputs.lock and unpacked apart in inputs/non-free.
+    let nics = ["tg3", "bnx2x", "r8169", "ice"];
+    assert!(
+        firmware_of("ice").contains(&"intel/ice/ddp/ice.pkg".to_string()),
+        "ice requests its DDP package"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let o = build(tmp.path(), &static_client(), "0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("firmware"), "a firmware warning: {err}");
+    let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
+    let has = |name: &str| {
+        entries.iter().any(|e| {
+            e.0 == format!("lib/firmware/{name}") || e.0 == format!("lib/firmware/{name}.xz")
+        })
+    };
+    for module in nics {
+        for name in firmware_of(module) {
+            assert!(has(&name), "{module}'s {name} is not in the initrd");
+        }
+    }
+    // Only what a module requests: firmware-misc-nonfree holds far more.
+    let firmware = entries
+        .iter()
+        .filter(|e| e.0.starts_with("lib/firmware/") && e.1 & 0o170000 == 0o100000)
+        .count();
+    assert!(firmware < 200, "{firmware} firmware files");
+
+    let out = tmp.path().join("free");
+    let o = Command::new(static_client())
+        .args(["build", "--no-non-free-firmware", "--inputs"])
+        .arg(inputs_dir())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entries = unpack(&std::fs::read(out.join("pxe/initrd.img")).unwrap());
+    for module in nics {
+        for name in firmware_of(module) {
+            assert!(
+                !entries.iter().any(|e| e.0.contains(&name)),
+                "{name} went in with --no-non-free-firmware"
+            );
+        }
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("--no-non-free-firmware") && warnings[0].contains("tg3 ("),
+        "{}",
+        warnings[0]
+    );
 }

@@ -13,7 +13,7 @@ mod common;
 #[path = "sync_common/mod.rs"]
 mod sync_common;
 
-use common::{Firmware, Vm, firmware_args, have_qemu};
+use common::{Firmware, Vm, firmware_args, need_qemu};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -292,10 +292,9 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn bios_host_fails_back_and_boots_its_recovered_system() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let story = Story::new(Firmware::Bios);
     let plans = story.failback_boot(false).unwrap();
     let differing = |volume: &str| {
@@ -313,10 +312,9 @@ fn bios_host_fails_back_and_boots_its_recovered_system() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn uefi_host_killed_mid_pull_converges_on_the_next_boot() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let story = Story::new(Firmware::Uefi);
     assert!(story.failback_boot(true).is_none());
     let plans = story.failback_boot(false).unwrap();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Firmware, Medium, Seen, Vm, build_into, have_qemu, inputs_dir, qemu_args};
+use common::{Firmware, Medium, Seen, Vm, build_into, inputs_dir, need_qemu, qemu_args};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -58,28 +58,25 @@ fn assert_medium_listed(disks: &serde_json::Value, iso: &Path) {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn bios_cdrom() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (boot, _, _) = self::boot("bios_cdrom", test_iso(), Firmware::Bios, Medium::Cdrom);
     assert_eq!(boot["secure_boot"], false);
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn uefi_cdrom() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (boot, _, _) = self::boot("uefi_cdrom", test_iso(), Firmware::Uefi, Medium::Cdrom);
     assert_eq!(boot["secure_boot"], false);
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn bios_usb_stick() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let iso = test_iso();
     let (boot, _, disks) = self::boot("bios_usb_stick", iso, Firmware::Bios, Medium::UsbStick);
     assert_eq!(boot["secure_boot"], false);
@@ -87,10 +84,9 @@ fn bios_usb_stick() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn uefi_usb_stick() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let iso = test_iso();
     // Beside the stick, a disk holding another failback image (another id): GRUB must
     // boot the stick's own volume, not the first one with /.disk/info.
@@ -127,10 +123,9 @@ fn uefi_usb_stick() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn secure_boot_cdrom() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (boot, _, _) = self::boot(
         "secure_boot_cdrom",
         test_iso(),
@@ -141,10 +136,9 @@ fn secure_boot_cdrom() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn secure_boot_usb_stick() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (boot, _, _) = self::boot(
         "secure_boot_usb_stick",
         test_iso(),
@@ -155,10 +149,9 @@ fn secure_boot_usb_stick() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn q35_sata_cdrom_only() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (boot, _, _) = self::boot(
         "q35_sata_cdrom_only",
         test_iso(),
@@ -170,10 +163,9 @@ fn q35_sata_cdrom_only() {
 
 /// The same firmware refuses a kernel whose signature no longer matches: enforcement is real.
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn secure_boot_refuses_a_modified_kernel() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let inputs = inputs_dir();
     let found = failback::build::inputs::locate_kernel(&inputs, None, None).unwrap();
     let (kernel, version) = (found.image, found.version);

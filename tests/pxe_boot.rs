@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Vm, have_qemu, ovmf_args};
+use common::{Vm, need_qemu, ovmf_args};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -81,49 +81,44 @@ fn boot(mode: Mode, mac: &str) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn bios_pxelinux_gives_a_listed_host_its_arguments() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let event = boot(Mode::Pxelinux, LISTED);
     assert_eq!(event["host"], "rack1-07", "{event}");
     assert_eq!(event["secure_boot"], false);
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn bios_pxelinux_gives_an_unlisted_host_the_defaults() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let event = boot(Mode::Pxelinux, UNLISTED);
     assert!(event.get("host").is_none(), "{event}");
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn uefi_shim_and_network_grub() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let event = boot(Mode::Uefi { secure: false }, LISTED);
     assert_eq!(event["host"], "rack1-07", "{event}");
     assert_eq!(event["secure_boot"], false);
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn uefi_secure_boot_enforced() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let event = boot(Mode::Uefi { secure: true }, LISTED);
     assert_eq!(event["host"], "rack1-07", "{event}");
     assert_eq!(event["secure_boot"], true);
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn ipxe_script_selects_the_host_by_mac() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     assert_eq!(boot(Mode::Ipxe, LISTED)["host"], "rack1-07");
     assert!(boot(Mode::Ipxe, UNLISTED).get("host").is_none());
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Vm, disk_image, have_qemu, out_dir};
+use common::{Vm, disk_image, need_qemu, out_dir};
 use std::path::Path;
 use std::time::Duration;
 
@@ -142,9 +142,7 @@ fn loaded(drivers: &serde_json::Value) -> Vec<String> {
 }
 
 fn run(case: &Case) {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let out = out_dir();
     let tmp = tempfile::tempdir().unwrap();
     let nic = match case.nic {
@@ -239,6 +237,7 @@ fn check(vm: &mut Vm, case: &Case, expected: &[(Controller, u64)]) {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn e1000_with_ahci_and_megasas() {
     run(&Case {
         nic: Some(("e1000", "e1000", "52:54:00:5e:00:01")),
@@ -248,6 +247,7 @@ fn e1000_with_ahci_and_megasas() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn e1000e_with_nvme_and_megasas_gen2() {
     run(&Case {
         nic: Some(("e1000e", "e1000e", "52:54:00:5e:00:02")),
@@ -257,6 +257,7 @@ fn e1000e_with_nvme_and_megasas_gen2() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn virtio_net_with_virtio_blk_and_virtio_scsi() {
     run(&Case {
         nic: Some(("virtio-net-pci", "virtio_net", "52:54:00:5e:00:03")),
@@ -266,6 +267,7 @@ fn virtio_net_with_virtio_blk_and_virtio_scsi() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn vmxnet3_with_pvscsi_and_lsi53c895a() {
     run(&Case {
         nic: Some(("vmxnet3", "vmxnet3", "52:54:00:5e:00:04")),
@@ -275,6 +277,7 @@ fn vmxnet3_with_pvscsi_and_lsi53c895a() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn rtl8139_with_usb_storage_on_xhci_and_ehci_and_uas() {
     // QEMU's rtl8139 is a C+ chip (revision 0x20): 8139cp drives it.
     run(&Case {
@@ -289,6 +292,7 @@ fn rtl8139_with_usb_storage_on_xhci_and_ehci_and_uas() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn mptsas1068() {
     run(&Case {
         nic: None,

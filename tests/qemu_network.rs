@@ -7,7 +7,7 @@ mod common;
 #[path = "sync_common/mod.rs"]
 mod sync_common;
 
-use common::{Vm, have_qemu, out_dir};
+use common::{Vm, need_qemu, out_dir};
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -36,10 +36,9 @@ fn expected_step(qemu_started: SystemTime) -> f64 {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn dhcp_configures_the_link_and_dns() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let mut vm = boot(
         "",
         &["-nic", "user,model=virtio-net-pci,mac=52:54:00:aa:00:01"],
@@ -60,10 +59,9 @@ fn dhcp_configures_the_link_and_dns() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_static_address_from_the_command_line() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let mut vm = boot(
         "failback.ip=10.0.2.77/24,10.0.2.2,10.0.2.3,9.9.9.9",
         &["-nic", "user,model=e1000"],
@@ -77,10 +75,9 @@ fn a_static_address_from_the_command_line() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_link_without_dhcp_times_out_and_the_next_is_tried() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     // eth0: a link with carrier but nobody on it (a UDP socket pair to nowhere);
     // eth1: QEMU's user networking with its DHCP server.
     let port = 20000 + (std::process::id() % 20000) as u16;
@@ -113,10 +110,9 @@ fn a_link_without_dhcp_times_out_and_the_next_is_tried() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn no_dhcp_anywhere_is_one_clear_error() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let port = 40000 + (std::process::id() % 20000) as u16;
     let dead = format!(
         "socket,id=dead,udp=127.0.0.1:{port},localaddr=127.0.0.1:{}",
@@ -139,10 +135,9 @@ fn no_dhcp_anywhere_is_one_clear_error() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let tmp = tempfile::tempdir().unwrap();
     let volume = tmp.path().join("v.img");
     std::fs::write(&volume, vec![0u8; sync_common::BS]).unwrap();
@@ -214,10 +209,9 @@ fn refusing_ebs() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn without_ntp_the_ebs_endpoint_date_sets_the_clock() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (port, requests) = refusing_ebs();
     let endpoint = format!("http://10.0.2.2:{port}");
     // Region, credentials and endpoint reach PID 1 only through the preset's [aws].
@@ -312,10 +306,9 @@ fn sntp_server() -> (u16, Arc<AtomicUsize>) {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn ntp_sets_the_clock_before_anything_else() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let (port, requests) = sntp_server();
     let started = SystemTime::now();
     let mut vm = boot(
@@ -338,10 +331,9 @@ fn ntp_sets_the_clock_before_anything_else() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_vlan_interface_carries_the_address() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let mut vm = boot(
         "failback.vlan=42 failback.ip=192.0.2.10/24,192.0.2.1,192.0.2.53",
         &["-nic", "user,model=virtio-net-pci,mac=52:54:00:aa:00:07"],
@@ -365,10 +357,9 @@ fn a_vlan_interface_carries_the_address() {
 }
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn the_lease_is_renewed_with_the_server_while_the_client_runs() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     // QEMU's leases last 24 h: failback.dhcp_renew=3 brings the first T1 forward.
     // failback.after=wait keeps the client (and its renewal thread) running.
     let mut vm = boot(

@@ -8,7 +8,7 @@ mod common;
 #[path = "sync_common/mod.rs"]
 mod sync_common;
 
-use common::{have_qemu, out_dir};
+use common::{need_qemu, out_dir};
 use std::time::Duration;
 use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
@@ -16,10 +16,9 @@ use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 const STEP: Duration = Duration::from_secs(180);
 
 #[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
-    if !have_qemu() {
-        return;
-    }
+    need_qemu();
     let out = out_dir();
     let tmp = tempfile::tempdir().unwrap();
     // 24 MiB volume; the local disk holds an older state where every fourth block differs.

@@ -56,6 +56,8 @@ pub struct Spec<'a> {
     pub mtime: u32,
     /// Where the firmware the modules request is looked up, first match wins.
     pub firmware_dirs: &'a [PathBuf],
+    /// Firmware found below this directory is counted apart, as the "non-free" class.
+    pub non_free_firmware: &'a Path,
     /// A static busybox, installed as `/bin/busybox`: the diagnostics shell.
     pub busybox: Option<&'a Path>,
 }
@@ -84,7 +86,8 @@ pub struct Initramfs {
     pub image: Vec<u8>,
     pub uncompressed: usize,
     pub modules: usize,
-    /// storage, network, base, firmware, shell (if any), client: in that order.
+    /// storage, network, base, firmware, non-free (firmware, if any), shell (if any),
+    /// client: in that order.
     pub classes: Vec<ClassStats>,
     /// Module -> firmware it requests that no firmware directory holds.
     pub firmware_missing: BTreeMap<String, Vec<String>>,
@@ -158,9 +161,16 @@ pub fn build(spec: &Spec) -> Result<Initramfs, Error> {
             0o644,
         );
     }
-    let sources: Vec<PathBuf> = firmware.found.iter().map(|f| f.source.clone()).collect();
+    let (non_free, free): (Vec<PathBuf>, Vec<PathBuf>) = firmware
+        .found
+        .iter()
+        .map(|f| f.source.clone())
+        .partition(|source| source.starts_with(spec.non_free_firmware));
     let missing = firmware.missing.values().flatten().cloned().collect();
-    classes.push(stats("firmware", &sources, missing)?);
+    classes.push(stats("firmware", &free, missing)?);
+    if !non_free.is_empty() {
+        classes.push(stats("non-free", &non_free, Vec::new())?);
+    }
     if let Some(busybox) = spec.busybox {
         archive.add("bin/busybox", Kind::FileFrom(busybox.to_path_buf()), 0o755);
         classes.push(stats("shell", &[busybox.to_path_buf()], Vec::new())?);

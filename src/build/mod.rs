@@ -34,8 +34,10 @@ pub struct Options {
     /// Extra kernel arguments for every entry of the ISO's boot menus.
     pub append: String,
     /// Firmware directories of the operator (e.g. a host's /lib/firmware with
-    /// Debian's non-free firmware), searched before the inputs' free firmware.
+    /// Debian's non-free firmware), searched before the inputs' firmware.
     pub firmware: Vec<PathBuf>,
+    /// Whether the inputs' non-free firmware (inputs/non-free/lib/firmware) goes in.
+    pub non_free_firmware: bool,
 }
 
 /// The id of an image: the first 16 hex digits of its initrd's SHA-256, so the same
@@ -55,6 +57,8 @@ pub struct Report {
     /// Module -> requested firmware found in no firmware directory.
     pub firmware_missing: std::collections::BTreeMap<String, Vec<String>>,
     pub firmware_dirs: Vec<PathBuf>,
+    /// The inputs' non-free firmware was left out on purpose.
+    pub non_free_left_out: bool,
     /// Where busybox was looked for, when it was not found: the image has no shell.
     pub no_shell: Option<PathBuf>,
     pub iso_bytes: u64,
@@ -91,12 +95,15 @@ pub fn run(opts: &Options) -> Result<Report> {
             dir.display()
         );
     }
-    // The inputs' own firmware (free firmware packages unpacked by fetch-inputs.sh).
+    // The inputs' own firmware, as fetch-inputs.sh unpacks it: free, then non-free apart.
+    let non_free = opts.inputs.join("non-free/lib/firmware");
     let firmware_dirs: Vec<PathBuf> = opts
         .firmware
         .iter()
         .cloned()
-        .chain(Some(opts.inputs.join("lib/firmware")).filter(|d| d.is_dir()))
+        .chain(Some(opts.inputs.join("lib/firmware")))
+        .chain(opts.non_free_firmware.then(|| non_free.clone()))
+        .filter(|d| d.is_dir())
         .collect();
     let busybox = inputs::locate_busybox(&opts.inputs)?;
     let initrd = initramfs::build(&initramfs::Spec {
@@ -106,6 +113,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         preset,
         mtime: opts.source_date_epoch,
         firmware_dirs: &firmware_dirs,
+        non_free_firmware: &non_free,
         busybox: busybox.as_deref(),
     })?;
 
@@ -151,6 +159,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         classes: initrd.classes,
         firmware_missing: initrd.firmware_missing,
         firmware_dirs,
+        non_free_left_out: !opts.non_free_firmware && non_free.is_dir(),
         no_shell: busybox.is_none().then(|| opts.inputs.join("bin/busybox")),
         iso_bytes: iso.bytes,
         esp_bytes: iso.esp_bytes,
@@ -184,9 +193,14 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            let why = if self.non_free_left_out {
+                "the inputs' non-free firmware was left out (--no-non-free-firmware)"
+            } else {
+                "Debian ships most such firmware in non-free-firmware"
+            };
             out.push(format!(
                 "{count} firmware files the modules request are not in {dirs}: {}; \
-                 the devices that need them may not work (Debian ships most such firmware in non-free-firmware): \
+                 the devices that need them may not work ({why}): \
                  add them with --firmware DIR (laid out like /lib/firmware)",
                 per_module.join(", ")
             ));
@@ -227,7 +241,7 @@ impl std::fmt::Display for Report {
         // One line per class: files, unpacked, and compressed alone.
         for c in &self.classes {
             let unit = match c.class.as_str() {
-                "firmware" => "files",
+                "firmware" | "non-free" => "files",
                 "client" | "shell" => "file",
                 _ => "modules",
             };

@@ -194,7 +194,7 @@ impl Report {
                     .join(", ")
             };
             let why = if self.non_free_left_out {
-                "the inputs' non-free firmware was left out (--no-non-free-firmware)"
+                "the inputs' non-free firmware was left out by --no-non-free-firmware"
             } else {
                 "Debian ships most such firmware in non-free-firmware"
             };

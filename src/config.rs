@@ -73,6 +73,26 @@ impl std::str::FromStr for After {
     }
 }
 
+impl fmt::Display for After {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            After::Wait => "wait",
+            After::Reboot => "reboot",
+            After::Poweroff => "poweroff",
+            After::Shell => "shell",
+        })
+    }
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Progress::Text => "text",
+            Progress::Json => "json",
+        })
+    }
+}
+
 impl std::str::FromStr for Progress {
     type Err = &'static str;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

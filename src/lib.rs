@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod boot;
 pub mod build;
+pub mod cmdline;
 pub mod config;
 pub mod disks;
 pub mod events;

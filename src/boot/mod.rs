@@ -2,7 +2,6 @@
 //! loads drivers, tells the operator what it sees, and never lets the kernel
 //! panic: every failure becomes an `error` event followed by `failback.after`.
 
-mod cmdline;
 pub mod coldplug;
 pub mod console;
 mod efi;
@@ -10,8 +9,7 @@ mod pull;
 mod shell;
 mod ui;
 
-use cmdline::Cmdline;
-
+use crate::cmdline::Cmdline;
 use crate::config::{After, IpConfig, Preset, Progress};
 use crate::disks;
 use crate::events::{ConsoleReporter, Event, Reporter, Style};
@@ -35,9 +33,6 @@ struct Settings {
     after: After,
     ip: IpConfig,
     dhcp_timeout: Duration,
-    vlan: Option<u16>,
-    /// The NTP server asked first (then those DHCP names).
-    ntp: Option<String>,
     style: Style,
 }
 
@@ -55,30 +50,14 @@ impl Settings {
         } else {
             Preset::default()
         };
-        let after = cmdline.after.or(preset.after).unwrap_or(After::Wait);
-        let style = match cmdline.progress.or(preset.progress) {
+        let preset = preset.overlay(&cmdline);
+        let after = preset.after.unwrap_or(After::Wait);
+        let style = match preset.progress {
             Some(Progress::Json) => Style::Json,
             _ => Style::Text,
         };
-        let ip = match cmdline.params.get("ip") {
-            Some(text) => IpConfig::parse(text.clone()).unwrap_or_else(|e| {
-                problems.push(anyhow::anyhow!("failback.ip: {e}"));
-                IpConfig::Dhcp
-            }),
-            None => preset.ip.clone().unwrap_or(IpConfig::Dhcp),
-        };
-        let dhcp_timeout = match cmdline.params.get("dhcp_timeout").map(|s| s.parse::<u64>()) {
-            Some(Ok(seconds)) => Duration::from_secs(seconds),
-            Some(Err(_)) => {
-                problems.push(anyhow::anyhow!(
-                    "failback.dhcp_timeout: use a number of seconds"
-                ));
-                DHCP_TIMEOUT
-            }
-            None => DHCP_TIMEOUT,
-        };
-        let vlan = cmdline.vlan.or(preset.vlan);
-        let ntp = cmdline.ntp.clone().or_else(|| preset.ntp.clone());
+        let ip = preset.ip.clone().unwrap_or(IpConfig::Dhcp);
+        let dhcp_timeout = cmdline.dhcp_timeout.unwrap_or(DHCP_TIMEOUT);
         (
             Settings {
                 cmdline,
@@ -87,8 +66,6 @@ impl Settings {
                 style,
                 ip,
                 dhcp_timeout,
-                vlan,
-                ntp,
             },
             problems,
         )
@@ -97,12 +74,7 @@ impl Settings {
     /// Whether to ask the operator when no source is configured: on a text console,
     /// unless unattended (JSON progress is for automation, which configures a source).
     fn interactive(&self) -> bool {
-        let unattended = self
-            .cmdline
-            .params
-            .get("unattended")
-            .map_or(self.preset.unattended, |v| v != "0");
-        self.style == Style::Text && !unattended
+        self.style == Style::Text && !self.preset.unattended
     }
 
     fn host(&self) -> Option<String> {
@@ -171,25 +143,24 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
         uptime_s: uptime(),
     });
 
-    if settings.vlan.is_some() {
+    if settings.preset.vlan.is_some() {
         // VLAN devices need 8021q, which no device asks for by modalias (and
         // the kernel's own request_module has no modprobe to call here).
         coldplug::Coldplug::new(&modules, &mut loader).load("8021q");
     }
 
     let mut disks = disks::discover(Path::new("/sys/block"))?;
-    let own_image = settings.cmdline.params.get("image").map(String::as_str);
+    let own_image = settings.cmdline.image.as_deref();
     disks::identify(&mut disks, Path::new("/dev"), own_image);
     reporter.report(&Event::Disks {
         disks: disks.clone(),
     });
 
     wait_for_entropy(reporter);
-    let pull = pull::PullSettings::resolve(&settings.preset, &settings.cmdline.params)?;
+    let pull = pull::PullSettings::resolve(&settings.preset);
     if pull.is_none() && settings.interactive() {
         let known = ui::Known {
             preset: &settings.preset,
-            params: &settings.cmdline.params,
             ip: &settings.ip,
         };
         // The network is reported as soon as it is up, with the clock if NTP set it;
@@ -210,7 +181,11 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
                     let unset =
                         |n: &&mut net::Network| n.clock.as_ref().is_none_or(|c| c.source == "none");
                     if let Some(n) = network.as_mut().filter(unset) {
-                        n.clock = Some(set_clock(settings.ntp.as_deref(), &n.ntp, Some(pull)));
+                        n.clock = Some(set_clock(
+                            settings.preset.ntp.as_deref(),
+                            &n.ntp,
+                            Some(pull),
+                        ));
                         reporter.report(&Event::Network {
                             network: n.clone(),
                             uptime_s: uptime(),
@@ -311,18 +286,17 @@ fn configure_network(
     pull: Option<&pull::PullSettings>,
     reporter: &dyn Reporter,
 ) -> Result<net::Network> {
-    let mut configured = net::configure(ip, settings.dhcp_timeout, settings.vlan)?;
+    let mut configured = net::configure(ip, settings.dhcp_timeout, settings.preset.vlan)?;
     let style = settings.style;
-    let first_renewal = settings
-        .cmdline
-        .params
-        .get("dhcp_renew")
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs);
+    let first_renewal = settings.cmdline.dhcp_renew;
     configured.keep_lease(first_renewal, move |message| {
         ConsoleReporter::new(std::io::stdout(), style).report(&Event::Notice { message })
     });
-    let clock = set_clock(settings.ntp.as_deref(), &configured.network.ntp, pull);
+    let clock = set_clock(
+        settings.preset.ntp.as_deref(),
+        &configured.network.ntp,
+        pull,
+    );
     configured.network.clock = Some(clock);
     reporter.report(&Event::Network {
         network: configured.network.clone(),

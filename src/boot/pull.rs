@@ -12,7 +12,6 @@ use crate::sync::automap::{self, Choice};
 use crate::sync::cli::confirm;
 use crate::sync::{Options, Puller, Summary, map, safety};
 use anyhow::{Context, Result, anyhow, bail};
-use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -37,34 +36,16 @@ pub struct PullSettings {
 
 impl PullSettings {
     /// `None` when no source is configured (nothing to pull).
-    pub fn resolve(preset: &Preset, params: &BTreeMap<String, String>) -> Result<Option<Self>> {
-        let source = match params.get("source") {
-            Some(s) => Some(Source::parse(s.clone()).map_err(|e| anyhow!("failback.source: {e}"))?),
-            None => preset.source.clone(),
-        };
-        let Some(source) = source else {
-            return Ok(None);
-        };
-        Ok(Some(PullSettings {
-            source,
-            token: params
-                .get("token")
-                .cloned()
-                .or_else(|| preset.token.clone()),
-            fingerprint: params
-                .get("fingerprint")
-                .cloned()
-                .or_else(|| preset.fingerprint.as_ref().map(|f| f.to_string())),
-            map: configured_map(preset, params),
-            unattended: params
-                .get("unattended")
-                .map_or(preset.unattended, |v| v != "0"),
+    pub fn resolve(preset: &Preset) -> Option<Self> {
+        Some(PullSettings {
+            source: preset.source.clone()?,
+            token: preset.token.clone(),
+            fingerprint: preset.fingerprint.as_ref().map(|f| f.to_string()),
+            map: configured_map(preset),
+            unattended: preset.unattended,
             aws: preset.aws.clone(),
-            proxy: params
-                .get("proxy")
-                .cloned()
-                .or_else(|| preset.proxy.clone()),
-        }))
+            proxy: preset.proxy.clone(),
+        })
     }
 
     /// What the operator answered in the interactive mode (never unattended); `map`
@@ -247,16 +228,13 @@ impl PullSettings {
     }
 }
 
-/// The mapping given on the command line (`failback.map=`) or in the preset (`[map]`).
-pub fn configured_map(preset: &Preset, params: &BTreeMap<String, String>) -> Vec<String> {
-    match params.get("map") {
-        Some(m) => vec![m.clone()],
-        None => preset
-            .map
-            .iter()
-            .map(|(volume, target)| format!("{volume}={target}"))
-            .collect(),
-    }
+/// The mapping configured (`failback.map=` over the preset's `[map]`), as `--map` values.
+pub fn configured_map(preset: &Preset) -> Vec<String> {
+    preset
+        .map
+        .iter()
+        .map(|(volume, target)| format!("{volume}={target}"))
+        .collect()
 }
 
 /// The image's own boot medium (a USB stick holding it) is never a target, whatever

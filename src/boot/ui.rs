@@ -18,7 +18,6 @@ use crate::source::{BlockSource, VolumeInfo};
 use crate::sync::automap::{self, Choice};
 use crate::sync::map;
 use anyhow::{Result, anyhow};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -49,9 +48,8 @@ impl Lines for Console {
 
 /// What the boot already knows: defaults for the answers.
 pub struct Known<'a> {
+    /// The preset with the kernel command line's `failback.*` put over it.
     pub preset: &'a Preset,
-    /// The kernel command line's `failback.*` parameters.
-    pub params: &'a BTreeMap<String, String>,
     /// The network configuration given (or DHCP).
     pub ip: &'a IpConfig,
 }
@@ -59,10 +57,7 @@ pub struct Known<'a> {
 impl Known<'_> {
     /// The HTTPS proxy given (`failback.proxy=` or the preset).
     fn proxy(&self) -> Option<String> {
-        self.params
-            .get("proxy")
-            .cloned()
-            .or_else(|| self.preset.proxy.clone())
+        self.preset.proxy.clone()
     }
 }
 
@@ -282,7 +277,7 @@ impl Flow<'_, '_> {
     /// Asks for the source and what it needs.
     fn source(&mut self) -> Result<PullSettings> {
         self.ask.say("");
-        let map = super::pull::configured_map(self.known.preset, self.known.params);
+        let map = super::pull::configured_map(self.known.preset);
         match self.ask.choose(
             "Pull from:",
             &[
@@ -297,13 +292,10 @@ impl Flow<'_, '_> {
     }
 
     fn agent(&mut self, map: Vec<String>) -> Result<PullSettings> {
-        let (params, preset) = (self.known.params, self.known.preset);
+        let preset = self.known.preset;
         let given = &mut self.agent;
-        given.token = (given.token.take())
-            .or_else(|| params.get("token").cloned())
-            .or_else(|| preset.token.clone());
+        given.token = (given.token.take()).or_else(|| preset.token.clone());
         given.fingerprint = (given.fingerprint.take())
-            .or_else(|| params.get("fingerprint").cloned())
             .or_else(|| preset.fingerprint.as_ref().map(|f| f.to_string()));
         loop {
             let url = self.ask.ask(
@@ -545,10 +537,8 @@ mod tests {
         f: impl FnOnce(&mut Flow) -> Result<T>,
     ) -> (Result<T>, String, Script) {
         let preset = Preset::default();
-        let params = BTreeMap::new();
         let known = Known {
             preset: &preset,
-            params: &params,
             ip: &IpConfig::Dhcp,
         };
         let mut input = script(answers);

@@ -4,6 +4,7 @@
 
 use super::iso::{DEBUG_ARGS, DEFAULT_ARGS, kernel_args, render};
 use super::output;
+use crate::cmdline::Cmdline;
 use crate::config::Host;
 use std::path::{Path, PathBuf};
 
@@ -64,26 +65,22 @@ impl PxeInputs {
     }
 }
 
-/// The kernel arguments a host gets on top of everyone's.
+/// The kernel arguments a host gets on top of everyone's: its settings written as
+/// the client reads them (`failback.*`), then its own extra arguments.
 pub fn host_args(host: &Host) -> String {
-    let mut args = Vec::new();
-    if let Some(name) = &host.name {
-        args.push(format!("failback.host={name}"));
-    }
-    if let Some(ip) = &host.ip {
-        args.push(format!("failback.ip={ip}"));
-    }
-    if let Some(source) = &host.source {
-        args.push(format!("failback.source={source}"));
-    }
-    if !host.map.is_empty() {
-        let map: Vec<String> = host.map.iter().map(|(v, t)| format!("{v}={t}")).collect();
-        args.push(format!("failback.map={}", map.join(",")));
-    }
-    if let Some(extra) = &host.args {
-        args.push(extra.trim().to_string());
-    }
-    args.join(" ")
+    let settings = Cmdline {
+        host: host.name.clone(),
+        ip: host.ip.clone(),
+        source: host.source.clone(),
+        map: Some(host.map.clone()).filter(|m| !m.is_empty()),
+        ..Cmdline::default()
+    };
+    let extra = host.args.as_deref().map(str::trim).unwrap_or("");
+    [settings.to_string(), extra.to_string()]
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Writes the loaders and menus into `dir` (the `pxe/` directory that already

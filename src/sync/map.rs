@@ -12,6 +12,16 @@ pub enum MapTo {
     Exclude,
 }
 
+/// As `--map` takes it: the target's path, or `EXCLUDE`.
+impl std::fmt::Display for MapTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MapTo::Target(path) => write!(f, "{}", path.display()),
+            MapTo::Exclude => f.write_str("EXCLUDE"),
+        }
+    }
+}
+
 /// The mapping, by remote volume name.
 pub type Mapping = BTreeMap<String, MapTo>;
 

@@ -314,4 +314,46 @@ mod tests {
         assert!(out.status.success(), "{text}");
         println!("{text}");
     }
+
+    /// The gpt crate reads the built image's GPT: partition 1 is the ISO 9660 volume from
+    /// its PVD, partition 2 the ESP, at the very sectors El Torito's UEFI entry loads.
+    #[test]
+    fn the_gpt_crate_finds_the_esp_where_el_torito_loads_it() {
+        use gpt::partition_types::{BASIC, EFI};
+        let tmp = tempfile::tempdir().unwrap();
+        let iso = tmp.path().join("a.iso");
+        let report = IsoBuilder::new(test_inputs(tmp.path()))
+            .write(&iso)
+            .unwrap();
+        let disk = gpt::GptConfig::new()
+            .only_valid_headers(true)
+            .open(&iso)
+            .unwrap();
+        let image = fs::read(&iso).unwrap();
+        let parts = disk.partitions();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        let (data, esp) = (&parts[&1], &parts[&2]);
+        assert_eq!(data.part_type_guid, BASIC);
+        assert_eq!(esp.part_type_guid, EFI);
+        assert_eq!((data.first_lba, data.last_lba + 1), (64, esp.first_lba));
+        assert_eq!(&image[32768 + 1..32768 + 6], b"CD001");
+        let esp_bytes = (esp.last_lba + 1 - esp.first_lba) * 512;
+        assert_eq!(esp_bytes, report.esp_bytes.div_ceil(512) * 512);
+        assert!(esp.last_lba <= disk.primary_header().unwrap().last_usable);
+
+        // El Torito: boot record (sector 17) -> catalog -> the UEFI section's entry.
+        let u32_at = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap());
+        let catalog = u32_at(17 * 2048 + 71) as usize * 2048;
+        let entry = catalog + 96;
+        assert_eq!(image[catalog + 64 + 1], 0xEF, "the UEFI section header");
+        assert_eq!(u64::from(u32_at(entry + 8)) * 4, esp.first_lba);
+        let sectors = u16::from_le_bytes([image[entry + 6], image[entry + 7]]);
+        assert_eq!(u64::from(sectors) * 512, esp_bytes);
+        let fat = &image[esp.first_lba as usize * 512..][..512];
+        assert_eq!(
+            &fat[510..],
+            &[0x55, 0xAA],
+            "a boot sector at the ESP's start"
+        );
+    }
 }

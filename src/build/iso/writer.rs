@@ -50,41 +50,30 @@ fn zeros_up_to(out: &mut dyn Write, pos: &mut u64, to: u64) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn extents_land_at_their_offsets_and_overlaps_are_refused() {
+    fn written(extents: &[(u64, &[u8])], len: u64) -> io::Result<Vec<u8>> {
         let image = Image {
-            extents: vec![
-                Extent {
-                    at: 1,
-                    data: vec![1, 2],
-                },
-                Extent {
-                    at: 5000,
-                    data: vec![3],
-                },
-            ],
-            len: 5003,
+            extents: extents
+                .iter()
+                .map(|&(at, data)| Extent {
+                    at,
+                    data: data.to_vec(),
+                })
+                .collect(),
+            len,
         };
         let mut out = Vec::new();
-        image.write_to(&mut out).unwrap();
+        image.write_to(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn extents_land_at_their_offsets_and_overlaps_are_refused() {
+        let out = written(&[(1, &[1, 2]), (5000, &[3])], 5003).unwrap();
         assert_eq!(out.len(), 5003);
         assert_eq!(&out[..4], &[0, 1, 2, 0]);
         assert_eq!(&out[4999..], &[0, 3, 0, 0]);
 
-        let overlapping = Image {
-            extents: vec![
-                Extent {
-                    at: 0,
-                    data: vec![1, 2],
-                },
-                Extent {
-                    at: 1,
-                    data: vec![3],
-                },
-            ],
-            len: 2,
-        };
-        let err = overlapping.write_to(&mut Vec::new()).unwrap_err();
+        let err = written(&[(0, &[1, 2]), (1, &[3])], 2).unwrap_err();
         assert!(err.to_string().contains("layout error"), "{err}");
     }
 }

@@ -383,4 +383,71 @@ mod tests {
             l.boot_file / DISK_SECTOR
         );
     }
+
+    /// Given the same identifiers, the gpt crate writes the very bytes we do: the layout is
+    /// the one a GPT tool makes. (We still write it ourselves: the image streams, the
+    /// crate wants a seekable disk of the image's size and `uuid` values we could only
+    /// get from it by reading them back as here.)
+    #[test]
+    fn the_gpt_crate_writes_the_same_bytes() {
+        use gpt::disk::LogicalBlockSize::Lb512;
+        use gpt::partition::Partition;
+        use gpt::partition_types::{BASIC, EFI};
+        let l = layout();
+        let ours = image(7);
+        let read = gpt::GptConfig::new()
+            .logical_block_size(Lb512)
+            .open_from_device(std::io::Cursor::new(ours.clone()))
+            .unwrap();
+        let esp_first = l.esp_start / DISK_SECTOR;
+        let part = |type_guid, guid, first_lba, last_lba, name: &str| Partition {
+            part_type_guid: type_guid,
+            part_guid: guid,
+            first_lba,
+            last_lba,
+            flags: 0,
+            name: name.into(),
+        };
+        let parts = std::collections::BTreeMap::from([
+            (
+                1,
+                part(
+                    BASIC,
+                    read.partitions()[&1].part_guid,
+                    ISO_PART_FIRST,
+                    esp_first - 1,
+                    "ISO9660",
+                ),
+            ),
+            (
+                2,
+                part(
+                    EFI,
+                    read.partitions()[&2].part_guid,
+                    esp_first,
+                    esp_first + l.esp_bytes / DISK_SECTOR - 1,
+                    "EFI System",
+                ),
+            ),
+        ]);
+        let blank = std::io::Cursor::new(vec![0u8; l.image_bytes as usize]);
+        let mut disk = gpt::GptConfig::new()
+            .writable(true)
+            .logical_block_size(Lb512)
+            .create_from_device(blank, Some(*read.guid()))
+            .unwrap();
+        disk.update_partitions(parts).unwrap();
+        let mut theirs = disk.write().unwrap();
+
+        let mut code = [0x33; 440];
+        code[432..].copy_from_slice(&(l.boot_file / DISK_SECTOR).to_le_bytes());
+        let mut mbr =
+            gpt::mbr::ProtectiveMBR::with_lb_size((l.image_bytes / DISK_SECTOR - 1) as u32);
+        mbr.set_bootcode(code);
+        mbr.set_disk_signature(ours[440..444].try_into().unwrap());
+        mbr.overwrite_lba0(&mut theirs).unwrap();
+        let theirs = theirs.into_inner();
+        let differ = (0..ours.len()).filter(|&i| ours[i] != theirs[i]).count();
+        assert_eq!(differ, 0, "bytes that differ from the gpt crate's");
+    }
 }

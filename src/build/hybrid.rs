@@ -287,4 +287,167 @@ mod tests {
             Err(HybridError::Layout(_))
         ));
     }
+
+    /// The image `system_area` makes for `layout()`, with zeros where the ISO would be.
+    fn image(seed: u64) -> Vec<u8> {
+        let l = HybridLayout { seed, ..layout() };
+        let sa = system_area(&[0x33; 432], &l).unwrap();
+        let mut image = vec![0u8; l.image_bytes as usize];
+        image[..sa.head.len()].copy_from_slice(&sa.head);
+        image[sa.tail_offset as usize..].copy_from_slice(&sa.tail);
+        image
+    }
+
+    /// The gpt crate, an implementation of its own, as the oracle: it must find both
+    /// headers valid (CRCs included) and both partition arrays, with the partitions where
+    /// the layout put them. Firmware reads what it reads.
+    #[test]
+    fn the_gpt_crate_reads_back_what_was_meant() {
+        use gpt::disk::LogicalBlockSize::Lb512;
+        use gpt::partition_types::{BASIC, EFI};
+        let open = |image: Vec<u8>| {
+            gpt::GptConfig::new()
+                .logical_block_size(Lb512)
+                .open_from_device(std::io::Cursor::new(image))
+        };
+        let l = layout();
+        let last = l.image_bytes / DISK_SECTOR - 1;
+        let esp_first = l.esp_start / DISK_SECTOR;
+        let esp_last = esp_first + l.esp_bytes / DISK_SECTOR - 1;
+
+        let disk = gpt::GptConfig::new()
+            .logical_block_size(Lb512)
+            .only_valid_headers(true)
+            .open_from_device(std::io::Cursor::new(image(7)))
+            .unwrap();
+        let p = disk.primary_header().unwrap();
+        let b = disk.backup_header().unwrap();
+        assert_eq!((p.current_lba, p.backup_lba, p.part_start), (1, last, 2));
+        assert_eq!(
+            (b.current_lba, b.backup_lba, b.part_start),
+            (last, 1, last - ENTRY_SECTORS)
+        );
+        for h in [p, b] {
+            assert_eq!((h.revision, h.header_size_le), ((1, 0), 92));
+            assert_eq!((h.first_usable, h.last_usable), (34, last - 33));
+            assert_eq!((h.num_parts, h.part_size), (GPT_ENTRIES, 128));
+            assert_eq!(h.disk_guid, p.disk_guid);
+        }
+
+        let parts: Vec<_> = disk.partitions().iter().collect();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        let (&n, iso) = parts[0];
+        assert_eq!(n, 1);
+        assert_eq!(iso.part_type_guid, BASIC);
+        assert_eq!(
+            (iso.first_lba, iso.last_lba),
+            (ISO_PART_FIRST, esp_first - 1)
+        );
+        assert_eq!((iso.name.as_str(), iso.flags), ("ISO9660", 0));
+        let (&n, esp) = parts[1];
+        assert_eq!(n, 2);
+        assert_eq!(esp.part_type_guid, EFI);
+        assert_eq!((esp.first_lba, esp.last_lba), (esp_first, esp_last));
+        assert_eq!((esp.name.as_str(), esp.flags), ("EFI System", 0));
+        let guids = [p.disk_guid, iso.part_guid, esp.part_guid];
+        for (i, g) in guids.iter().enumerate() {
+            assert_eq!(g.get_version_num(), 4, "{g}");
+            assert!(!guids[..i].contains(g), "{g} twice");
+        }
+
+        // The backup array alone: with the primary header broken, the crate reads the
+        // partitions through the backup header (and checks that array's CRC).
+        let mut broken = image(7);
+        broken[512] ^= 0xFF;
+        let from_backup = open(broken).unwrap();
+        assert!(from_backup.primary_header().is_err());
+        assert_eq!(from_backup.partitions(), disk.partitions());
+
+        // The same seed gives the same GUIDs; another seed others.
+        let again = open(image(7)).unwrap();
+        assert_eq!(again.guid(), disk.guid());
+        assert_eq!(again.partitions(), disk.partitions());
+        let other = open(image(8)).unwrap();
+        assert_ne!(other.guid(), disk.guid());
+        assert_ne!(other.partitions()[&2].part_guid, esp.part_guid);
+
+        // The protective MBR around the isohdpfx code and its pointer to isolinux.bin.
+        let mbr = gpt::mbr::ProtectiveMBR::from_bytes(&image(7)[..512], Lb512).unwrap();
+        let pmbr = mbr.partition(0).unwrap();
+        assert_eq!((pmbr.os_type, pmbr.lb_start), (MBR_TYPE_GPT_PROTECTIVE, 1));
+        assert_eq!(u64::from(pmbr.lb_size), last);
+        assert_eq!(mbr.partition(1).unwrap().os_type, 0);
+        assert_eq!(&mbr.bootcode()[..432], &[0x33; 432]);
+        assert_eq!(
+            u64::from_le_bytes(mbr.bootcode()[432..].try_into().unwrap()),
+            l.boot_file / DISK_SECTOR
+        );
+    }
+
+    /// Given the same identifiers, the gpt crate writes the very bytes we do: the layout is
+    /// the one a GPT tool makes. (We still write it ourselves: the image streams, the
+    /// crate wants a seekable disk of the image's size and `uuid` values we could only
+    /// get from it by reading them back as here.)
+    #[test]
+    fn the_gpt_crate_writes_the_same_bytes() {
+        use gpt::disk::LogicalBlockSize::Lb512;
+        use gpt::partition::Partition;
+        use gpt::partition_types::{BASIC, EFI};
+        let l = layout();
+        let ours = image(7);
+        let read = gpt::GptConfig::new()
+            .logical_block_size(Lb512)
+            .open_from_device(std::io::Cursor::new(ours.clone()))
+            .unwrap();
+        let esp_first = l.esp_start / DISK_SECTOR;
+        let part = |type_guid, guid, first_lba, last_lba, name: &str| Partition {
+            part_type_guid: type_guid,
+            part_guid: guid,
+            first_lba,
+            last_lba,
+            flags: 0,
+            name: name.into(),
+        };
+        let parts = std::collections::BTreeMap::from([
+            (
+                1,
+                part(
+                    BASIC,
+                    read.partitions()[&1].part_guid,
+                    ISO_PART_FIRST,
+                    esp_first - 1,
+                    "ISO9660",
+                ),
+            ),
+            (
+                2,
+                part(
+                    EFI,
+                    read.partitions()[&2].part_guid,
+                    esp_first,
+                    esp_first + l.esp_bytes / DISK_SECTOR - 1,
+                    "EFI System",
+                ),
+            ),
+        ]);
+        let blank = std::io::Cursor::new(vec![0u8; l.image_bytes as usize]);
+        let mut disk = gpt::GptConfig::new()
+            .writable(true)
+            .logical_block_size(Lb512)
+            .create_from_device(blank, Some(*read.guid()))
+            .unwrap();
+        disk.update_partitions(parts).unwrap();
+        let mut theirs = disk.write().unwrap();
+
+        let mut code = [0x33; 440];
+        code[432..].copy_from_slice(&(l.boot_file / DISK_SECTOR).to_le_bytes());
+        let mut mbr =
+            gpt::mbr::ProtectiveMBR::with_lb_size((l.image_bytes / DISK_SECTOR - 1) as u32);
+        mbr.set_bootcode(code);
+        mbr.set_disk_signature(ours[440..444].try_into().unwrap());
+        mbr.overwrite_lba0(&mut theirs).unwrap();
+        let theirs = theirs.into_inner();
+        let differ = (0..ours.len()).filter(|&i| ours[i] != theirs[i]).count();
+        assert_eq!(differ, 0, "bytes that differ from the gpt crate's");
+    }
 }

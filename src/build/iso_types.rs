@@ -1,7 +1,7 @@
 //! On-disk structures of the hybrid ISO image, one struct per spec structure.
 //!
 //! Every struct is `repr(C)` of byte-order-explicit fields (alignment 1, so no padding) and
-//! its size is asserted at compile time. The code that lays these out lives in `iso.rs`
+//! its size is asserted at compile time. The code that lays these out lives in `iso/`
 //! (ISO 9660, Rock Ridge, El Torito) and `hybrid.rs` (MBR, GPT).
 //!
 //! Specs: ECMA-119 4th edition (= ISO 9660), "El Torito" Bootable CD-ROM Format

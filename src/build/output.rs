@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Write;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,16 @@ pub struct Error {
 
 /// Writes `data` to `path` atomically (temporary file + rename).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    write_atomic_with(path, |out| out.write_all(data))
+}
+
+/// Writes `path` atomically with `fill`, which streams the contents (buffered) into a
+/// temporary file beside it; the file is then synced, made readable by all and renamed into
+/// place. Any error leaves `path` as it was and no temporary file behind.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), Error> {
     let err = |source| Error {
         path: path.into(),
         source,
@@ -24,12 +34,19 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(data).map_err(err)?;
+    // Removed on drop unless persisted.
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    fill(&mut out).map_err(err)?;
+    out.flush().map_err(err)?;
+    drop(out);
     tmp.as_file().sync_all().map_err(err)?;
+    // Outputs are served over TFTP/HTTP and copied around: readable by all, from the
+    // moment they appear under their name.
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
-    // Outputs are served over TFTP/HTTP and copied around: readable by all.
-    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(err)?;
     Ok(())
 }
 
@@ -70,5 +87,23 @@ mod tests {
             sums,
             "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3  sub/file.img\n"
         );
+    }
+
+    #[test]
+    fn a_failed_fill_keeps_the_old_file_and_leaves_no_temporary() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("image.iso");
+        write_atomic_with(&path, |out| out.write_all(b"old")).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        let err = write_atomic_with(&path, |out| {
+            out.write_all(b"half")?;
+            Err(io::Error::other("disk on fire"))
+        })
+        .unwrap_err();
+        assert_eq!(err.path, path);
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

@@ -31,11 +31,12 @@ suite=bookworm
 # resolved through its Depends and pinned like the others.
 # firmware-linux-free: the free firmware some included modules request (isci).
 # busybox-static: /bin/busybox, the diagnostics shell (failback.after=shell).
-# firmware-bnx2x, firmware-misc-nonfree (tg3, ice), firmware-realtek (r8169): the non-free
-# firmware of the servers' NICs, as in Debian's own installer images.
+# firmware-bnx2x, firmware-misc-nonfree (tg3, ice, cxgb4), firmware-realtek (r8169),
+# firmware-qlogic (qed, qla2xxx): the non-free firmware of servers' NICs and HBAs, as in
+# Debian's own installer images.
 packages=(linux-image-amd64 isolinux syslinux-common pxelinux shim-signed
     shim-helpers-amd64-signed grub-efi-amd64-signed firmware-linux-free busybox-static
-    firmware-bnx2x firmware-misc-nonfree firmware-realtek)
+    firmware-bnx2x firmware-misc-nonfree firmware-realtek firmware-qlogic)
 meta=linux-image-amd64
 
 die() { echo "fetch-inputs: $*" >&2; exit 1; }

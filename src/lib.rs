@@ -10,5 +10,6 @@ pub mod config;
 pub mod disks;
 pub mod events;
 pub mod net;
+pub mod retry;
 pub mod source;
 pub mod sync;

@@ -13,19 +13,28 @@
 //!
 //! Requests that EBS throttles (HTTP 400 RequestThrottledException, 429, 503) or that
 //! fail with 5xx or a network error are retried here with exponential backoff and
-//! full jitter, then reported as retryable to the engine, which retries too. Calls
+//! equal jitter ([`crate::retry`]), then reported as retryable to the engine, which retries too. Calls
 //! are blocking (the engine runs them on plain threads), so sleeping is fine.
 
 use super::{
     BLOCK_SIZE, BlockSource, Candidates, Hash, HashedSink, Received, SourceError, VolumeInfo,
 };
 use crate::disks::identity::{self, Identity};
+use crate::retry::{Backoff, Jitter};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+/// Waits between attempts of one request: equal jitter under a ceiling of
+/// 200 ms, 400 ms, ... up to 10 s (the first wait is 100 to 200 ms).
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    cap: Duration::from_secs(10),
+    jitter: Jitter::Equal,
+};
 
 /// Why an EBS request failed. Messages never carry credentials or signatures.
 #[derive(Debug, thiserror::Error)]
@@ -505,8 +514,8 @@ impl EbsSource {
         let snap = &self.cfg.snapshot;
         let what = format!("GetSnapshotBlock {snap} {index}");
         let path = format!("/snapshots/{}/blocks/{index}", encode(snap));
-        let mut attempt = 1;
-        loop {
+        let refetch = |e: &Error| matches!(e, Error::Checksum { .. } | Error::Length { .. });
+        BACKOFF.retry(self.cfg.attempts, refetch, || {
             let resp = self.request(&what, &path, &[("blockToken", token.to_string())])?;
             let header = |k: &str| {
                 resp.headers()
@@ -519,7 +528,7 @@ impl EbsSource {
             let algorithm = header("x-amz-Checksum-Algorithm");
             let data = resp.bytes().map_err(|e| self.transport(&what, e))?;
             let sha: Hash = Sha256::digest(&data).into();
-            let res = if length != Some(data.len() as u64) || data.len() as u64 != block_size {
+            if length != Some(data.len() as u64) || data.len() as u64 != block_size {
                 Err(Error::Length {
                     snapshot: snap.clone(),
                     index,
@@ -536,17 +545,8 @@ impl EbsSource {
                 })
             } else {
                 Ok((data.into(), sha))
-            };
-            match res {
-                Err(Error::Checksum { .. } | Error::Length { .. })
-                    if attempt < self.cfg.attempts =>
-                {
-                    std::thread::sleep(backoff(attempt));
-                    attempt += 1;
-                }
-                r => return r,
             }
-        }
+        })
     }
 
     /// Signs and sends a GET, retrying throttling, 5xx and network errors.
@@ -563,17 +563,9 @@ impl EbsSource {
             url.push('=');
             url.push_str(&encode(value));
         }
-        let mut attempt = 1;
-        loop {
-            let res = self.send_once(what, &url);
-            match res {
-                Err(e) if e.is_retryable() && attempt < self.cfg.attempts => {
-                    std::thread::sleep(backoff(attempt));
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
+        BACKOFF.retry(self.cfg.attempts, Error::is_retryable, || {
+            self.send_once(what, &url)
+        })
     }
 
     fn send_once(&self, what: &str, url: &str) -> Result<reqwest::blocking::Response, Error> {
@@ -832,15 +824,6 @@ fn decode_sha256(b64: &str) -> Option<Hash> {
         .decode(b64.trim())
         .ok()?;
     bytes.try_into().ok()
-}
-
-/// Exponential backoff with full jitter: up to 200 ms, 400 ms, ... capped at 10 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = (100u64 << attempt.min(7)).min(10_000);
-    let mut r = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-    let ms = cap / 2 + u64::from_le_bytes(r) % (cap / 2 + 1);
-    Duration::from_millis(ms)
 }
 
 #[cfg(test)]

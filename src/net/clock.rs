@@ -312,19 +312,18 @@ pub fn http_date(
         url: url.to_string(),
         message,
     };
-    let tls = super::cert_time::client_config(roots).map_err(fail)?;
-    let client = super::proxy::configure(reqwest::blocking::Client::builder(), proxy)
-        .map_err(fail)?
-        .use_preconfigured_tls(tls)
-        .http1_only()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .build()
-        .map_err(|e| fail(format!("HTTP client setup: {e}")))?;
-    let resp = client.head(url).send().map_err(|e| {
-        let chain = crate::source::error_chain(&e.without_url());
-        fail(super::proxy::unreachable(proxy, &chain).unwrap_or(chain))
-    })?;
+    let policy = super::cert_time::AnyTime::new(roots).map_err(fail)?;
+    let client = super::http::client(super::http::Settings {
+        proxy,
+        tls: super::http::Tls::Policy(std::sync::Arc::new(policy)),
+        connect_timeout: timeout,
+        timeout,
+    })
+    .map_err(fail)?;
+    let resp = client
+        .head(url)
+        .send()
+        .map_err(|e| fail(super::http::describe(&e.without_url(), proxy)))?;
     response_offset(&resp).map_err(fail)
 }
 

@@ -20,6 +20,7 @@ use super::{
     BLOCK_SIZE, BlockSource, Candidates, Hash, HashedSink, Received, SourceError, VolumeInfo,
 };
 use crate::disks::identity::{self, Identity};
+use crate::net::http;
 use crate::retry::{Backoff, Jitter};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -294,27 +295,17 @@ pub struct EbsSource {
 impl EbsSource {
     /// Builds the HTTPS client (rustls on ring, webpki roots); makes no request yet.
     pub fn new(cfg: EbsConfig) -> Result<Self, SourceError> {
-        let setup = |message: String| Error::Transport {
+        let client = http::client(http::Settings {
+            proxy: cfg.proxy.as_deref(),
+            tls: http::Tls::WebPki,
+            connect_timeout: Duration::from_secs(10).min(cfg.timeout),
+            timeout: cfg.timeout,
+        })
+        .map_err(|message| Error::Transport {
             endpoint: cfg.endpoint.clone(),
             what: "HTTP client setup".into(),
             message,
-        };
-        let builder = crate::net::proxy::configure(
-            reqwest::blocking::Client::builder(),
-            cfg.proxy.as_deref(),
-        )
-        .map_err(setup)?;
-        let client = builder
-            .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
-            .timeout(cfg.timeout)
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|e| Error::Transport {
-                endpoint: cfg.endpoint.clone(),
-                what: "HTTP client setup".into(),
-                message: e.to_string(),
-            })?;
+        })?;
         Ok(Self {
             cfg,
             client,
@@ -715,9 +706,7 @@ impl EbsSource {
         if let Some(line) = crate::net::cert_time::wrong_clock(&e, &self.host()) {
             return Error::Clock(line);
         }
-        let message = super::error_chain(&e);
-        let message =
-            crate::net::proxy::unreachable(self.cfg.proxy.as_deref(), &message).unwrap_or(message);
+        let message = http::describe(&e, self.cfg.proxy.as_deref());
         Error::Transport {
             endpoint: self.cfg.endpoint.clone(),
             what: what.into(),

@@ -3,7 +3,7 @@
 //! Before the clock is set, the firmware's clock may be years off (a flat CMOS
 //! battery says 2001), and every certificate looks expired or not yet valid. The
 //! one HTTPS request that learns the time from a CA-signed server (the `Date` of
-//! the EBS endpoint, [`super::clock::http_date`]) cannot depend on that clock:
+//! the EBS endpoint, [`super::clock::http_date()`]) cannot depend on that clock:
 //! [`AnyTime`] verifies the chain exactly as WebPKI does (the roots, the chain,
 //! its signatures, the host name, the key usage; the handshake signatures are
 //! checked by [`super::http`]) and tolerates only one thing,

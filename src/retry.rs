@@ -155,55 +155,34 @@ mod tests {
         assert_eq!(none.wait_with(1, 7), ms(200));
     }
 
-    #[test]
-    fn retry_stops_at_success_at_a_final_error_or_after_the_attempts() {
+    /// Runs [`Backoff::retry`] without waits over `answers`, given in order (the
+    /// last one repeats), retrying "again"; gives the result and the calls made.
+    fn run(
+        attempts: u32,
+        answers: &[Result<u32, &'static str>],
+    ) -> (Result<u32, &'static str>, usize) {
         let now = Backoff {
             first: Duration::ZERO,
             cap: Duration::ZERO,
             jitter: Jitter::Equal,
         };
         let mut calls = 0;
-        let r: Result<u32, &str> = now.retry(
-            5,
-            |_| true,
-            || {
-                calls += 1;
-                if calls < 3 { Err("again") } else { Ok(calls) }
-            },
-        );
-        assert_eq!((r, calls), (Ok(3), 3));
-
-        let mut calls = 0;
-        let r: Result<(), &str> = now.retry(
-            5,
+        let r = now.retry(
+            attempts,
             |e| *e == "again",
             || {
                 calls += 1;
-                Err(if calls < 2 { "again" } else { "final" })
+                answers[(calls - 1).min(answers.len() - 1)]
             },
         );
-        assert_eq!((r, calls), (Err("final"), 2));
+        (r, calls)
+    }
 
-        let mut calls = 0;
-        let r: Result<(), &str> = now.retry(
-            4,
-            |_| true,
-            || {
-                calls += 1;
-                Err("again")
-            },
-        );
-        assert_eq!((r, calls), (Err("again"), 4));
-
-        let mut calls = 0;
-        let r: Result<(), &str> = now.retry(
-            0,
-            |_| true,
-            || {
-                calls += 1;
-                Err("again")
-            },
-        );
-        assert_eq!((r, calls), (Err("again"), 1), "called once at least");
+    #[test]
+    fn retry_stops_at_success_at_a_final_error_or_after_the_attempts() {
+        assert_eq!(run(5, &[Err("again"), Err("again"), Ok(3)]), (Ok(3), 3));
+        assert_eq!(run(5, &[Err("again"), Err("final")]), (Err("final"), 2));
+        assert_eq!(run(4, &[Err("again")]), (Err("again"), 4));
+        assert_eq!(run(0, &[Err("again")]), (Err("again"), 1), "once at least");
     }
 }

@@ -59,11 +59,7 @@ pub fn response_offset(resp: &reqwest::blocking::Response) -> Result<f64, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
-
-    fn at(unix_secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(unix_secs)
-    }
+    use crate::net::clock::at;
 
     #[test]
     fn http_dates_give_the_offset_in_whole_seconds() {

@@ -82,6 +82,12 @@ fn unix(t: SystemTime) -> f64 {
     }
 }
 
+/// `unix_secs` seconds after the Unix epoch, for the tests.
+#[cfg(test)]
+fn at(unix_secs: u64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(unix_secs)
+}
+
 /// Moves the system clock (CLOCK_REALTIME) by `offset` seconds.
 pub fn step(offset: f64) -> Result<(), Error> {
     let target = unix(SystemTime::now()) + offset;

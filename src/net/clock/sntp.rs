@@ -235,10 +235,7 @@ pub fn system_dns() -> Result<hickory_resolver::config::ResolverConfig, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(unix_secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(unix_secs)
-    }
+    use crate::net::clock::at;
 
     #[test]
     fn timestamps_convert_both_ways_and_across_the_2036_era() {

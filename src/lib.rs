@@ -11,5 +11,6 @@ pub mod config;
 pub mod disks;
 pub mod events;
 pub mod net;
+pub mod retry;
 pub mod source;
 pub mod sync;

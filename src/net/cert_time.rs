@@ -3,17 +3,19 @@
 //! Before the clock is set, the firmware's clock may be years off (a flat CMOS
 //! battery says 2001), and every certificate looks expired or not yet valid. The
 //! one HTTPS request that learns the time from a CA-signed server (the `Date` of
-//! the EBS endpoint, [`super::clock::http_date`]) cannot depend on that clock:
+//! the EBS endpoint, [`super::clock::http_date()`]) cannot depend on that clock:
 //! [`AnyTime`] verifies the chain exactly as WebPKI does (the roots, the chain,
-//! its signatures, the host name, the key usage) and tolerates only one thing,
+//! its signatures, the host name, the key usage; the handshake signatures are
+//! checked by [`super::http`]) and tolerates only one thing,
 //! a chain valid at some time other than the local one. Everything else keeps
 //! full verification; when a date check fails there, [`wrong_clock`] says so in
 //! one line instead of a generic transport error.
 
+use super::http::{CertPolicy, Presented};
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::UnixTime;
+use rustls::{CertificateError, RootCertStore};
 use std::sync::Arc;
 
 /// Times tried after the local one: each moves into the validity window of the
@@ -27,22 +29,6 @@ pub fn webpki_roots() -> RootCertStore {
     }
 }
 
-/// A TLS client configuration (HTTP/1.1) that verifies with [`AnyTime`] over `roots`.
-pub fn client_config(roots: RootCertStore) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyTime { inner }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
-}
-
 /// The WebPKI verifier, asked again at a time inside the refusing certificate's
 /// validity window when it refuses only because of the time.
 #[derive(Debug)]
@@ -50,22 +36,26 @@ pub struct AnyTime {
     inner: Arc<WebPkiServerVerifier>,
 }
 
-impl ServerCertVerifier for AnyTime {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut at = now;
+impl AnyTime {
+    /// Verifies chains to `roots`.
+    pub fn new(roots: RootCertStore) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        Ok(Self { inner })
+    }
+}
+
+impl CertPolicy for AnyTime {
+    fn verify(&self, p: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let mut at = p.now;
         for _ in 0..=MOVES {
             let verdict = self.inner.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
+                p.end_entity,
+                p.intermediates,
+                p.server_name,
+                p.ocsp_response,
                 at,
             );
             at = match verdict {
@@ -85,32 +75,6 @@ impl ServerCertVerifier for AnyTime {
         Err(rustls::Error::General(
             "the certificate chain has no time at which all its certificates are valid".into(),
         ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
-        self.inner.root_hint_subjects()
     }
 }
 

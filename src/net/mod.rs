@@ -5,6 +5,7 @@
 pub mod cert_time;
 pub mod clock;
 pub mod dhcp;
+pub mod http;
 mod ioctl;
 pub mod netlink;
 pub mod proxy;

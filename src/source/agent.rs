@@ -4,10 +4,8 @@
 use super::wire::{self, ACCEPT_ZSTD};
 use super::{BlockSource, Hash, Received, SourceError, VolumeInfo};
 use crate::events::{Event, Reporter};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use crate::net::http::{self, CertPolicy, Presented};
+use rustls::client::danger::ServerCertVerified;
 use sha2::{Digest, Sha256};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -21,14 +19,9 @@ pub fn parse_fingerprint(s: &str) -> Option<Hash> {
         .strip_prefix("sha256:")
         .or_else(|| s.strip_prefix("SHA256:"))
         .unwrap_or(s);
-    let hex: String = s.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
-        return None;
-    }
+    let digits: String = s.chars().filter(|c| *c != ':').collect();
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(digits, &mut out).ok()?;
     Some(out)
 }
 
@@ -39,7 +32,7 @@ pub fn format_fingerprint(h: &Hash) -> String {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Accepts exactly one certificate: the one whose DER has the pinned SHA-256.
@@ -47,19 +40,11 @@ pub fn hex(bytes: &[u8]) -> String {
 struct Pinned {
     expected: Hash,
     seen: Mutex<Option<Hash>>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen: Hash = Sha256::digest(end_entity.as_ref()).into();
+impl CertPolicy for Pinned {
+    fn verify(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let seen: Hash = Sha256::digest(presented.end_entity.as_ref()).into();
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         if seen == self.expected {
             Ok(ServerCertVerified::assertion())
@@ -68,40 +53,6 @@ impl ServerCertVerifier for Pinned {
                 "certificate fingerprint does not match the pinned one".into(),
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -143,37 +94,20 @@ pub struct AgentSource {
 impl AgentSource {
     /// Builds the HTTPS client; makes no connection yet.
     pub fn new(cfg: AgentConfig) -> Result<Self, SourceError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let pinned = Arc::new(Pinned {
             expected: cfg.fingerprint,
             seen: Mutex::new(None),
-            provider: provider.clone(),
         });
-        let transport = |m: String| SourceError::Transport {
+        let client = http::client(http::Settings {
+            proxy: cfg.proxy.as_deref(),
+            tls: http::Tls::Policy(pinned.clone()),
+            connect_timeout: Duration::from_secs(10).min(cfg.timeout),
+            timeout: cfg.timeout,
+        })
+        .map_err(|message| SourceError::Transport {
             url: cfg.url.clone(),
-            message: m,
-        };
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| transport(format!("TLS setup: {e}")))?
-            .dangerous()
-            .with_custom_certificate_verifier(pinned.clone())
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let builder = crate::net::proxy::configure(
-            reqwest::blocking::Client::builder(),
-            cfg.proxy.as_deref(),
-        )
-        .map_err(transport)?;
-        let client = builder
-            .use_preconfigured_tls(tls)
-            .http1_only()
-            .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
-            .timeout(cfg.timeout)
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|e| transport(format!("HTTP client setup: {e}")))?;
+            message,
+        })?;
         Ok(Self {
             cfg,
             client,
@@ -196,9 +130,7 @@ impl AgentSource {
                 expected: format_fingerprint(&self.cfg.fingerprint),
             };
         }
-        let message = super::error_chain(&e);
-        let message =
-            crate::net::proxy::unreachable(self.cfg.proxy.as_deref(), &message).unwrap_or(message);
+        let message = http::describe(&e, self.cfg.proxy.as_deref());
         SourceError::Transport {
             url: self.cfg.url.clone(),
             message: message.replace(&self.cfg.token, "<token>"),
@@ -385,7 +317,7 @@ mod tests {
         let h: Hash = core::array::from_fn(|i| i as u8 * 7);
         let printed = format_fingerprint(&h);
         assert_eq!(parse_fingerprint(&printed), Some(h));
-        let colons: Vec<String> = h.iter().map(|b| format!("{b:02X}")).collect();
+        let colons: Vec<String> = h.iter().map(|b| hex::encode_upper([*b])).collect();
         assert_eq!(parse_fingerprint(&colons.join(":")), Some(h));
         assert_eq!(parse_fingerprint("sha256:abcd"), None);
         assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);

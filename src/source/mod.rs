@@ -145,16 +145,3 @@ pub trait BlockSource: Send + Sync {
         })
     }
 }
-
-/// An error with all its causes, as one line (reqwest hides the useful part, e.g.
-/// "connection refused", in the causes).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    message
-}

@@ -1,9 +1,6 @@
-//! The system clock before TLS: an SNTP query (RFC 4330) to a server from the
-//! command line, the preset or DHCP option 42, else the `Date` header of an
-//! HTTP answer from the source. The firmware's clock may be years off, and a
-//! certificate check against it fails for reasons no operator would guess.
+//! SNTP (RFC 4330): one query to a server given by address or by name.
 
-use serde::Serialize;
+use super::Error;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,61 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const NTP_UNIX: i64 = 2_208_988_800;
 /// Length of an SNTP packet without extensions (RFC 4330 section 4).
 pub const PACKET: usize = 48;
-
-/// How the clock was set, as reported in the `network` event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ClockSet {
-    /// `ntp` or `http-date` (or `none` when no source answered).
-    pub source: &'static str,
-    /// The server asked (`ADDR:PORT` or the source URL).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// Seconds the clock was moved by (0 when it was not set).
-    pub step_s: f64,
-    /// Why no source set the clock, when none did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-}
-
-impl std::fmt::Display for ClockSet {
-    /// As the console shows it after "clock ".
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let server = self.server.as_deref().unwrap_or("?");
-        match self.source {
-            "ntp" => write!(f, "set by NTP from {server} (moved {:+.0} s)", self.step_s),
-            "http-date" => write!(
-                f,
-                "set from the Date of {server} (moved {:+.0} s)",
-                self.step_s
-            ),
-            _ => write!(
-                f,
-                "not set: {}",
-                self.problem.as_deref().unwrap_or("no source answered")
-            ),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("NTP server {server}: {source}")]
-    Io {
-        server: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("NTP server {server} did not answer within {seconds} s")]
-    NoAnswer { server: SocketAddr, seconds: u64 },
-    #[error("NTP server {server} sent an unusable answer: {why}")]
-    Bad {
-        server: SocketAddr,
-        why: &'static str,
-    },
-    #[error("cannot set the system clock: {0}")]
-    Set(nix::Error),
-    #[error("cannot learn the time from the Date of {url}: {message}")]
-    Date { url: String, message: String },
-}
 
 /// An NTP timestamp: seconds since 1900 in 32.32 fixed point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +119,7 @@ pub fn query(server: SocketAddr, timeout: Duration) -> Result<f64, Error> {
     for _ in 0..3 {
         let sent = Timestamp::from_system(SystemTime::now());
         socket.send(&request(sent)).map_err(io)?;
-        let Some(n) = super::recv_or_timeout(&socket, &mut buf).map_err(io)? else {
+        let Some(n) = crate::net::recv_or_timeout(&socket, &mut buf).map_err(io)? else {
             continue;
         };
         let t4 = Timestamp::from_system(SystemTime::now()).unix_seconds();
@@ -290,79 +232,10 @@ pub fn system_dns() -> Result<hickory_resolver::config::ResolverConfig, String> 
         .map_err(|e| format!("cannot read /etc/resolv.conf to look up the NTP server: {e}"))
 }
 
-/// The offset of the local clock given a server's HTTP `Date` header seen
-/// at `now` (whole seconds: the header has no finer resolution).
-pub fn http_date_offset(date: &str, now: SystemTime) -> Option<f64> {
-    let server = httpdate::parse_http_date(date.trim()).ok()?;
-    Some(unix(server) - unix(now))
-}
-
-/// How far the local clock is from `url`'s (seconds, positive: we are behind),
-/// from the `Date` of its answer to an unsigned HEAD: any status carries one.
-/// Through `proxy` for `https://`; the certificate is checked against `roots`
-/// by [`AnyTime`](super::cert_time::AnyTime), which only tolerates its dates,
-/// since the local clock is what this asks about.
-pub fn http_date(
-    url: &str,
-    proxy: Option<&str>,
-    roots: rustls::RootCertStore,
-    timeout: Duration,
-) -> Result<f64, Error> {
-    let fail = |message: String| Error::Date {
-        url: url.to_string(),
-        message,
-    };
-    let tls = super::cert_time::client_config(roots).map_err(fail)?;
-    let client = super::proxy::configure(reqwest::blocking::Client::builder(), proxy)
-        .map_err(fail)?
-        .use_preconfigured_tls(tls)
-        .http1_only()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .build()
-        .map_err(|e| fail(format!("HTTP client setup: {e}")))?;
-    let resp = client.head(url).send().map_err(|e| {
-        let chain = crate::source::error_chain(&e.without_url());
-        fail(super::proxy::unreachable(proxy, &chain).unwrap_or(chain))
-    })?;
-    response_offset(&resp).map_err(fail)
-}
-
-/// How far the local clock is from the server that sent `resp` (seconds, positive:
-/// we are behind), from its `Date` header, whatever the status.
-pub fn response_offset(resp: &reqwest::blocking::Response) -> Result<f64, String> {
-    let now = SystemTime::now();
-    let date = resp
-        .headers()
-        .get(reqwest::header::DATE)
-        .ok_or_else(|| format!("HTTP {} without a Date header", resp.status()))?;
-    let date = date.to_str().unwrap_or_default();
-    http_date_offset(date, now).ok_or_else(|| format!("unreadable Date header {date:?}"))
-}
-
-fn unix(t: SystemTime) -> f64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
-}
-
-/// Moves the system clock (CLOCK_REALTIME) by `offset` seconds.
-pub fn step(offset: f64) -> Result<(), Error> {
-    let target = unix(SystemTime::now()) + offset;
-    let secs = target.floor();
-    let nanos = ((target - secs) * 1e9) as i64;
-    let ts = nix::sys::time::TimeSpec::new(secs as libc::time_t, nanos as libc::c_long);
-    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(Error::Set)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(unix_secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(unix_secs)
-    }
+    use crate::net::clock::at;
 
     #[test]
     fn timestamps_convert_both_ways_and_across_the_2036_era() {
@@ -541,39 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn how_the_clock_was_set_reads_in_one_phrase() {
-        let set = |source, server: Option<&str>, problem: Option<&str>| ClockSet {
-            source,
-            server: server.map(str::to_string),
-            step_s: 814_000_000.4,
-            problem: problem.map(str::to_string),
-        };
-        assert_eq!(
-            set(
-                "http-date",
-                Some("https://ebs.eu-west-1.amazonaws.com"),
-                None
-            )
-            .to_string(),
-            "set from the Date of https://ebs.eu-west-1.amazonaws.com (moved +814000000 s)"
-        );
-        assert_eq!(
-            set("ntp", Some("10.0.2.2:123"), None).to_string(),
-            "set by NTP from 10.0.2.2:123 (moved +814000000 s)"
-        );
-        assert_eq!(
-            set(
-                "none",
-                None,
-                Some("no NTP server and no source to ask for the time")
-            )
-            .to_string(),
-            "not set: no NTP server and no source to ask for the time"
-        );
-    }
-
-    #[test]
-    fn server_addresses_and_http_dates() {
+    fn server_addresses_are_ip_addresses_with_port_123_by_default() {
         assert_eq!(
             server_address("10.0.2.2").unwrap(),
             "10.0.2.2:123".parse().unwrap()
@@ -587,115 +428,5 @@ mod tests {
                 .unwrap_err()
                 .contains("ADDR:PORT")
         );
-        let off = http_date_offset("Thu, 01 Jan 2026 00:00:00 GMT", at(978_307_200)).unwrap();
-        assert_eq!(off, 1_767_225_600.0 - 978_307_200.0);
-        assert_eq!(http_date_offset("yesterday", at(0)), None);
-    }
-
-    /// The Date of the TLS servers below: 2026-01-01T00:00:00Z.
-    const DATE: &str = "Thu, 01 Jan 2026 00:00:00 GMT";
-
-    fn date_at(port: u16, roots: rustls::RootCertStore) -> Result<f64, Error> {
-        let url = format!("https://127.0.0.1:{port}/");
-        http_date(&url, None, roots, Duration::from_secs(10))
-    }
-
-    #[test]
-    fn the_date_is_read_through_a_certificate_valid_only_at_another_time() {
-        use crate::net::test_tls::Ca;
-        let expected = http_date_offset(DATE, SystemTime::now()).unwrap();
-        // A root's own dates are not checked (a trust anchor is a name and a key).
-        let now = Ca::root((2000, 1, 1), (2100, 1, 1));
-        let old = Ca::root((2000, 1, 1), (2003, 1, 1));
-        // The last leaf comes with an intermediate whose window ends before the
-        // leaf's: two moves into the windows.
-        let cases = [
-            (
-                "expired",
-                &now,
-                now.server("127.0.0.1", (2001, 1, 1), (2002, 1, 1)),
-            ),
-            (
-                "not yet valid",
-                &now,
-                now.server("127.0.0.1", (2090, 1, 1), (2091, 1, 1)),
-            ),
-            (
-                "expired, with an intermediate",
-                &old,
-                old.intermediate((2001, 6, 1), (2002, 3, 1)).server(
-                    "127.0.0.1",
-                    (2001, 1, 1),
-                    (2002, 6, 1),
-                ),
-            ),
-        ];
-        for (what, ca, (chain, key)) in cases {
-            let port = crate::net::test_tls::serve(chain, key, DATE);
-            let offset = date_at(port, ca.roots()).unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert!(
-                (offset - expected).abs() < 5.0,
-                "{what}: {offset} vs {expected}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_date_is_refused_from_another_ca_another_name_or_a_chain_never_valid() {
-        use crate::net::test_tls::Ca;
-        let ca = Ca::root((2000, 1, 1), (2100, 1, 1));
-        let other = Ca::root((2000, 1, 1), (2100, 1, 1));
-        let old = ca.intermediate((2001, 1, 1), (2002, 1, 1));
-        let cases = [
-            (
-                "another CA",
-                &ca,
-                other.server("127.0.0.1", (2001, 1, 1), (2002, 1, 1)),
-                "UnknownIssuer",
-            ),
-            (
-                "another name",
-                &ca,
-                ca.server("ebs.example", (2001, 1, 1), (2002, 1, 1)),
-                "not valid for name",
-            ),
-            (
-                "another CA, valid now",
-                &ca,
-                other.server("127.0.0.1", (2020, 1, 1), (2090, 1, 1)),
-                "UnknownIssuer",
-            ),
-            (
-                "no common window",
-                &ca,
-                old.server("127.0.0.1", (2005, 1, 1), (2006, 1, 1)),
-                "no time at which",
-            ),
-        ];
-        for (what, roots, (chain, key), why) in cases {
-            let port = crate::net::test_tls::serve(chain, key, DATE);
-            let err = date_at(port, roots.roots()).expect_err(what).to_string();
-            assert!(err.contains(why), "{what}: {err}");
-        }
-    }
-
-    #[test]
-    fn the_date_of_a_plain_http_endpoint_needs_no_tls() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let answer =
-                format!("HTTP/1.1 404 Not Found\r\nDate: {DATE}\r\nContent-Length: 0\r\n\r\n");
-            s.write_all(answer.as_bytes()).unwrap();
-        });
-        let url = format!("http://127.0.0.1:{port}/");
-        let roots = crate::net::cert_time::webpki_roots();
-        let offset = http_date(&url, None, roots, Duration::from_secs(10)).unwrap();
-        let expected = http_date_offset(DATE, SystemTime::now()).unwrap();
-        assert!((offset - expected).abs() < 5.0, "{offset} vs {expected}");
     }
 }

@@ -2,9 +2,9 @@
 //! target identical while sending only what differs; dry runs, refusals, wrong
 //! token or fingerprint write nothing; the token never shows up anywhere.
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
-use sync_common::*;
 
 struct Setup {
     _dir: tempfile::TempDir,

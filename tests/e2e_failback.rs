@@ -10,14 +10,13 @@
 //! from the NVMe disk, prints `RECOVERED` with the served volume's digest.
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{Firmware, Vm, firmware_args, need_qemu};
+use common::{
+    Agent, BS, Firmware, TOKEN, Vm, block_hashes, firmware_args, mutate, need_qemu, random_bytes,
+};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
-use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
 const MIB: usize = 1 << 20;
 

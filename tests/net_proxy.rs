@@ -2,13 +2,13 @@
 //! the tunnels it makes to a `failback serve` agent; `--proxy` and HTTPS_PROXY
 //! both send every request through it; an unreachable proxy is one clear line.
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use sync_common::*;
 
 /// A minimal HTTP CONNECT proxy: one thread per client, bytes copied both ways.
 struct ConnectProxy {

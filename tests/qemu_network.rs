@@ -4,8 +4,6 @@
 //! of the EBS endpoint.
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
 use common::{Vm, need_qemu, out_dir};
 use std::io::{Read, Write};
@@ -140,8 +138,8 @@ fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
     need_qemu();
     let tmp = tempfile::tempdir().unwrap();
     let volume = tmp.path().join("v.img");
-    std::fs::write(&volume, vec![0u8; sync_common::BS]).unwrap();
-    let agent = sync_common::Agent::start(&tmp.path().join("state"), &[("v", &volume)], 0);
+    std::fs::write(&volume, vec![0u8; common::BS]).unwrap();
+    let agent = common::Agent::start(&tmp.path().join("state"), &[("v", &volume)], 0);
     let url = format!("https://10.0.2.2:{}", agent.port);
     // No disk to map the volume to: the pull stops with an error after the network event.
     let started = SystemTime::now();
@@ -149,7 +147,7 @@ fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
         &format!(
             "failback.ip=10.0.2.15/24,10.0.2.2,10.0.2.3 failback.source={url} \
              failback.token={} failback.fingerprint={}",
-            sync_common::TOKEN,
+            common::TOKEN,
             agent.fingerprint
         ),
         &["-rtc", RTC_2001, "-nic", "user,model=e1000"],

@@ -4,12 +4,9 @@
 //! (10.0.2.2 is the host's loopback), verifies, and powers off.
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{need_qemu, out_dir};
+use common::{Agent, BS, TOKEN, block_hashes, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
-use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
 #[test]
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]

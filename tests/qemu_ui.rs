@@ -5,12 +5,9 @@
 //! "yes" (the disk then equals the served volume).
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{need_qemu, out_dir};
+use common::{Agent, BS, TOKEN, block_hashes, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
-use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
 /// From one prompt to the next (TCG on a shared machine).
 const STEP: Duration = Duration::from_secs(180);

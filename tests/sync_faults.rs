@@ -3,10 +3,10 @@
 //! byte-identical target, count its retries, and never put a block on the target
 //! that is neither its old nor its new content.
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
 use std::time::Duration;
-use sync_common::*;
 
 fn images(dir: &std::path::Path, blocks: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let old = random_bytes(blocks * BS, seed);

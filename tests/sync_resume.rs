@@ -6,10 +6,10 @@
 //! leaves that one block partly written until the next run re-pulls it. The watch
 //! runs in the fault tests, where the client is not killed.)
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
 use std::time::{Duration, Instant};
-use sync_common::*;
 
 #[test]
 fn twenty_kill_nine_points_then_convergence() {

@@ -79,8 +79,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
 }
 
 struct Setup {
-    _dir: tempfile::TempDir,
-    agent: Agent,
+    served: Scenario,
     source: Vec<u8>,
     target: std::path::PathBuf,
 }
@@ -88,24 +87,17 @@ struct Setup {
 impl Setup {
     /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
     fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
-        let map = format!("root={}", self.target.display());
-        let args = [&["--map", map.as_str()], extra].concat();
-        pull_cmd(&self.agent.url(), &self.agent.fingerprint, &args)
+        self.served.pull_to("root", &self.target, extra)
     }
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
     let base = random_bytes(6 * BS, 5);
     let source = mutate(&base, &[1, 4], 6);
-    let src = dir.path().join("source.img");
-    let target = dir.path().join("target.img");
-    fs::write(&src, &source).unwrap();
-    fs::write(&target, &base).unwrap();
-    let agent = Agent::start(&dir.path().join("state"), &[("root", &src)], 0);
+    let served = Scenario::serve(&[("root", &source)]);
+    let target = served.disk("target.img", &base);
     Setup {
-        _dir: dir,
-        agent,
+        served,
         source,
         target,
     }
@@ -122,7 +114,7 @@ fn pull_goes_through_the_proxy_given_by_flag() {
     assert_eq!(fs::read(&s.target).unwrap(), s.source);
     let tunnels = proxy.tunnels.load(Ordering::SeqCst);
     assert!(tunnels >= 1, "no tunnel through the proxy");
-    let agent = s.agent.url();
+    let agent = s.served.agent.url();
     let agent_host = agent.trim_start_matches("https://").trim_end_matches('/');
     assert!(
         proxy

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Vm, need_qemu, out_dir};
+use common::{BS, Scenario, Vm, need_qemu, out_dir};
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -136,19 +136,14 @@ fn no_dhcp_anywhere_is_one_clear_error() {
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
     need_qemu();
-    let tmp = tempfile::tempdir().unwrap();
-    let volume = tmp.path().join("v.img");
-    std::fs::write(&volume, vec![0u8; common::BS]).unwrap();
-    let agent = common::Agent::start(&tmp.path().join("state"), &[("v", &volume)], 0);
-    let url = format!("https://10.0.2.2:{}", agent.port);
+    let served = Scenario::serve(&[("v", &vec![0u8; BS])]);
+    let url = served.guest_url();
     // No disk to map the volume to: the pull stops with an error after the network event.
     let started = SystemTime::now();
     let mut vm = boot(
         &format!(
-            "failback.ip=10.0.2.15/24,10.0.2.2,10.0.2.3 failback.source={url} \
-             failback.token={} failback.fingerprint={}",
-            common::TOKEN,
-            agent.fingerprint
+            "failback.ip=10.0.2.15/24,10.0.2.2,10.0.2.3 {}",
+            served.kernel_source()
         ),
         &["-rtc", RTC_2001, "-nic", "user,model=e1000"],
     );

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Agent, BS, TOKEN, block_hashes, mutate, need_qemu, out_dir, random_bytes};
+use common::{BS, Scenario, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
 
 /// From one prompt to the next (TCG on a shared machine).
@@ -17,22 +17,18 @@ const STEP: Duration = Duration::from_secs(180);
 fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     need_qemu();
     let out = out_dir();
-    let tmp = tempfile::tempdir().unwrap();
     // 24 MiB volume; the local disk holds an older state where every fourth block differs.
     let blocks = 48;
     let remote = random_bytes(blocks * BS, 11);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 4 == 1).collect();
     let local = mutate(&remote, &changed, 12);
-    let remote_path = tmp.path().join("remote.img");
-    let local_path = tmp.path().join("local.img");
-    std::fs::write(&remote_path, &remote).unwrap();
-    std::fs::write(&local_path, &local).unwrap();
-    let (rh, lh) = (block_hashes(&remote), block_hashes(&local));
-    let differing = (0..blocks).filter(|&b| rh[b] != lh[b]).count();
+    let differing = differing_blocks(&remote, &local).len();
     assert_eq!(differing, changed.len(), "the test changes blocks");
 
-    let agent = Agent::start(&tmp.path().join("state"), &[("system", &remote_path)], 0);
-    let url = format!("https://10.0.2.2:{}", agent.port);
+    let served = Scenario::serve(&[("system", &remote)]);
+    let local_path = served.disk("local.img", &local);
+    let agent = &served.agent;
+    let url = served.guest_url();
     let drive = format!("if=none,id=local,format=raw,file={}", local_path.display());
     // No failback.source: the client asks. Text progress (the default); both consoles
     // mirrored.

@@ -13,27 +13,23 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn twenty_kill_nine_points_then_convergence() {
-    let dir = tempfile::tempdir().unwrap();
     let blocks = 48; // 24 MiB
     let old = random_bytes(blocks * BS, 11);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 5 != 0).collect();
     let new = mutate(&old, &changed, 12);
-    let src = dir.path().join("new.img");
-    let tgt = dir.path().join("target.img");
-    fs::write(&src, &new).unwrap();
-    fs::write(&tgt, &old).unwrap();
-    let agent = Agent::start(&dir.path().join("state"), &[("v", &src)], 0);
+    let served = Scenario::serve(&[("v", &new)]);
+    let tgt = served.disk("target.img", &old);
     // Slow the wire so that kills land while blocks are being pulled.
     let proxy = Proxy::start(
-        agent.port,
+        served.agent.port,
         Faults {
             rate: 12 << 20,
             ..Faults::default()
         },
         5,
     );
-    let url = format!("https://127.0.0.1:{}", proxy.port);
-    let map = format!("v={}", tgt.display());
+    let url = proxy.url();
+    let map = mapping("v", &tgt);
     let args = [
         "--map",
         map.as_str(),
@@ -48,7 +44,7 @@ fn twenty_kill_nine_points_then_convergence() {
     let mut planned: Vec<u64> = Vec::new();
     let started = Instant::now();
     for _ in 0..20 {
-        let mut child = pull_cmd(&url, &agent.fingerprint, &args).spawn().unwrap();
+        let mut child = served.pull_via(&url, &args).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
         child.kill().unwrap(); // SIGKILL
         let out = child.wait_with_output().unwrap();
@@ -56,7 +52,7 @@ fn twenty_kill_nine_points_then_convergence() {
             planned.push(p["differing"].as_u64().unwrap());
         }
     }
-    let out = run(pull_cmd(&url, &agent.fingerprint, &args));
+    let out = run(served.pull_via(&url, &args));
     assert!(out.status.success(), "{}", text(&out));
     let evs = events(&out);
     let last_plan = event(&evs, "plan").unwrap()["differing"].as_u64().unwrap();

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 /// The token every test agent uses; tests check it never shows up in output.
 pub const TOKEN: &str = "t0ken-SECRET-9f3a1c77e2b84d06";
 
+/// `VOLUME=PATH`, as `failback serve --volume` and `failback pull --map` take it.
+pub fn mapping(volume: &str, path: &Path) -> String {
+    format!("{volume}={}", path.display())
+}
+
 /// A running agent; killed on drop.
 pub struct Agent {
     pub child: Child,
@@ -33,7 +38,7 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (n, p) in volumes {
-            cmd.arg("--volume").arg(format!("{n}={}", p.display()));
+            cmd.arg("--volume").arg(mapping(n, p));
         }
         let mut child = cmd.spawn().expect("start failback serve");
         let stdout = child.stdout.take().unwrap();
@@ -81,6 +86,17 @@ impl Agent {
                 .collect(),
             out,
         }
+    }
+
+    /// Another agent on the same port with the same state directory (so the same
+    /// certificate) and volumes: this one restarted.
+    pub fn start_again(&self) -> Agent {
+        let volumes: Vec<(&str, &Path)> = self
+            .volumes
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect();
+        Agent::start(&self.state, &volumes, self.port)
     }
 
     pub fn url(&self) -> String {

@@ -55,6 +55,13 @@ pub fn block_hashes(data: &[u8]) -> Vec<[u8; 32]> {
     data.chunks(BS).map(|c| Sha256::digest(c).into()).collect()
 }
 
+/// The indexes of the blocks that differ between `a` and `b`.
+pub fn differing_blocks(a: &[u8], b: &[u8]) -> Vec<usize> {
+    let (a, b) = (block_hashes(a), block_hashes(b));
+    let pairs = a.iter().zip(&b).enumerate();
+    pairs.filter(|(_, (x, y))| x != y).map(|(i, _)| i).collect()
+}
+
 /// The whole-volume digest as documented: SHA-256 over the block SHA-256s in order.
 pub fn linear_digest(data: &[u8]) -> String {
     let mut h = Sha256::new();

@@ -78,6 +78,11 @@ impl Proxy {
         });
         p
     }
+
+    /// Where a client reaches the agent through the proxy.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
 }
 
 impl Drop for Proxy {

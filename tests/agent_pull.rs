@@ -6,16 +6,9 @@ mod common;
 use common::*;
 use std::fs;
 
-struct Setup {
-    served: Scenario,
-    source: Vec<u8>,
-    old: Vec<u8>,
-    target: std::path::PathBuf,
-}
-
 /// A 24 MiB volume (last block short) with 3 zero blocks, and a target holding an
 /// older version: blocks 2, 5..9 and 20 differ, and the zero blocks differ too.
-fn setup() -> Setup {
+fn setup() -> OneVolume {
     let size = 24 * BS + 4096 * 3;
     let base = random_bytes(size, 1);
     let mut source = mutate(&base, &[2, 5, 6, 7, 8, 20], 2);
@@ -23,26 +16,12 @@ fn setup() -> Setup {
         let end = ((b + 1) * BS).min(size);
         source[b * BS..end].fill(0);
     }
-    let served = Scenario::serve(&[("root", &source)]);
-    let target = served.disk("target.img", &base);
-    Setup {
-        served,
-        source,
-        old: base,
-        target,
-    }
+    OneVolume::serve("root", source, base)
 }
 
-impl Setup {
-    /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
-    fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
-        self.served.pull_to("root", &self.target, extra)
-    }
-
-    /// Another agent, serving the same `root` and a 1 MiB `data` volume too.
-    fn with_data_volume(&self) -> Scenario {
-        Scenario::serve(&[("root", &self.source), ("data", &random_bytes(2 * BS, 9))])
-    }
+/// Another agent, serving the same `root` and a 1 MiB `data` volume too.
+fn with_data_volume(s: &OneVolume) -> Scenario {
+    Scenario::serve(&[("root", &s.new), ("data", &random_bytes(2 * BS, 9))])
 }
 
 fn no_token_leak(s: &str) {
@@ -52,9 +31,9 @@ fn no_token_leak(s: &str) {
 #[test]
 fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     let s = setup();
-    let out = run(s.pull_cmd(&["--yes", "--progress", "json"]));
+    let out = run(s.pull(&["--yes", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     let evs = events(&out);
     let plan = event(&evs, "plan").expect("plan event");
     assert_eq!(plan["differing"], 9, "6 changed + 3 zeroed blocks");
@@ -65,7 +44,7 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
         "the short last block is zero"
     );
     let done = event(&evs, "volume_done").expect("volume_done event");
-    let digest = linear_digest(&s.source);
+    let digest = linear_digest(&s.new);
     assert_eq!(done["sha256"], digest.as_str());
     assert_eq!(done["remote_sha256"], digest.as_str());
     assert_eq!(done["pulled_blocks"], 6);
@@ -82,7 +61,7 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     no_token_leak(&text(&out));
 
     // Converged: a second run pulls nothing.
-    let again = run(s.pull_cmd(&["--yes", "--progress", "json"]));
+    let again = run(s.pull(&["--yes", "--progress", "json"]));
     assert!(again.status.success(), "{}", text(&again));
     let evs = events(&again);
     assert_eq!(event(&evs, "plan").unwrap()["differing"], 0);
@@ -106,11 +85,10 @@ fn compressible_blocks_travel_compressed() {
     for (i, b) in source.iter_mut().enumerate() {
         *b = (i % 251) as u8 | 1; // repetitive, never zero
     }
-    let served = Scenario::serve(&[("v", &source)]);
-    let tgt = served.disk("t.img", &vec![0u8; 8 * BS]);
-    let out = run(served.pull_to("v", &tgt, &["--yes", "--progress", "json"]));
+    let s = OneVolume::serve("v", source, vec![0u8; 8 * BS]);
+    let out = run(s.pull(&["--yes", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&tgt).unwrap(), source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     let evs = events(&out);
     let wire = event(&evs, "done").unwrap()["wire_bytes"].as_u64().unwrap();
     assert!(
@@ -122,7 +100,7 @@ fn compressible_blocks_travel_compressed() {
 #[test]
 fn dry_run_and_declined_confirmation_write_nothing() {
     let s = setup();
-    let out = run(s.pull_cmd(&["--dry-run", "--progress", "json"]));
+    let out = run(s.pull(&["--dry-run", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
     let evs = events(&out);
     assert_eq!(event(&evs, "plan").unwrap()["differing"], 9);
@@ -130,7 +108,7 @@ fn dry_run_and_declined_confirmation_write_nothing() {
     assert_eq!(fs::read(&s.target).unwrap(), s.old);
 
     // Without --yes it asks; answering "no" writes nothing.
-    let mut cmd = s.pull_cmd(&["--progress", "none"]);
+    let mut cmd = s.pull(&["--progress", "none"]);
     cmd.stdin(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
@@ -144,9 +122,10 @@ fn dry_run_and_declined_confirmation_write_nothing() {
 #[test]
 fn json_map_and_exclude_are_understood() {
     let s = setup();
-    let two = s.with_data_volume();
+    let two = with_data_volume(&s);
     // Unattended with a volume neither mapped nor excluded: refused.
-    let out = run(two.pull_to("root", &s.target, &["--yes", "--progress", "none"]));
+    let map = mapping("root", &s.target);
+    let out = run(two.pull(&["--map", &map, "--yes", "--progress", "none"]));
     assert!(!out.status.success());
     assert!(
         text(&out).contains("'data' is neither mapped nor excluded"),
@@ -158,7 +137,7 @@ fn json_map_and_exclude_are_understood() {
     let json = format!(r#"{{"root":"{}","data":"EXCLUDE"}}"#, s.target.display());
     let out = run(two.pull(&["--map", &json, "--yes", "--progress", "none"]));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
 }
 
 #[test]
@@ -228,7 +207,7 @@ fn unsafe_targets_are_refused_and_nothing_is_written() {
 #[test]
 fn the_same_target_twice_is_refused() {
     let s = setup();
-    let two = s.with_data_volume();
+    let two = with_data_volume(&s);
     // The same file under two spellings.
     let alias = s.served.path().join("alias.img");
     std::os::unix::fs::symlink(&s.target, &alias).unwrap();
@@ -247,7 +226,7 @@ fn the_same_target_twice_is_refused() {
 #[test]
 fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     let s = setup();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json"]);
     let wrong = "wrong-token-0000000000000000";
     cmd.env("FAILBACK_TOKEN", wrong);
     let out = run(cmd);

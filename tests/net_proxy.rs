@@ -78,40 +78,21 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-struct Setup {
-    served: Scenario,
-    source: Vec<u8>,
-    target: std::path::PathBuf,
-}
-
-impl Setup {
-    /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
-    fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
-        self.served.pull_to("root", &self.target, extra)
-    }
-}
-
-fn setup() -> Setup {
+fn setup() -> OneVolume {
     let base = random_bytes(6 * BS, 5);
     let source = mutate(&base, &[1, 4], 6);
-    let served = Scenario::serve(&[("root", &source)]);
-    let target = served.disk("target.img", &base);
-    Setup {
-        served,
-        source,
-        target,
-    }
+    OneVolume::serve("root", source, base)
 }
 
 #[test]
 fn pull_goes_through_the_proxy_given_by_flag() {
     let s = setup();
     let proxy = ConnectProxy::start();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json", "--proxy", &proxy.url()]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json", "--proxy", &proxy.url()]);
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     let tunnels = proxy.tunnels.load(Ordering::SeqCst);
     assert!(tunnels >= 1, "no tunnel through the proxy");
     let agent = s.served.agent.url();
@@ -133,13 +114,13 @@ fn pull_goes_through_the_proxy_given_by_flag() {
 fn pull_honours_https_proxy_from_the_environment() {
     let s = setup();
     let proxy = ConnectProxy::start();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json"]);
     cmd.env("HTTPS_PROXY", proxy.url())
         .env_remove("NO_PROXY")
         .env_remove("no_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     assert!(proxy.tunnels.load(Ordering::SeqCst) >= 1);
 }
 
@@ -148,7 +129,7 @@ fn without_a_proxy_nothing_goes_through_it() {
     // The control: the same pull without --proxy makes no tunnel.
     let s = setup();
     let proxy = ConnectProxy::start();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json"]);
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
@@ -165,7 +146,7 @@ fn an_unreachable_proxy_is_one_clear_line() {
         .unwrap()
         .port();
     let proxy = format!("http://127.0.0.1:{port}");
-    let out = run(s.pull_cmd(&[
+    let out = run(s.pull(&[
         "--yes",
         "--progress",
         "none",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{BS, Scenario, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
+use common::{BS, OneVolume, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
 
 #[test]
@@ -29,19 +29,18 @@ fn the_image_pulls_only_the_differing_blocks_and_verifies() {
         .count();
     assert!(differing >= 15, "the test changes blocks: {differing}");
 
-    let served = Scenario::serve(&[("system", &remote)]);
-    let local_path = served.disk("local.img", &local);
+    let s = OneVolume::serve("system", remote, local);
     let cmdline = format!(
         "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
          {} failback.map=system=/dev/vda",
-        served.kernel_source()
+        s.served.kernel_source()
     );
     let mut vm = common::boot_kernel(
         &out,
         &cmdline,
         &[
             "-drive",
-            &format!("if=none,id=local,format=raw,file={}", local_path.display()),
+            &format!("if=none,id=local,format=raw,file={}", s.target.display()),
             "-device",
             "virtio-blk-pci,drive=local",
             "-nic",
@@ -62,10 +61,10 @@ fn the_image_pulls_only_the_differing_blocks_and_verifies() {
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
 
     assert!(
-        std::fs::read(&local_path).unwrap() == remote,
+        std::fs::read(&s.target).unwrap() == s.new,
         "the local disk equals the served volume"
     );
-    let agent_log = served.agent.output();
+    let agent_log = s.served.agent.output();
     assert!(
         agent_log.contains("client "),
         "the agent saw the client's progress:\n{agent_log}"

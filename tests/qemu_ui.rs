@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{BS, Scenario, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
+use common::{BS, OneVolume, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
 
 /// From one prompt to the next (TCG on a shared machine).
@@ -25,11 +25,10 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     let differing = differing_blocks(&remote, &local).len();
     assert_eq!(differing, changed.len(), "the test changes blocks");
 
-    let served = Scenario::serve(&[("system", &remote)]);
-    let local_path = served.disk("local.img", &local);
-    let agent = &served.agent;
-    let url = served.guest_url();
-    let drive = format!("if=none,id=local,format=raw,file={}", local_path.display());
+    let s = OneVolume::serve("system", remote, local);
+    let agent = &s.served.agent;
+    let url = s.served.guest_url();
+    let drive = format!("if=none,id=local,format=raw,file={}", s.target.display());
     // No failback.source: the client asks. Text progress (the default); both consoles
     // mirrored.
     let mut vm = common::Vm::start_interactive(&common::kernel_args(
@@ -119,7 +118,7 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     vm.send("no\n");
     vm.wait_text("Not confirmed: nothing was written.", STEP);
     assert!(
-        std::fs::read(&local_path).unwrap() == local,
+        std::fs::read(&s.target).unwrap() == s.old,
         "after a no, the disk is byte for byte what it was"
     );
 
@@ -158,7 +157,7 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 
     assert!(
-        std::fs::read(&local_path).unwrap() == remote,
+        std::fs::read(&s.target).unwrap() == s.new,
         "the local disk equals the served volume"
     );
     vm.drain();

@@ -6,40 +6,22 @@
 mod common;
 use common::*;
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 /// Volume `v` served, and a target holding an older state: two blocks in three differ.
-struct Setup {
-    served: Scenario,
-    old: Vec<u8>,
-    new: Vec<u8>,
-    target: PathBuf,
-}
-
-fn setup(blocks: usize, seed: u64) -> Setup {
+fn setup(blocks: usize, seed: u64) -> OneVolume {
     let old = random_bytes(blocks * BS, seed);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 3 != 1).collect();
     let new = mutate(&old, &changed, seed + 1);
-    let served = Scenario::serve(&[("v", &new)]);
-    let target = served.disk("target.img", &old);
-    Setup {
-        served,
-        old,
-        new,
-        target,
-    }
+    OneVolume::serve("v", new, old)
 }
 
-impl Setup {
-    /// `failback pull` of `v` onto the target through `proxy`, with JSON progress and
-    /// no questions, plus `extra` arguments.
-    fn pull_through(&self, proxy: &Proxy, extra: &[&str]) -> Command {
-        let map = mapping("v", &self.target);
-        let args = [&["--map", &map, "--yes", "--progress", "json"], extra].concat();
-        self.served.pull_via(&proxy.url(), &args)
-    }
+/// `failback pull` through `proxy`, with JSON progress and no questions, plus `extra`
+/// arguments.
+fn pull_through(s: &OneVolume, proxy: &Proxy, extra: &[&str]) -> Command {
+    let args = [&["--yes", "--progress", "json"], extra].concat();
+    s.pull_via(&proxy.url(), &args)
 }
 
 #[test]
@@ -55,7 +37,11 @@ fn drops_stalls_and_flipped_bytes_never_corrupt_the_target() {
     };
     let proxy = Proxy::start(agent.port, faults, 77);
     let watch = Watch::start(tgt, &s.old, &s.new);
-    let out = run(s.pull_through(&proxy, &["--timeout", "2", "--max-attempts", "40"]));
+    let out = run(pull_through(
+        &s,
+        &proxy,
+        &["--timeout", "2", "--max-attempts", "40"],
+    ));
     let scans = watch
         .finish()
         .expect("every block old or new during the pull");
@@ -90,7 +76,9 @@ fn an_agent_restarted_mid_pull_is_survived() {
         3,
     );
     let watch = Watch::start(tgt, old, new);
-    let child = s.pull_through(&proxy, &["--timeout", "3"]).spawn().unwrap();
+    let child = pull_through(&s, &proxy, &["--timeout", "3"])
+        .spawn()
+        .unwrap();
     // Kill the agent once the first new blocks have landed on the target.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

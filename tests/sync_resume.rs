@@ -17,11 +17,10 @@ fn twenty_kill_nine_points_then_convergence() {
     let old = random_bytes(blocks * BS, 11);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 5 != 0).collect();
     let new = mutate(&old, &changed, 12);
-    let served = Scenario::serve(&[("v", &new)]);
-    let tgt = served.disk("target.img", &old);
+    let s = OneVolume::serve("v", new, old);
     // Slow the wire so that kills land while blocks are being pulled.
     let proxy = Proxy::start(
-        served.agent.port,
+        s.served.agent.port,
         Faults {
             rate: 12 << 20,
             ..Faults::default()
@@ -29,22 +28,13 @@ fn twenty_kill_nine_points_then_convergence() {
         5,
     );
     let url = proxy.url();
-    let map = mapping("v", &tgt);
-    let args = [
-        "--map",
-        map.as_str(),
-        "--yes",
-        "--progress",
-        "json",
-        "--connections",
-        "3",
-    ];
+    let args = ["--yes", "--progress", "json", "--connections", "3"];
 
     let mut rng = Rng::new(99);
     let mut planned: Vec<u64> = Vec::new();
     let started = Instant::now();
     for _ in 0..20 {
-        let mut child = served.pull_via(&url, &args).spawn().unwrap();
+        let mut child = s.pull_via(&url, &args).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
         child.kill().unwrap(); // SIGKILL
         let out = child.wait_with_output().unwrap();
@@ -52,19 +42,19 @@ fn twenty_kill_nine_points_then_convergence() {
             planned.push(p["differing"].as_u64().unwrap());
         }
     }
-    let out = run(served.pull_via(&url, &args));
+    let out = run(s.pull_via(&url, &args));
     assert!(out.status.success(), "{}", text(&out));
     let evs = events(&out);
     let last_plan = event(&evs, "plan").unwrap()["differing"].as_u64().unwrap();
     planned.push(last_plan);
     assert_eq!(
-        fs::read(&tgt).unwrap(),
-        new,
+        fs::read(&s.target).unwrap(),
+        s.new,
         "target differs after the last run"
     );
     assert_eq!(
         event(&evs, "volume_done").unwrap()["sha256"],
-        linear_digest(&new).as_str()
+        linear_digest(&s.new).as_str()
     );
 
     // Each run plans at most what the previous one did: what was written stays written.

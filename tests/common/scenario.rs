@@ -1,6 +1,7 @@
 //! The scenario the pull tests share: volumes served by a `failback serve` agent from
 //! a temporary directory, and disk images beside them holding older states, which a
-//! pull (`failback pull` on the host, or the image booted in QEMU) brings up to date.
+//! pull (`failback pull` on the host, or the image booted in QEMU) brings up to date;
+//! most often one volume and one such disk.
 
 use super::agent::{Agent, TOKEN, mapping};
 use super::pull::pull_cmd;
@@ -74,11 +75,44 @@ impl Scenario {
     pub fn pull_via(&self, url: &str, extra: &[&str]) -> Command {
         pull_cmd(url, &self.agent.fingerprint, extra)
     }
+}
 
-    /// [`Scenario::pull`] with `volume` mapped to `target`.
-    pub fn pull_to(&self, volume: &str, target: &Path, extra: &[&str]) -> Command {
-        let map = mapping(volume, target);
-        self.pull(&[&["--map", map.as_str()], extra].concat())
+/// The usual pull: one volume served, and a target disk beside it holding an older
+/// state of it.
+pub struct OneVolume {
+    pub served: Scenario,
+    pub volume: &'static str,
+    /// What the agent serves.
+    pub new: Vec<u8>,
+    /// What the target holds before the pull.
+    pub old: Vec<u8>,
+    /// `target.img`.
+    pub target: PathBuf,
+}
+
+impl OneVolume {
+    pub fn serve(volume: &'static str, new: Vec<u8>, old: Vec<u8>) -> OneVolume {
+        let served = Scenario::serve(&[(volume, &new)]);
+        let target = served.disk("target.img", &old);
+        OneVolume {
+            served,
+            volume,
+            new,
+            old,
+            target,
+        }
+    }
+
+    /// `failback pull` of the volume onto the target, plus `extra` arguments.
+    pub fn pull(&self, extra: &[&str]) -> Command {
+        self.pull_via(&self.served.agent.url(), extra)
+    }
+
+    /// [`OneVolume::pull`] from `url`: a proxy in front of the agent.
+    pub fn pull_via(&self, url: &str, extra: &[&str]) -> Command {
+        let map = mapping(self.volume, &self.target);
+        self.served
+            .pull_via(url, &[&["--map", map.as_str()], extra].concat())
     }
 }
 

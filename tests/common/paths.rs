@@ -24,13 +24,7 @@ pub fn out_dir() -> PathBuf {
 
 /// The static client built by scripts/build.sh.
 pub fn static_client() -> PathBuf {
-    let path = repo().join("target/x86_64-unknown-linux-gnu/release/failback");
-    assert!(
-        path.is_file(),
-        "{} missing: run scripts/build.sh first",
-        path.display()
-    );
-    path
+    static_release("failback")
 }
 
 /// The inputs unpacked by scripts/fetch-inputs.sh.
@@ -47,7 +41,15 @@ pub fn inputs_dir() -> PathBuf {
 /// The stand-in "recovered system" init (examples/recovered_init.rs, static, built by
 /// scripts/build.sh).
 pub fn recovered_init() -> PathBuf {
-    let path = repo().join("target/x86_64-unknown-linux-gnu/release/examples/recovered_init");
+    static_release("examples/recovered_init")
+}
+
+/// `name` in the static release build scripts/build.sh makes, or a failure saying how
+/// to make it.
+fn static_release(name: &str) -> PathBuf {
+    let path = repo()
+        .join("target/x86_64-unknown-linux-gnu/release")
+        .join(name);
     assert!(
         path.is_file(),
         "{} missing: run scripts/build.sh first",

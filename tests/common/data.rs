@@ -78,3 +78,11 @@ pub fn disk_image(dir: &Path, name: &str, size: u64) -> PathBuf {
     f.set_len(size).unwrap();
     path
 }
+
+/// [`disk_image`] with `bytes` at `offset`: garbage where a pull must write.
+pub fn disk_image_with(dir: &Path, name: &str, size: u64, offset: u64, bytes: &[u8]) -> PathBuf {
+    let path = disk_image(dir, name, size);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, bytes, offset).unwrap();
+    path
+}

@@ -2,6 +2,7 @@
 
 use super::agent::TOKEN;
 use super::paths::bin;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// `failback pull` against `url` with the agent's fingerprint, plus `extra` args.
@@ -42,4 +43,14 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// What a pull left: `target` holds `expected` (else the failure says `differs`), and
+/// its output each of `fields` (JSON, as `"zero_blocks":1`).
+pub fn assert_pulled(out: &Output, target: &Path, expected: &[u8], differs: &str, fields: &[&str]) {
+    assert!(std::fs::read(target).unwrap() == expected, "{differs}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for field in fields {
+        assert!(stdout.contains(field), "{stdout}");
+    }
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
 
-/// Served volumes and their agent; the directory and everything in it go on drop.
+/// Served volumes and their agent; on drop the agent stops, then the directory and
+/// everything in it go.
 pub struct Scenario {
     pub agent: Agent,
     pub dir: TempDir,
@@ -23,7 +24,7 @@ impl Scenario {
         let files: Vec<(&str, PathBuf)> = volumes
             .iter()
             .map(|&(name, bytes)| {
-                let path = served(dir.path(), name);
+                let path = dir.path().join(format!("served-{name}.img"));
                 std::fs::write(&path, bytes).unwrap();
                 (name, path)
             })
@@ -36,11 +37,6 @@ impl Scenario {
     /// The temporary directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The file the agent serves as `volume`.
-    pub fn served(&self, volume: &str) -> PathBuf {
-        served(self.path(), volume)
     }
 
     /// A disk image `name` in the directory holding `bytes`: the target of a pull.
@@ -114,8 +110,4 @@ impl OneVolume {
         self.served
             .pull_via(url, &[&["--map", map.as_str()], extra].concat())
     }
-}
-
-fn served(dir: &Path, volume: &str) -> PathBuf {
-    dir.join(format!("served-{volume}.img"))
 }

@@ -2,23 +2,13 @@
 //! target identical while sending only what differs; dry runs, refusals, wrong
 //! token or fingerprint write nothing; the token never shows up anywhere.
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
-use sync_common::*;
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    agent: Agent,
-    source: Vec<u8>,
-    old: Vec<u8>,
-    target: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
 
 /// A 24 MiB volume (last block short) with 3 zero blocks, and a target holding an
 /// older version: blocks 2, 5..9 and 20 differ, and the zero blocks differ too.
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+fn setup() -> OneVolume {
     let size = 24 * BS + 4096 * 3;
     let base = random_bytes(size, 1);
     let mut source = mutate(&base, &[2, 5, 6, 7, 8, 20], 2);
@@ -26,28 +16,12 @@ fn setup() -> Setup {
         let end = ((b + 1) * BS).min(size);
         source[b * BS..end].fill(0);
     }
-    let src = dir.path().join("source.img");
-    let target = dir.path().join("target.img");
-    fs::write(&src, &source).unwrap();
-    fs::write(&target, &base).unwrap();
-    let agent = Agent::start(&dir.path().join("state"), &[("root", &src)], 0);
-    Setup {
-        dir: dir.path().to_path_buf(),
-        _dir: dir,
-        agent,
-        source,
-        old: base,
-        target,
-    }
+    OneVolume::serve("root", source, base)
 }
 
-impl Setup {
-    /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
-    fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
-        let map = format!("root={}", self.target.display());
-        let args = [&["--map", map.as_str()], extra].concat();
-        pull_cmd(&self.agent.url(), &self.agent.fingerprint, &args)
-    }
+/// Another agent, serving the same `root` and a 1 MiB `data` volume too.
+fn with_data_volume(s: &OneVolume) -> Scenario {
+    Scenario::serve(&[("root", &s.new), ("data", &random_bytes(2 * BS, 9))])
 }
 
 fn no_token_leak(s: &str) {
@@ -57,9 +31,9 @@ fn no_token_leak(s: &str) {
 #[test]
 fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     let s = setup();
-    let out = run(s.pull_cmd(&["--yes", "--progress", "json"]));
+    let out = run(s.pull(&["--yes", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     let evs = events(&out);
     let plan = event(&evs, "plan").expect("plan event");
     assert_eq!(plan["differing"], 9, "6 changed + 3 zeroed blocks");
@@ -70,7 +44,7 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
         "the short last block is zero"
     );
     let done = event(&evs, "volume_done").expect("volume_done event");
-    let digest = linear_digest(&s.source);
+    let digest = linear_digest(&s.new);
     assert_eq!(done["sha256"], digest.as_str());
     assert_eq!(done["remote_sha256"], digest.as_str());
     assert_eq!(done["pulled_blocks"], 6);
@@ -87,7 +61,7 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     no_token_leak(&text(&out));
 
     // Converged: a second run pulls nothing.
-    let again = run(s.pull_cmd(&["--yes", "--progress", "json"]));
+    let again = run(s.pull(&["--yes", "--progress", "json"]));
     assert!(again.status.success(), "{}", text(&again));
     let evs = events(&again);
     assert_eq!(event(&evs, "plan").unwrap()["differing"], 0);
@@ -95,7 +69,7 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
 
     // The agent printed the client's progress, and never the token.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let log = s.agent.output();
+    let log = s.served.agent.output();
     assert!(log.contains("volume_done"), "agent log: {log}");
     assert!(log.contains("\"event\":\"plan\""), "agent log: {log}");
     assert!(
@@ -107,24 +81,14 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
 
 #[test]
 fn compressible_blocks_travel_compressed() {
-    let dir = tempfile::tempdir().unwrap();
     let mut source = vec![0u8; 8 * BS];
     for (i, b) in source.iter_mut().enumerate() {
         *b = (i % 251) as u8 | 1; // repetitive, never zero
     }
-    let src = dir.path().join("s.img");
-    let tgt = dir.path().join("t.img");
-    fs::write(&src, &source).unwrap();
-    fs::write(&tgt, vec![0u8; 8 * BS]).unwrap();
-    let agent = Agent::start(&dir.path().join("state"), &[("v", &src)], 0);
-    let map = format!("v={}", tgt.display());
-    let out = run(pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "json"],
-    ));
+    let s = OneVolume::serve("v", source, vec![0u8; 8 * BS]);
+    let out = run(s.pull(&["--yes", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&tgt).unwrap(), source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     let evs = events(&out);
     let wire = event(&evs, "done").unwrap()["wire_bytes"].as_u64().unwrap();
     assert!(
@@ -136,7 +100,7 @@ fn compressible_blocks_travel_compressed() {
 #[test]
 fn dry_run_and_declined_confirmation_write_nothing() {
     let s = setup();
-    let out = run(s.pull_cmd(&["--dry-run", "--progress", "json"]));
+    let out = run(s.pull(&["--dry-run", "--progress", "json"]));
     assert!(out.status.success(), "{}", text(&out));
     let evs = events(&out);
     assert_eq!(event(&evs, "plan").unwrap()["differing"], 9);
@@ -144,7 +108,7 @@ fn dry_run_and_declined_confirmation_write_nothing() {
     assert_eq!(fs::read(&s.target).unwrap(), s.old);
 
     // Without --yes it asks; answering "no" writes nothing.
-    let mut cmd = s.pull_cmd(&["--progress", "none"]);
+    let mut cmd = s.pull(&["--progress", "none"]);
     cmd.stdin(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
@@ -158,20 +122,10 @@ fn dry_run_and_declined_confirmation_write_nothing() {
 #[test]
 fn json_map_and_exclude_are_understood() {
     let s = setup();
-    let src2 = s.dir.join("other.img");
-    fs::write(&src2, random_bytes(2 * BS, 9)).unwrap();
-    let agent = Agent::start(
-        &s.dir.join("state2"),
-        &[("root", &s.dir.join("source.img")), ("data", &src2)],
-        0,
-    );
+    let two = with_data_volume(&s);
     // Unattended with a volume neither mapped nor excluded: refused.
-    let map = format!("root={}", s.target.display());
-    let out = run(pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "none"],
-    ));
+    let map = mapping("root", &s.target);
+    let out = run(two.pull(&["--map", &map, "--yes", "--progress", "none"]));
     assert!(!out.status.success());
     assert!(
         text(&out).contains("'data' is neither mapped nor excluded"),
@@ -181,23 +135,16 @@ fn json_map_and_exclude_are_understood() {
     assert_eq!(fs::read(&s.target).unwrap(), s.old);
     // JSON form with EXCLUDE: proceeds with root only.
     let json = format!(r#"{{"root":"{}","data":"EXCLUDE"}}"#, s.target.display());
-    let out = run(pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &["--map", &json, "--yes", "--progress", "none"],
-    ));
+    let out = run(two.pull(&["--map", &json, "--yes", "--progress", "none"]));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
 }
 
 #[test]
 fn unsafe_targets_are_refused_and_nothing_is_written() {
     let s = setup();
-    let url = s.agent.url();
-    let fp = &s.agent.fingerprint;
-    let small = s.dir.join("small.img");
-    fs::write(&small, vec![7u8; 4 * BS]).unwrap();
-    let mounts = s.dir.join("mountinfo");
+    let small = s.served.disk("small.img", &vec![7u8; 4 * BS]);
+    let mounts = s.served.path().join("mountinfo");
     fs::write(
         &mounts,
         format!(
@@ -246,7 +193,7 @@ fn unsafe_targets_are_refused_and_nothing_is_written() {
     for (args, want) in cases {
         let mut all: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         all.extend(["--yes", "--progress", "none"]);
-        let out = run(pull_cmd(&url, fp, &all));
+        let out = run(s.served.pull(&all));
         let msg = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(msg.contains(want), "{args:?}: expected '{want}' in: {msg}");
@@ -260,22 +207,12 @@ fn unsafe_targets_are_refused_and_nothing_is_written() {
 #[test]
 fn the_same_target_twice_is_refused() {
     let s = setup();
-    let src2 = s.dir.join("other.img");
-    fs::write(&src2, random_bytes(2 * BS, 9)).unwrap();
-    let agent = Agent::start(
-        &s.dir.join("state2"),
-        &[("root", &s.dir.join("source.img")), ("data", &src2)],
-        0,
-    );
+    let two = with_data_volume(&s);
     // The same file under two spellings.
-    let alias = s.dir.join("alias.img");
+    let alias = s.served.path().join("alias.img");
     std::os::unix::fs::symlink(&s.target, &alias).unwrap();
     let map = format!("root={},data={}", s.target.display(), alias.display());
-    let out = run(pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &["--map", &map, "--yes", "--progress", "none"],
-    ));
+    let out = run(two.pull(&["--map", &map, "--yes", "--progress", "none"]));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is named for both 'data' and 'root'")
@@ -289,7 +226,7 @@ fn the_same_target_twice_is_refused() {
 #[test]
 fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     let s = setup();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json"]);
     let wrong = "wrong-token-0000000000000000";
     cmd.env("FAILBACK_TOKEN", wrong);
     let out = run(cmd);
@@ -305,9 +242,9 @@ fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     assert!(err["message"].as_str().unwrap().contains("401"));
 
     let other = "sha256:".to_string() + &"ab".repeat(32);
-    let map = format!("root={}", s.target.display());
+    let map = mapping("root", &s.target);
     let out = run(pull_cmd(
-        &s.agent.url(),
+        &s.served.agent.url(),
         &other,
         &["--map", &map, "--yes", "--progress", "none"],
     ));
@@ -315,10 +252,10 @@ fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     let msg = text(&out);
     let seen = format!(
         "presented a certificate with fingerprint {}",
-        s.agent.fingerprint
+        s.served.agent.fingerprint
     );
     assert!(msg.contains(&seen), "{msg}");
     no_token_leak(&msg);
     assert_eq!(fs::read(&s.target).unwrap(), s.old);
-    no_token_leak(&s.agent.output());
+    no_token_leak(&s.served.agent.output());
 }

@@ -10,20 +10,21 @@
 //! from the NVMe disk, prints `RECOVERED` with the served volume's digest.
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{Firmware, Vm, firmware_args, need_qemu};
+use common::{
+    BS, Firmware, Scenario, TOKEN, Vm, differing_blocks, firmware_args, mutate, need_qemu,
+    random_bytes,
+};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
-use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
 const MIB: usize = 1 << 20;
 
 /// Everything one run needs; the temporary directory goes with it.
 struct Story {
-    dir: tempfile::TempDir,
+    /// The agent, and the directory the volumes, disks and image live in.
+    served: Scenario,
     firmware: Firmware,
     /// The served volumes.
     system: Vec<u8>,
@@ -35,18 +36,15 @@ struct Story {
     /// Blocks that differ between the served volumes and the host's disks.
     differing: [u64; 2],
     iso: PathBuf,
-    agent: Agent,
 }
 
 impl Story {
     fn new(firmware: Firmware) -> Story {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-
         // The recovered system: an image built by failback itself, with the stand-in
         // init, at the start of the system volume; after it the system's "files"
         // (random, with a run of zero blocks).
-        let recovered = root.join("recovered");
+        let build = tempfile::tempdir().unwrap();
+        let recovered = build.path().join("recovered");
         common::build_image(&recovered, &common::recovered_init(), &[]);
         let image = std::fs::read(recovered.join("failback.iso")).unwrap();
         let mut system = random_bytes(256 * MIB, 1);
@@ -64,36 +62,23 @@ impl Story {
         let old_system = older(&system, 11);
         let old_data = older(&data, 12);
         let virtio_tail = random_bytes(32 * MIB, 13);
-        let differing = [(&system, &old_system), (&data, &old_data)].map(|(new, old)| {
-            let (a, b) = (block_hashes(new), block_hashes(old));
-            a.iter().zip(&b).filter(|(x, y)| x != y).count() as u64
-        });
+        let differing = [(&system, &old_system), (&data, &old_data)]
+            .map(|(new, old)| differing_blocks(new, old).len() as u64);
 
-        let nvme = root.join("nvme.img");
-        let virtio = root.join("virtio.img");
-        std::fs::write(&nvme, &old_system).unwrap();
-        std::fs::write(&virtio, [old_data, virtio_tail.clone()].concat()).unwrap();
-
-        let served = |name: &str, bytes: &[u8]| {
-            let path = root.join(format!("served-{name}.img"));
-            std::fs::write(&path, bytes).unwrap();
-            path
-        };
-        let (sys_path, data_path) = (served("system", &system), served("data", &data));
-        let agent = Agent::start(
-            &root.join("agent-state"),
-            &[("system", &sys_path), ("data", &data_path)],
-            0,
-        );
+        let served = Scenario::serve(&[("system", &system), ("data", &data)]);
+        let root = served.path();
+        let nvme = served.disk("nvme.img", &old_system);
+        let virtio = served.disk("virtio.img", &[old_data, virtio_tail.clone()].concat());
 
         // The operator's preset: where to pull from, and to go ahead alone.
         let preset = root.join("failback.toml");
         std::fs::write(
             &preset,
             format!(
-                "source = \"https://10.0.2.2:{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
+                "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
                  unattended = true\nafter = \"reboot\"\nprogress = \"json\"\n",
-                agent.port, agent.fingerprint
+                served.guest_url(),
+                served.agent.fingerprint
             ),
         )
         .unwrap();
@@ -108,15 +93,14 @@ impl Story {
             virtio_tail,
             differing,
             iso: out.join("failback.iso"),
-            agent,
-            dir,
+            served,
         }
     }
 
     /// The host's hardware under its firmware; `with_cd`: the ISO in the drive and
     /// the network cable plugged in (the failback boot), else boot from the NVMe disk.
     fn host_args(&self, with_cd: bool) -> Vec<String> {
-        let mut a = firmware_args(self.firmware, self.dir.path());
+        let mut a = firmware_args(self.firmware, self.served.path());
         if self.firmware == Firmware::Bios {
             a.extend(["-machine".into(), "q35".into()]);
         }
@@ -279,7 +263,7 @@ impl Story {
     }
 
     fn check_agent_saw_progress(&self) {
-        let log = self.agent.output();
+        let log = self.served.agent.output();
         assert!(
             log.contains("client "),
             "the agent saw the client's progress:\n{log}"

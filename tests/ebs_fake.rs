@@ -2,6 +2,9 @@
 //! 127.0.0.1: what moto cannot do (paging, throttling, 5xx, checksum mismatches, a
 //! BlockSize other than 512 KiB, and the error answers of the real service).
 
+mod common;
+
+use common::{assert_pulled, disk_image, disk_image_with, text};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -308,17 +311,17 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
     );
     let endpoint = serve(fake.clone());
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("disk.img");
     // Garbage where the snapshot has no block: must become zeros.
-    let f = std::fs::File::create(&target).unwrap();
-    f.set_len(1 << 30).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &[0xee; BS as usize], 10 * BS).unwrap();
-    drop(f);
+    let garbage = [0xee; BS as usize];
+    let target = disk_image_with(dir.path(), "disk.img", 1 << 30, 10 * BS, &garbage);
     let out = pull(&endpoint, "ebs://snap-a1", &target, "snap-a1");
     assert_ok(&out);
-    assert!(
-        std::fs::read(&target).unwrap() == image(&fake, "snap-a1"),
-        "target differs"
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-a1"),
+        "target differs",
+        &[],
     );
     // 40 blocks + 3 corrupt resends + 8 refused answers.
     assert_eq!(fake.gets.load(SeqCst), 40 + 3 + 5 + 3);
@@ -327,8 +330,7 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
         fake.requests.load(SeqCst),
         "unsigned requests"
     );
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = text(&out);
     assert!(!text.contains(SECRET) && !text.contains("session-token-secret"));
     // Again: zero blocks are left alone, the 40 blocks are fetched (EBS has no
     // hashes up front) and none is rewritten: the file's mtime does not move.
@@ -385,14 +387,14 @@ fn a_base_snapshot_limits_the_pull_to_changed_blocks_of_a_smaller_block_size() {
     assert_ok(&out);
     let mut expected = image(&fake, "snap-new");
     expected[stray] = 0x42;
-    assert!(
-        std::fs::read(&target).unwrap() == expected,
-        "target differs"
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     // Changed groups: 610/8=76, 671/8=83, 7/8=0 fetched; 1220/8=152 zeroed.
-    assert!(stdout.contains(r#""differing":4"#), "{stdout}");
-    assert!(stdout.contains(r#""zero_blocks":1"#), "{stdout}");
+    assert_pulled(
+        &out,
+        &target,
+        &expected,
+        "target differs",
+        &[r#""differing":4"#, r#""zero_blocks":1"#],
+    );
 }
 
 #[test]
@@ -430,11 +432,7 @@ fn refusals_are_one_clear_line_each() {
         ),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("disk.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(1 << 30)
-        .unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
     for (status, kind, message, expected) in cases {
         let fake = fake(
             512 * 1024,

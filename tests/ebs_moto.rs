@@ -3,6 +3,9 @@
 //! (`scripts/moto-venv.sh`, or MOTO_VENV): ignored by a plain `cargo test`, run by
 //! `scripts/test.sh`, and a failure (never a pass) without the venv.
 
+mod common;
+
+use common::{assert_pulled, disk_image_with};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -151,19 +154,15 @@ fn snapshots_from_moto_pull_byte_for_byte_in_full_and_from_a_base() {
     let snap_new = upload(&py, &m, &new_path);
 
     // Full pull into a target with garbage where the snapshot has zeros.
-    let target = dir.path().join("disk.img");
-    let f = std::fs::File::create(&target).unwrap();
-    f.set_len(1 << 30).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; BS], 3 * BS as u64).unwrap();
-    drop(f);
+    let target = disk_image_with(dir.path(), "disk.img", 1 << 30, 3 * BS as u64, &[0x5a; BS]);
     let out = pull(&m, &format!("ebs://{snap_old}"), &snap_old, &target);
-    assert!(
-        std::fs::read(&target).unwrap() == old,
-        "full pull differs from the snapshot"
+    assert_pulled(
+        &out,
+        &target,
+        &old,
+        "full pull differs from the snapshot",
+        &[r#""pulled_blocks":410"#, r#""zero_blocks":1"#],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(r#""pulled_blocks":410"#), "{stdout}");
-    assert!(stdout.contains(r#""zero_blocks":1"#), "{stdout}");
 
     // From the base: only the changed blocks.
     let out = pull(
@@ -172,11 +171,11 @@ fn snapshots_from_moto_pull_byte_for_byte_in_full_and_from_a_base() {
         &snap_new,
         &target,
     );
-    assert!(
-        std::fs::read(&target).unwrap() == new,
-        "pull from the base differs"
+    assert_pulled(
+        &out,
+        &target,
+        &new,
+        "pull from the base differs",
+        &[r#""pulled_blocks":5"#, r#""zero_blocks":1"#],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(r#""pulled_blocks":5"#), "{stdout}");
-    assert!(stdout.contains(r#""zero_blocks":1"#), "{stdout}");
 }

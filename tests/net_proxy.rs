@@ -2,13 +2,13 @@
 //! the tunnels it makes to a `failback serve` agent; `--proxy` and HTTPS_PROXY
 //! both send every request through it; an unreachable proxy is one clear line.
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use sync_common::*;
 
 /// A minimal HTTP CONNECT proxy: one thread per client, bytes copied both ways.
 struct ConnectProxy {
@@ -78,51 +78,24 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    agent: Agent,
-    source: Vec<u8>,
-    target: std::path::PathBuf,
-}
-
-impl Setup {
-    /// `failback pull` of volume `root` onto the target, plus `extra` arguments.
-    fn pull_cmd(&self, extra: &[&str]) -> std::process::Command {
-        let map = format!("root={}", self.target.display());
-        let args = [&["--map", map.as_str()], extra].concat();
-        pull_cmd(&self.agent.url(), &self.agent.fingerprint, &args)
-    }
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+fn setup() -> OneVolume {
     let base = random_bytes(6 * BS, 5);
     let source = mutate(&base, &[1, 4], 6);
-    let src = dir.path().join("source.img");
-    let target = dir.path().join("target.img");
-    fs::write(&src, &source).unwrap();
-    fs::write(&target, &base).unwrap();
-    let agent = Agent::start(&dir.path().join("state"), &[("root", &src)], 0);
-    Setup {
-        _dir: dir,
-        agent,
-        source,
-        target,
-    }
+    OneVolume::serve("root", source, base)
 }
 
 #[test]
 fn pull_goes_through_the_proxy_given_by_flag() {
     let s = setup();
     let proxy = ConnectProxy::start();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json", "--proxy", &proxy.url()]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json", "--proxy", &proxy.url()]);
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     let tunnels = proxy.tunnels.load(Ordering::SeqCst);
     assert!(tunnels >= 1, "no tunnel through the proxy");
-    let agent = s.agent.url();
+    let agent = s.served.agent.url();
     let agent_host = agent.trim_start_matches("https://").trim_end_matches('/');
     assert!(
         proxy
@@ -141,13 +114,13 @@ fn pull_goes_through_the_proxy_given_by_flag() {
 fn pull_honours_https_proxy_from_the_environment() {
     let s = setup();
     let proxy = ConnectProxy::start();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json"]);
     cmd.env("HTTPS_PROXY", proxy.url())
         .env_remove("NO_PROXY")
         .env_remove("no_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&s.target).unwrap(), s.source);
+    assert_eq!(fs::read(&s.target).unwrap(), s.new);
     assert!(proxy.tunnels.load(Ordering::SeqCst) >= 1);
 }
 
@@ -156,7 +129,7 @@ fn without_a_proxy_nothing_goes_through_it() {
     // The control: the same pull without --proxy makes no tunnel.
     let s = setup();
     let proxy = ConnectProxy::start();
-    let mut cmd = s.pull_cmd(&["--yes", "--progress", "json"]);
+    let mut cmd = s.pull(&["--yes", "--progress", "json"]);
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     let out = run(cmd);
     assert!(out.status.success(), "{}", text(&out));
@@ -173,7 +146,7 @@ fn an_unreachable_proxy_is_one_clear_line() {
         .unwrap()
         .port();
     let proxy = format!("http://127.0.0.1:{port}");
-    let out = run(s.pull_cmd(&[
+    let out = run(s.pull(&[
         "--yes",
         "--progress",
         "none",

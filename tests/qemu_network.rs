@@ -4,10 +4,8 @@
 //! of the EBS endpoint.
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{Vm, need_qemu, out_dir};
+use common::{BS, Scenario, Vm, need_qemu, out_dir};
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -33,6 +31,28 @@ fn expected_step(qemu_started: SystemTime) -> f64 {
         .unwrap()
         .as_secs_f64()
         - UNIX_2001
+}
+
+/// `clock` (the network event's) stepped the guest's clock, `how`, from 2001-01-01 to
+/// about now; QEMU started at `qemu_started`.
+fn assert_stepped_to_now(clock: &serde_json::Value, qemu_started: SystemTime, how: &str) {
+    let step = clock["step_s"].as_f64().unwrap();
+    let expected = expected_step(qemu_started);
+    eprintln!("clock stepped by {step:.1} s {how} (expected about {expected:.0})");
+    assert!(
+        (step - expected).abs() < 120.0,
+        "step {step}, expected {expected}"
+    );
+}
+
+/// A `-netdev` named `dead`: a link with carrier but nobody on it (a UDP socket pair
+/// to nowhere), on ports from `base` up.
+fn dead_link(base: u16) -> String {
+    let port = base + (std::process::id() % 20000) as u16;
+    format!(
+        "socket,id=dead,udp=127.0.0.1:{port},localaddr=127.0.0.1:{}",
+        port + 1
+    )
 }
 
 #[test]
@@ -78,13 +98,9 @@ fn a_static_address_from_the_command_line() {
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_link_without_dhcp_times_out_and_the_next_is_tried() {
     need_qemu();
-    // eth0: a link with carrier but nobody on it (a UDP socket pair to nowhere);
-    // eth1: QEMU's user networking with its DHCP server.
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let dead = format!(
-        "socket,id=dead,udp=127.0.0.1:{port},localaddr=127.0.0.1:{}",
-        port + 1
-    );
+    // eth0: a link with carrier but nobody on it; eth1: QEMU's user networking with
+    // its DHCP server.
+    let dead = dead_link(20000);
     let mut vm = boot(
         "failback.dhcp_timeout=4",
         &[
@@ -113,11 +129,7 @@ fn a_link_without_dhcp_times_out_and_the_next_is_tried() {
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn no_dhcp_anywhere_is_one_clear_error() {
     need_qemu();
-    let port = 40000 + (std::process::id() % 20000) as u16;
-    let dead = format!(
-        "socket,id=dead,udp=127.0.0.1:{port},localaddr=127.0.0.1:{}",
-        port + 1
-    );
+    let dead = dead_link(40000);
     let mut vm = boot(
         "failback.dhcp_timeout=3",
         &["-netdev", &dead, "-device", "virtio-net-pci,netdev=dead"],
@@ -138,19 +150,14 @@ fn no_dhcp_anywhere_is_one_clear_error() {
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
     need_qemu();
-    let tmp = tempfile::tempdir().unwrap();
-    let volume = tmp.path().join("v.img");
-    std::fs::write(&volume, vec![0u8; sync_common::BS]).unwrap();
-    let agent = sync_common::Agent::start(&tmp.path().join("state"), &[("v", &volume)], 0);
-    let url = format!("https://10.0.2.2:{}", agent.port);
+    let served = Scenario::serve(&[("v", &vec![0u8; BS])]);
+    let url = served.guest_url();
     // No disk to map the volume to: the pull stops with an error after the network event.
     let started = SystemTime::now();
     let mut vm = boot(
         &format!(
-            "failback.ip=10.0.2.15/24,10.0.2.2,10.0.2.3 failback.source={url} \
-             failback.token={} failback.fingerprint={}",
-            sync_common::TOKEN,
-            agent.fingerprint
+            "failback.ip=10.0.2.15/24,10.0.2.2,10.0.2.3 {}",
+            served.kernel_source()
         ),
         &["-rtc", RTC_2001, "-nic", "user,model=e1000"],
     );
@@ -161,13 +168,7 @@ fn a_static_address_reaches_the_host_and_the_agent_date_sets_the_clock() {
     let clock = &net["clock"];
     assert_eq!(clock["source"], "http-date", "{net}");
     assert_eq!(clock["server"], url.as_str());
-    let step = clock["step_s"].as_f64().unwrap();
-    let expected = expected_step(started);
-    eprintln!("clock stepped by {step:.0} s from the agent's Date (expected about {expected:.0})");
-    assert!(
-        (step - expected).abs() < 120.0,
-        "step {step}, expected {expected}"
-    );
+    assert_stepped_to_now(clock, started, "from the agent's Date");
     vm.wait_exit(Duration::from_secs(60));
     assert!(
         vm.log().contains("no free local disk is large enough"),
@@ -246,15 +247,7 @@ fn without_ntp_the_ebs_endpoint_date_sets_the_clock() {
     let clock = &net["clock"];
     assert_eq!(clock["source"], "http-date", "{net}");
     assert_eq!(clock["server"], endpoint.as_str());
-    let step = clock["step_s"].as_f64().unwrap();
-    let expected = expected_step(started);
-    eprintln!(
-        "clock stepped by {step:.0} s from the EBS endpoint's Date (expected about {expected:.0})"
-    );
-    assert!(
-        (step - expected).abs() < 120.0,
-        "step {step}, expected {expected}"
-    );
+    assert_stepped_to_now(clock, started, "from the EBS endpoint's Date");
     // The endpoint refuses the listing: one clear error, then poweroff.
     let (error, _) = vm.event("error", Duration::from_secs(120));
     assert!(
@@ -319,13 +312,7 @@ fn ntp_sets_the_clock_before_anything_else() {
     let clock = &net["clock"];
     assert_eq!(clock["source"], "ntp", "{net}");
     assert_eq!(clock["server"], format!("10.0.2.2:{port}"));
-    let step = clock["step_s"].as_f64().unwrap();
-    let expected = expected_step(started);
-    eprintln!("clock stepped by {step:.1} s by NTP (expected about {expected:.0})");
-    assert!(
-        (step - expected).abs() < 120.0,
-        "step {step}, expected {expected}"
-    );
+    assert_stepped_to_now(clock, started, "by NTP");
     assert!(requests.load(Ordering::SeqCst) >= 1);
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
 }

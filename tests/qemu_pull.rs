@@ -4,19 +4,15 @@
 //! (10.0.2.2 is the host's loopback), verifies, and powers off.
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{need_qemu, out_dir};
+use common::{BS, OneVolume, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
-use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
 #[test]
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn the_image_pulls_only_the_differing_blocks_and_verifies() {
     need_qemu();
     let out = out_dir();
-    let tmp = tempfile::tempdir().unwrap();
     // 24 MiB volume: random, with a run of zero blocks; the local disk holds an
     // older state where every third block differs.
     let blocks = 48;
@@ -24,33 +20,27 @@ fn the_image_pulls_only_the_differing_blocks_and_verifies() {
     remote[10 * BS..14 * BS].fill(0);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 3 == 0).collect();
     let local = mutate(&remote, &changed, 99);
-    let remote_path = tmp.path().join("remote.img");
-    let local_path = tmp.path().join("local.img");
-    std::fs::write(&remote_path, &remote).unwrap();
-    std::fs::write(&local_path, &local).unwrap();
-    let (remote_hashes, local_hashes) = (block_hashes(&remote), block_hashes(&local));
-    let differs = |b: &usize| remote_hashes[*b] != local_hashes[*b];
-    let differing = (0..blocks).filter(differs).count();
+    let differs = differing_blocks(&remote, &local);
+    let differing = differs.len();
     // Differing blocks that are zero remotely are zeroed locally, not pulled.
-    let to_pull = (0..blocks)
-        .filter(differs)
-        .filter(|b| remote[b * BS..(b + 1) * BS].iter().any(|&x| x != 0))
+    let to_pull = differs
+        .iter()
+        .filter(|&b| remote[b * BS..(b + 1) * BS].iter().any(|&x| x != 0))
         .count();
     assert!(differing >= 15, "the test changes blocks: {differing}");
 
-    let agent = Agent::start(&tmp.path().join("state"), &[("system", &remote_path)], 0);
+    let s = OneVolume::serve("system", remote, local);
     let cmdline = format!(
         "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
-         failback.source=https://10.0.2.2:{} failback.token={TOKEN} failback.fingerprint={} \
-         failback.map=system=/dev/vda",
-        agent.port, agent.fingerprint
+         {} failback.map=system=/dev/vda",
+        s.served.kernel_source()
     );
     let mut vm = common::boot_kernel(
         &out,
         &cmdline,
         &[
             "-drive",
-            &format!("if=none,id=local,format=raw,file={}", local_path.display()),
+            &format!("if=none,id=local,format=raw,file={}", s.target.display()),
             "-device",
             "virtio-blk-pci,drive=local",
             "-nic",
@@ -71,10 +61,10 @@ fn the_image_pulls_only_the_differing_blocks_and_verifies() {
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
 
     assert!(
-        std::fs::read(&local_path).unwrap() == remote,
+        std::fs::read(&s.target).unwrap() == s.new,
         "the local disk equals the served volume"
     );
-    let agent_log = agent.output();
+    let agent_log = s.served.agent.output();
     assert!(
         agent_log.contains("client "),
         "the agent saw the client's progress:\n{agent_log}"

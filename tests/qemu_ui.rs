@@ -5,12 +5,9 @@
 //! "yes" (the disk then equals the served volume).
 
 mod common;
-#[path = "sync_common/mod.rs"]
-mod sync_common;
 
-use common::{need_qemu, out_dir};
+use common::{BS, OneVolume, TOKEN, differing_blocks, mutate, need_qemu, out_dir, random_bytes};
 use std::time::Duration;
-use sync_common::{Agent, BS, TOKEN, block_hashes, mutate, random_bytes};
 
 /// From one prompt to the next (TCG on a shared machine).
 const STEP: Duration = Duration::from_secs(180);
@@ -20,23 +17,18 @@ const STEP: Duration = Duration::from_secs(180);
 fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     need_qemu();
     let out = out_dir();
-    let tmp = tempfile::tempdir().unwrap();
     // 24 MiB volume; the local disk holds an older state where every fourth block differs.
     let blocks = 48;
     let remote = random_bytes(blocks * BS, 11);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 4 == 1).collect();
     let local = mutate(&remote, &changed, 12);
-    let remote_path = tmp.path().join("remote.img");
-    let local_path = tmp.path().join("local.img");
-    std::fs::write(&remote_path, &remote).unwrap();
-    std::fs::write(&local_path, &local).unwrap();
-    let (rh, lh) = (block_hashes(&remote), block_hashes(&local));
-    let differing = (0..blocks).filter(|&b| rh[b] != lh[b]).count();
+    let differing = differing_blocks(&remote, &local).len();
     assert_eq!(differing, changed.len(), "the test changes blocks");
 
-    let agent = Agent::start(&tmp.path().join("state"), &[("system", &remote_path)], 0);
-    let url = format!("https://10.0.2.2:{}", agent.port);
-    let drive = format!("if=none,id=local,format=raw,file={}", local_path.display());
+    let s = OneVolume::serve("system", remote, local);
+    let agent = &s.served.agent;
+    let url = s.served.guest_url();
+    let drive = format!("if=none,id=local,format=raw,file={}", s.target.display());
     // No failback.source: the client asks. Text progress (the default); both consoles
     // mirrored.
     let mut vm = common::Vm::start_interactive(&common::kernel_args(
@@ -126,7 +118,7 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     vm.send("no\n");
     vm.wait_text("Not confirmed: nothing was written.", STEP);
     assert!(
-        std::fs::read(&local_path).unwrap() == local,
+        std::fs::read(&s.target).unwrap() == s.old,
         "after a no, the disk is byte for byte what it was"
     );
 
@@ -165,7 +157,7 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
 
     assert!(
-        std::fs::read(&local_path).unwrap() == remote,
+        std::fs::read(&s.target).unwrap() == s.new,
         "the local disk equals the served volume"
     );
     vm.drain();

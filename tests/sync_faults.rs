@@ -3,26 +3,31 @@
 //! byte-identical target, count its retries, and never put a block on the target
 //! that is neither its old nor its new content.
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
+use std::process::Command;
 use std::time::Duration;
-use sync_common::*;
 
-fn images(dir: &std::path::Path, blocks: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+/// Volume `v` served, and a target holding an older state: two blocks in three differ.
+fn setup(blocks: usize, seed: u64) -> OneVolume {
     let old = random_bytes(blocks * BS, seed);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 3 != 1).collect();
     let new = mutate(&old, &changed, seed + 1);
-    fs::write(dir.join("new.img"), &new).unwrap();
-    fs::write(dir.join("target.img"), &old).unwrap();
-    (old, new)
+    OneVolume::serve("v", new, old)
+}
+
+/// `failback pull` through `proxy`, with JSON progress and no questions, plus `extra`
+/// arguments.
+fn pull_through(s: &OneVolume, proxy: &Proxy, extra: &[&str]) -> Command {
+    let args = [&["--yes", "--progress", "json"], extra].concat();
+    s.pull_via(&proxy.url(), &args)
 }
 
 #[test]
 fn drops_stalls_and_flipped_bytes_never_corrupt_the_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let (old, new) = images(dir.path(), 40, 21);
-    let (src, tgt) = (dir.path().join("new.img"), dir.path().join("target.img"));
-    let agent = Agent::start(&dir.path().join("state"), &[("v", &src)], 0);
+    let s = setup(40, 21);
+    let (agent, tgt) = (&s.served.agent, &s.target);
     let faults = Faults {
         drop: 0.004,
         stall: 0.002,
@@ -31,30 +36,18 @@ fn drops_stalls_and_flipped_bytes_never_corrupt_the_target() {
         rate: 0,
     };
     let proxy = Proxy::start(agent.port, faults, 77);
-    let url = format!("https://127.0.0.1:{}", proxy.port);
-    let map = format!("v={}", tgt.display());
-    let watch = Watch::start(&tgt, &old, &new);
-    let out = run(pull_cmd(
-        &url,
-        &agent.fingerprint,
-        &[
-            "--map",
-            &map,
-            "--yes",
-            "--progress",
-            "json",
-            "--timeout",
-            "2",
-            "--max-attempts",
-            "40",
-        ],
+    let watch = Watch::start(tgt, &s.old, &s.new);
+    let out = run(pull_through(
+        &s,
+        &proxy,
+        &["--timeout", "2", "--max-attempts", "40"],
     ));
     let scans = watch
         .finish()
         .expect("every block old or new during the pull");
     assert!(out.status.success(), "{}", text(&out));
     assert!(scans > 0);
-    assert_eq!(fs::read(&tgt).unwrap(), new);
+    assert_eq!(fs::read(tgt).unwrap(), s.new);
     let evs = events(&out);
     let retries = event(&evs, "done").unwrap()["retries"].as_u64().unwrap();
     let injected = proxy.drops.load(std::sync::atomic::Ordering::Relaxed)
@@ -71,47 +64,29 @@ fn drops_stalls_and_flipped_bytes_never_corrupt_the_target() {
 
 #[test]
 fn an_agent_restarted_mid_pull_is_survived() {
-    let dir = tempfile::tempdir().unwrap();
-    let (old, new) = images(dir.path(), 40, 31);
-    let (src, tgt) = (dir.path().join("new.img"), dir.path().join("target.img"));
-    let state = dir.path().join("state");
-    let mut agent = Agent::start(&state, &[("v", &src)], 0);
-    let port = agent.port;
-    let fp = agent.fingerprint.clone();
+    let mut s = setup(40, 31);
+    let (old, new, tgt) = (&s.old, &s.new, &s.target);
+    let fp = s.served.agent.fingerprint.clone();
     let proxy = Proxy::start(
-        port,
+        s.served.agent.port,
         Faults {
             rate: 8 << 20,
             ..Faults::default()
         },
         3,
     );
-    let url = format!("https://127.0.0.1:{}", proxy.port);
-    let map = format!("v={}", tgt.display());
-    let watch = Watch::start(&tgt, &old, &new);
-    let child = pull_cmd(
-        &url,
-        &fp,
-        &[
-            "--map",
-            &map,
-            "--yes",
-            "--progress",
-            "json",
-            "--timeout",
-            "3",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let watch = Watch::start(tgt, old, new);
+    let child = pull_through(&s, &proxy, &["--timeout", "3"])
+        .spawn()
+        .unwrap();
     // Kill the agent once the first new blocks have landed on the target.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now = fs::read(&tgt).unwrap();
+        let now = fs::read(tgt).unwrap();
         let landed = block_hashes(&now)
             .iter()
-            .zip(block_hashes(&new))
-            .zip(block_hashes(&old))
+            .zip(block_hashes(new))
+            .zip(block_hashes(old))
             .filter(|((t, n), o)| *t == n && n != o)
             .count();
         if landed > 0 {
@@ -124,9 +99,9 @@ fn an_agent_restarted_mid_pull_is_survived() {
         assert!(std::time::Instant::now() < deadline, "no block landed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    agent.kill();
+    s.served.agent.kill();
     std::thread::sleep(Duration::from_millis(800));
-    let agent2 = Agent::start(&state, &[("v", &src)], port);
+    let agent2 = s.served.agent.start_again();
     assert_eq!(
         agent2.fingerprint, fp,
         "the restarted agent keeps its certificate"
@@ -136,7 +111,7 @@ fn an_agent_restarted_mid_pull_is_survived() {
         .finish()
         .expect("every block old or new during the pull");
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read(&tgt).unwrap(), new);
+    assert_eq!(fs::read(tgt).unwrap(), *new);
     let evs = events(&out);
     assert!(event(&evs, "done").unwrap()["retries"].as_u64().unwrap() > 0);
 }

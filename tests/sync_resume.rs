@@ -6,49 +6,35 @@
 //! leaves that one block partly written until the next run re-pulls it. The watch
 //! runs in the fault tests, where the client is not killed.)
 
-mod sync_common;
+mod common;
+use common::*;
 use std::fs;
 use std::time::{Duration, Instant};
-use sync_common::*;
 
 #[test]
 fn twenty_kill_nine_points_then_convergence() {
-    let dir = tempfile::tempdir().unwrap();
     let blocks = 48; // 24 MiB
     let old = random_bytes(blocks * BS, 11);
     let changed: Vec<usize> = (0..blocks).filter(|b| b % 5 != 0).collect();
     let new = mutate(&old, &changed, 12);
-    let src = dir.path().join("new.img");
-    let tgt = dir.path().join("target.img");
-    fs::write(&src, &new).unwrap();
-    fs::write(&tgt, &old).unwrap();
-    let agent = Agent::start(&dir.path().join("state"), &[("v", &src)], 0);
+    let s = OneVolume::serve("v", new, old);
     // Slow the wire so that kills land while blocks are being pulled.
     let proxy = Proxy::start(
-        agent.port,
+        s.served.agent.port,
         Faults {
             rate: 12 << 20,
             ..Faults::default()
         },
         5,
     );
-    let url = format!("https://127.0.0.1:{}", proxy.port);
-    let map = format!("v={}", tgt.display());
-    let args = [
-        "--map",
-        map.as_str(),
-        "--yes",
-        "--progress",
-        "json",
-        "--connections",
-        "3",
-    ];
+    let url = proxy.url();
+    let args = ["--yes", "--progress", "json", "--connections", "3"];
 
     let mut rng = Rng::new(99);
     let mut planned: Vec<u64> = Vec::new();
     let started = Instant::now();
     for _ in 0..20 {
-        let mut child = pull_cmd(&url, &agent.fingerprint, &args).spawn().unwrap();
+        let mut child = s.pull_via(&url, &args).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
         child.kill().unwrap(); // SIGKILL
         let out = child.wait_with_output().unwrap();
@@ -56,19 +42,19 @@ fn twenty_kill_nine_points_then_convergence() {
             planned.push(p["differing"].as_u64().unwrap());
         }
     }
-    let out = run(pull_cmd(&url, &agent.fingerprint, &args));
+    let out = run(s.pull_via(&url, &args));
     assert!(out.status.success(), "{}", text(&out));
     let evs = events(&out);
     let last_plan = event(&evs, "plan").unwrap()["differing"].as_u64().unwrap();
     planned.push(last_plan);
     assert_eq!(
-        fs::read(&tgt).unwrap(),
-        new,
+        fs::read(&s.target).unwrap(),
+        s.new,
         "target differs after the last run"
     );
     assert_eq!(
         event(&evs, "volume_done").unwrap()["sha256"],
-        linear_digest(&new).as_str()
+        linear_digest(&s.new).as_str()
     );
 
     // Each run plans at most what the previous one did: what was written stays written.

@@ -1,0 +1,49 @@
+//! Building test images with `failback build`, and the tools that check them.
+
+use super::paths::{bin, inputs_dir, repo, static_client};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the `failback` under test (this build), with SOURCE_DATE_EPOCH fixed.
+pub fn failback(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .current_dir(repo())
+        .output()
+        .expect("cannot run failback")
+}
+
+/// `failback build` into `out` with the static client; panics with its output on failure.
+pub fn build_into(out: &Path, extra: &[&str]) {
+    build_image(out, &static_client(), extra);
+}
+
+/// `failback build` into `out` with `client` as the image's `/init`.
+pub fn build_image(out: &Path, client: &Path, extra: &[&str]) {
+    let inputs = inputs_dir();
+    let mut args = vec![
+        "build",
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--client",
+        client.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = failback(&args);
+    assert!(
+        o.status.success(),
+        "failback build failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs an oracle tool; a missing tool is a failure (CI installs it), never a skip.
+pub fn tool(name: &str, args: &[&str]) -> Output {
+    Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("{name} is needed by this test (apt-get install xorriso genisoimage gdisk dosfstools): {e}")
+    })
+}

@@ -3,6 +3,8 @@
 //! command line (`failback.KEY=VALUE`) overrides it. Validated when the image is
 //! built: an unknown key or a bad value is an error naming the key.
 
+/// The preset's `[aws]`: the EBS source owns its settings.
+pub use crate::source::ebs::Aws;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -102,17 +104,6 @@ impl std::str::FromStr for Progress {
             _ => Err("json or text"),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Aws {
-    pub region: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub session_token: Option<String>,
-    /// Endpoint URL override (e.g. a VPC endpoint).
-    pub endpoint: Option<String>,
 }
 
 /// Settings for one host of a fleet, found by its MAC address.

@@ -31,10 +31,8 @@ const LAYERS: &[(&str, u8)] = &[
 /// (importing file, imported top-level module) pairs still to be removed.
 const STILL_UPWARD: &[(&str, &str)] = &[
     ("events.rs", "sync"),
-    ("net/clock.rs", "source"),
     ("net/mod.rs", "config"),
     ("source/agent.rs", "events"),
-    ("source/ebs.rs", "config"),
     ("sync/cli.rs", "config"),
 ];
 

@@ -27,7 +27,7 @@ mod listing;
 mod settings;
 
 pub use error::Error;
-pub use settings::{Credentials, EbsConfig};
+pub use settings::{Aws, Credentials, EbsConfig};
 
 use super::{
     BLOCK_SIZE, BlockSource, Candidates, Hash, HashedSink, Received, SourceError, VolumeInfo,

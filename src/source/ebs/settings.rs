@@ -2,7 +2,20 @@
 //! the command line, the AWS environment variables and the preset.
 
 use super::Error;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// The preset's `[aws]` section: what PID 1, which has no AWS environment, pulls with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aws {
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    /// Endpoint URL override (e.g. a VPC endpoint).
+    pub endpoint: Option<String>,
+}
 
 /// AWS credentials; `Debug` shows the key id only.
 #[derive(Clone)]
@@ -52,7 +65,7 @@ impl EbsConfig {
         snapshot: String,
         base: Option<String>,
         endpoint: Option<String>,
-        preset: Option<&crate::config::Aws>,
+        preset: Option<&Aws>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let var = |k: &str| env(k).filter(|v| !v.is_empty());
@@ -73,7 +86,7 @@ impl EbsConfig {
             match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
                 (Some(a), Some(s)) => (a, s, var("AWS_SESSION_TOKEN")),
                 _ => match preset {
-                    Some(crate::config::Aws {
+                    Some(Aws {
                         access_key_id: Some(a),
                         secret_access_key: Some(s),
                         session_token,

@@ -3,12 +3,14 @@
 //! command line (`failback.KEY=VALUE`) overrides it. Validated when the image is
 //! built: an unknown key or a bad value is an error naming the key.
 
+/// The preset's `ip` and the hosts' `mac`: the network owns its settings.
+pub use crate::net::{IpConfig, Mac};
+use crate::parse::{invalid, string_newtype};
 /// The preset's `[aws]`: the EBS source owns its settings.
 pub use crate::source::ebs::Aws;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// The whole preset. Every key is optional.
@@ -121,27 +123,6 @@ pub struct Host {
     pub args: Option<String>,
 }
 
-/// Fails with a message naming what is wrong and what would be right.
-fn invalid<T>(what: &str, value: &str, expected: &str) -> Result<T, String> {
-    Err(format!("{value:?} is not {what}: {expected}"))
-}
-
-macro_rules! string_newtype {
-    ($name:ident, $parse:expr) => {
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                $parse(s)
-            }
-        }
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.to_string()
-            }
-        }
-    };
-}
-
 /// A pull source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -229,119 +210,6 @@ impl fmt::Display for Fingerprint {
     }
 }
 string_newtype!(Fingerprint, Fingerprint::parse);
-
-/// Network configuration: DHCP or static.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum IpConfig {
-    Dhcp,
-    Static {
-        address: Ipv4Addr,
-        prefix: u8,
-        gateway: Option<Ipv4Addr>,
-        dns: Vec<Ipv4Addr>,
-    },
-}
-
-impl IpConfig {
-    pub fn parse(s: String) -> Result<Self, String> {
-        if s == "dhcp" {
-            return Ok(IpConfig::Dhcp);
-        }
-        let expected =
-            "use dhcp or ADDR/PREFIX,GATEWAY,DNS[,DNS] (e.g. 10.0.0.5/24,10.0.0.1,10.0.0.2)";
-        let mut parts = s.split(',');
-        let (addr, prefix) = parts
-            .next()
-            .unwrap_or_default()
-            .split_once('/')
-            .unwrap_or(("", ""));
-        let address = addr
-            .parse()
-            .or_else(|_| invalid("an IP configuration", &s, expected))?;
-        let prefix = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .map_or_else(|| invalid("an IP configuration", &s, expected), Ok)?;
-        let gateway = match parts.next() {
-            None | Some("") => None,
-            Some(g) => Some(
-                g.parse()
-                    .or_else(|_| invalid("an IP configuration", &s, expected))?,
-            ),
-        };
-        let dns = parts
-            .map(|d| {
-                d.parse()
-                    .or_else(|_| invalid("an IP configuration", &s, expected))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(IpConfig::Static {
-            address,
-            prefix,
-            gateway,
-            dns,
-        })
-    }
-}
-
-impl fmt::Display for IpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpConfig::Dhcp => f.write_str("dhcp"),
-            IpConfig::Static {
-                address,
-                prefix,
-                gateway,
-                dns,
-            } => {
-                write!(f, "{address}/{prefix},")?;
-                if let Some(g) = gateway {
-                    write!(f, "{g}")?;
-                }
-                for d in dns {
-                    write!(f, ",{d}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-string_newtype!(IpConfig, IpConfig::parse);
-
-/// An Ethernet MAC address, kept as `aa:bb:cc:dd:ee:ff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    pub fn parse(s: String) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        let mut mac = [0u8; 6];
-        if parts.len() != 6
-            || parts
-                .iter()
-                .zip(&mut mac)
-                .any(|(p, b)| p.len() != 2 || u8::from_str_radix(p, 16).map(|v| *b = v).is_err())
-        {
-            return invalid("a MAC address", &s, "six hex pairs, e.g. 52:54:00:12:34:56");
-        }
-        Ok(Mac(mac))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-string_newtype!(Mac, Mac::parse);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

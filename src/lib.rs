@@ -11,6 +11,7 @@ pub mod config;
 pub mod disks;
 pub mod events;
 pub mod net;
+pub mod parse;
 pub mod retry;
 pub mod source;
 pub mod sync;

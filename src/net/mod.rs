@@ -10,11 +10,12 @@ mod ioctl;
 pub mod netlink;
 pub mod proxy;
 pub mod renew;
+mod settings;
 #[cfg(test)]
 pub(crate) mod test_tls;
 
-use crate::config::{IpConfig, Mac};
 use serde::Serialize;
+pub use settings::{IpConfig, Mac};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;

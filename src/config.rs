@@ -6,6 +6,8 @@
 /// The preset's `ip` and the hosts' `mac`: the network owns its settings.
 pub use crate::net::{IpConfig, Mac};
 use crate::parse::{invalid, string_newtype};
+/// Where to pull from: the sources own their addresses.
+pub use crate::source::Source;
 /// The preset's `[aws]`: the EBS source owns its settings.
 pub use crate::source::ebs::Aws;
 use serde::{Deserialize, Serialize};
@@ -122,69 +124,6 @@ pub struct Host {
     /// Extra kernel arguments for this host.
     pub args: Option<String>,
 }
-
-/// A pull source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Source {
-    Agent(String),
-    Ebs {
-        snapshot: String,
-        base: Option<String>,
-    },
-}
-
-impl Source {
-    pub fn parse(s: String) -> Result<Self, String> {
-        if let Some(rest) = s.strip_prefix("ebs://") {
-            let (snapshot, base) = match rest.split_once("?base=") {
-                Some((snap, base)) => (snap, Some(base)),
-                None => (rest, None),
-            };
-            let snap_ok = |id: &str| {
-                id.starts_with("snap-")
-                    && id.len() > 5
-                    && id[5..].chars().all(|c| c.is_ascii_alphanumeric())
-            };
-            if !snap_ok(snapshot) || !base.is_none_or(snap_ok) {
-                return invalid(
-                    "an EBS source",
-                    &s,
-                    "use ebs://snap-ID or ebs://snap-NEW?base=snap-OLD",
-                );
-            }
-            return Ok(Source::Ebs {
-                snapshot: snapshot.into(),
-                base: base.map(Into::into),
-            });
-        }
-        match s.strip_prefix("https://") {
-            Some(host) if !host.is_empty() => Ok(Source::Agent(s)),
-            _ => invalid(
-                "a source",
-                &s,
-                "use https://HOST:PORT (the agent) or ebs://snap-ID",
-            ),
-        }
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Agent(url) => f.write_str(url),
-            Source::Ebs {
-                snapshot,
-                base: None,
-            } => write!(f, "ebs://{snapshot}"),
-            Source::Ebs {
-                snapshot,
-                base: Some(b),
-            } => write!(f, "ebs://{snapshot}?base={b}"),
-        }
-    }
-}
-string_newtype!(Source, Source::parse);
 
 /// A SHA-256 certificate fingerprint, kept as 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,11 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 /// (importing file, imported top-level module) pairs still to be removed.
-const STILL_UPWARD: &[(&str, &str)] = &[
-    ("events.rs", "sync"),
-    ("source/agent.rs", "events"),
-    ("sync/cli.rs", "config"),
-];
+const STILL_UPWARD: &[(&str, &str)] = &[("events.rs", "sync"), ("source/agent.rs", "events")];
 
 fn rank(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)

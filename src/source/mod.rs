@@ -5,9 +5,12 @@
 //! so it offers [`BlockSource::candidates`] instead of hashes: the blocks that may
 //! differ and those known to be zeros.
 
+mod address;
 pub mod agent;
 pub mod ebs;
 pub mod wire;
+
+pub use address::Source;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,9 +1,9 @@
 //! `failback pull`: arguments, reporters and the confirmation prompt around [`Puller`].
 
 use super::{Options, PlanSummary, Puller, map};
-use crate::config::Source;
 use crate::events::{ConsoleReporter, Event, Reporter, Style, Tee};
 use crate::source::BlockSource;
+use crate::source::Source;
 use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
 use crate::source::ebs::{EbsConfig, EbsSource};
 use anyhow::{Context, Result, bail};

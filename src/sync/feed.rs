@@ -1,14 +1,18 @@
 //! The work feed between planning and pulling: the blocks a plan decided, handed to
 //! the pulling threads as they are decided, the plan's counts, what pulling did, and
 //! the stop that ends both sides.
+//!
+//! Either side waits for the other on a condition variable of the feed, never by
+//! polling: whoever changes what a waiter waits for wakes it (see [`Feed::next`],
+//! [`Feed::await_decision`] and [`Feed::wait_until`]), and a stop wakes everyone.
 
 use super::Error;
 use std::collections::VecDeque;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Work for the pulling threads: blocks to write as zeros, blocks to fetch (with
 /// the attempts made so far without progress).
@@ -25,10 +29,13 @@ pub(super) struct Counters {
     pub retries: AtomicU64,
 }
 
-/// Which side waits on the feed.
+/// Which side waits on the feed, and so which side a change wakes.
 #[derive(Clone, Copy)]
 pub(super) enum Side {
+    /// Planning: woken when hashes are stored, when the queue runs empty, on a stop.
     Planning,
+    /// Pulling: woken when work is queued, when the plan is complete, when its last
+    /// block is written, on a stop.
     Pulling,
 }
 
@@ -46,6 +53,10 @@ pub(super) struct Planned {
 #[derive(Default)]
 pub(super) struct Feed {
     queue: Mutex<VecDeque<Work>>,
+    /// Where planning waits (see [`Side::Planning`]).
+    planning: Condvar,
+    /// Where pulling waits (see [`Side::Pulling`]).
+    pulling: Condvar,
     /// Blocks queued and not yet written.
     remaining: AtomicU64,
     /// Blocks queued to fetch, and their bytes.
@@ -68,6 +79,21 @@ impl Feed {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn condvar(&self, side: Side) -> &Condvar {
+        match side {
+            Side::Planning => &self.planning,
+            Side::Pulling => &self.pulling,
+        }
+    }
+
+    /// Wakes the threads waiting on `side` after a change made outside the lock
+    /// (taking the lock first, so that no waiter misses it between its check and
+    /// its wait).
+    fn wake(&self, side: Side) {
+        drop(self.lock());
+        self.condvar(side).notify_all();
+    }
+
     /// Queues newly decided blocks (`bytes` long in all).
     pub fn push(&self, work: Work, bytes: u64) {
         let (blocks, count, sum) = match &work {
@@ -83,22 +109,28 @@ impl Feed {
     /// Queues blocks again (already counted) for another attempt.
     pub fn requeue(&self, work: Work) {
         self.lock().push_back(work);
+        self.pulling.notify_all();
     }
 
     /// The next work for a pulling thread, waiting for it while the plan goes on;
     /// `None` once every block of the complete plan is written, or on a stop.
+    /// Taking the last queued work wakes planning (see [`Feed::await_decision`]).
     pub fn next(&self) -> Option<Work> {
+        let mut queue = self.lock();
         loop {
             if self.stopped() {
                 return None;
             }
-            if let Some(work) = self.lock().pop_front() {
+            if let Some(work) = queue.pop_front() {
+                if queue.is_empty() {
+                    self.planning.notify_all();
+                }
                 return Some(work);
             }
             if self.drained() {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            queue = self.pulling.wait(queue).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -107,53 +139,77 @@ impl Feed {
     /// run out of queued work while `pending` blocks wait in a partial batch, for
     /// the caller to queue them.
     pub fn await_decision(&self, pending: bool, decidable: impl Fn() -> bool) -> bool {
+        let mut queue = self.lock();
         loop {
             if decidable() || self.stopped() {
                 return false;
             }
-            if pending && self.lock().is_empty() {
+            if pending && queue.is_empty() {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            queue = self.planning.wait(queue).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// Waits until `done()` or a stop (true), or until `deadline` passes (false).
-    pub fn wait_until(&self, _: Side, deadline: Option<Instant>, done: impl Fn() -> bool) -> bool {
+    /// Waits on `side` until `done()` or a stop (true), or until `deadline` passes
+    /// (false).
+    pub fn wait_until(
+        &self,
+        side: Side,
+        deadline: Option<Instant>,
+        done: impl Fn() -> bool,
+    ) -> bool {
+        let mut queue = self.lock();
         loop {
             if done() || self.stopped() {
                 return true;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            let cv = self.condvar(side);
+            queue = match deadline {
+                None => cv.wait(queue).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let Some(left) = d.checked_duration_since(Instant::now()) else {
+                        return false;
+                    };
+                    cv.wait_timeout(queue, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
     }
 
-    /// Hashes were stored (and counted).
-    pub fn hashed(&self) {}
+    /// Hashes were stored (and counted): wakes planning.
+    pub fn hashed(&self) {
+        self.wake(Side::Planning);
+    }
 
     /// Counts a queued block as written (`len` bytes); returns the bytes written
-    /// before it.
+    /// before it. Writing the plan's last block wakes pulling.
     pub fn wrote(&self, len: u64) -> u64 {
         let before = self.pulled.done.fetch_add(len, Relaxed);
-        self.remaining.fetch_sub(1, Release);
+        if self.remaining.fetch_sub(1, Release) == 1 {
+            self.wake(Side::Pulling);
+        }
         before
     }
 
-    /// The plan is complete: nothing more will be queued.
+    /// The plan is complete: nothing more will be queued. Wakes pulling.
     pub fn close(&self) {
         self.closed.store(true, Release);
+        self.wake(Side::Pulling);
     }
 
     pub fn closed(&self) -> bool {
         self.closed.load(Acquire)
     }
 
-    /// Planning or pulling gave up: both stop.
+    /// Planning or pulling gave up: wakes every waiter of both sides, which stop.
     pub fn stop(&self) {
         self.stopped.store(true, Relaxed);
+        drop(self.lock());
+        self.planning.notify_all();
+        self.pulling.notify_all();
     }
 
     pub fn stopped(&self) -> bool {
@@ -205,5 +261,97 @@ impl<'a> Failure<'a> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_stop_wakes_every_waiter() {
+        let feed = Feed::default();
+        let feed = &feed;
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel();
+            for side in [Side::Planning, Side::Pulling] {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    assert!(feed.wait_until(side, None, || false));
+                    tx.send("wait_until").unwrap();
+                });
+            }
+            let t = tx.clone();
+            s.spawn(move || {
+                assert!(feed.next().is_none());
+                t.send("next").unwrap();
+            });
+            s.spawn(move || {
+                assert!(!feed.await_decision(false, || false));
+                tx.send("await_decision").unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(rx.try_recv().is_err(), "a waiter returned before the stop");
+            feed.stop();
+            for _ in 0..4 {
+                rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn pulling_waits_for_work_and_ends_once_the_closed_plan_is_written() {
+        let feed = Feed::default();
+        std::thread::scope(|s| {
+            let pulling = s.spawn(|| {
+                let mut taken = 0;
+                while let Some(work) = feed.next() {
+                    let Work::Fetch(blocks, _) = work else {
+                        unreachable!()
+                    };
+                    for _ in blocks {
+                        feed.wrote(1);
+                    }
+                    taken += 1;
+                }
+                taken
+            });
+            feed.push(Work::Fetch(vec![1, 2], 0), 2);
+            std::thread::sleep(Duration::from_millis(20));
+            feed.push(Work::Fetch(vec![3], 0), 1);
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(!pulling.is_finished(), "ended before the plan was closed");
+            feed.close();
+            assert_eq!(pulling.join().unwrap(), 2);
+        });
+        assert!(feed.drained());
+        assert_eq!(feed.pulled.done.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn planning_is_woken_by_hashes_and_by_the_queue_running_empty() {
+        let feed = Feed::default();
+        let known = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let planning = s.spawn(|| feed.await_decision(false, || known.load(Relaxed)));
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(!planning.is_finished());
+            known.store(true, Relaxed);
+            feed.hashed();
+            assert!(!planning.join().unwrap(), "decidable");
+        });
+        feed.push(Work::Zero(vec![0]), 1);
+        std::thread::scope(|s| {
+            let planning = s.spawn(|| feed.await_decision(true, || false));
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(!planning.is_finished(), "work is still queued");
+            assert!(feed.next().is_some());
+            assert!(
+                planning.join().unwrap(),
+                "the pulling threads ran out of work"
+            );
+        });
     }
 }

@@ -203,8 +203,8 @@ fn decide(v: Volume, wanted: &[u64], decision: &dyn Fn(usize) -> Option<Decision
     let mut k = 0;
     while k < wanted.len() && !feed.stopped() {
         let Some(d) = decision(k) else {
-            // Until its hashes come; meanwhile, pulling threads out of work get the
-            // partial batches.
+            // Woken when hashes are stored, on a stop, or when the pulling threads
+            // run out of work while a partial batch waits.
             let pending = !fetch.is_empty() || !zero.is_empty();
             if feed.await_decision(pending, || decision(k).is_some()) {
                 flush(&mut fetch, to_fetch);

@@ -13,7 +13,7 @@ pub(super) struct Ticker<'a> {
     pub phase: &'static str,
     /// Bytes the phase has to do.
     pub total: u64,
-    /// The feed of the volume (whose stop ends the phase), and the side it waits on.
+    /// The feed whose `side` is woken when the phase may have ended (or stopped).
     pub feed: &'a Feed,
     pub side: Side,
 }

@@ -15,6 +15,18 @@ pub(super) struct Fake {
     pub refuse_hashes_from: u64,
 }
 
+impl Fake {
+    /// A volume holding `data`, sent as it is, every hash given.
+    pub fn new(data: Vec<u8>) -> Self {
+        Self {
+            data,
+            corrupt: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+            refuse_hashes_from: u64::MAX,
+        }
+    }
+}
+
 impl BlockSource for Fake {
     fn volumes(&self) -> Result<Vec<VolumeInfo>, SourceError> {
         Ok(vec![VolumeInfo {

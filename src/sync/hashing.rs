@@ -2,8 +2,8 @@
 //! hashes fetched, each stored in the volume's [`Hashes`](super::plan::Hashes) as it
 //! is known, counted, and announced to the planner waiting for it.
 
+use super::hash;
 use super::plan::Planning;
-use super::{Error, hash};
 use crate::source::{BLOCK_SIZE, SourceError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,9 +39,8 @@ impl Planning<'_> {
                             let _ = out[i as usize].set(hash::zero_hash(len));
                             continue;
                         }
-                        if let Err(e) = job.target.read_at(&mut slot[..len], off) {
-                            self.failed
-                                .fail(Error::io("read", &job.target.path, off, e));
+                        if let Err(e) = job.read(i, &mut slot[..len]) {
+                            self.failed.fail(e);
                             return;
                         }
                         read.push(i);

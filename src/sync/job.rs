@@ -24,6 +24,28 @@ impl Job {
     pub fn bytes(&self, blocks: impl IntoIterator<Item = u64>) -> u64 {
         blocks.into_iter().map(|i| self.block_len(i) as u64).sum()
     }
+
+    /// Reads block `i` of the target into `buf` (as long as the block).
+    pub fn read(&self, i: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let off = i * BLOCK_SIZE;
+        let t = &self.target;
+        t.read_at(buf, off)
+            .map_err(|e| Error::io("read", &t.path, off, e))
+    }
+
+    /// Writes `data` as block `i` of the target.
+    pub fn write(&self, i: u64, data: &[u8]) -> Result<(), Error> {
+        let off = i * BLOCK_SIZE;
+        let t = &self.target;
+        t.write_at(data, off)
+            .map_err(|e| Error::io("write", &t.path, off, e))
+    }
+
+    /// Flushes the target to the device; a failure is reported at `offset`.
+    pub fn flush(&self, offset: u64) -> Result<(), Error> {
+        let t = &self.target;
+        t.sync().map_err(|e| Error::io("flush", &t.path, offset, e))
+    }
 }
 
 /// Resolves the mapping against the agent's volumes and opens the targets,

@@ -217,10 +217,8 @@ mod tests {
         let target = dir.path().join("t.img");
         std::fs::write(&target, vec![0u8; n]).unwrap();
         let src = Fake {
-            data: data.clone(),
             corrupt: AtomicUsize::new(4),
-            sent: AtomicUsize::new(0),
-            refuse_hashes_from: u64::MAX,
+            ..Fake::new(data.clone())
         };
         let opts = Options {
             unattended: true,
@@ -259,10 +257,8 @@ mod tests {
         let n = 70 * BLOCK_SIZE as usize;
         std::fs::write(&target, vec![1u8; n]).unwrap();
         let src = Fake {
-            data: (0..n).map(|i| (i % 251) as u8).collect(),
-            corrupt: AtomicUsize::new(0),
-            sent: AtomicUsize::new(0),
             refuse_hashes_from: 64,
+            ..Fake::new((0..n).map(|i| (i % 251) as u8).collect())
         };
         let opts = Options {
             unattended: true,

@@ -111,11 +111,7 @@ impl Pulling<'_> {
         self.done[i as usize].store(true, Relaxed);
         let before = self.v.feed.wrote(len as u64);
         if before / CHECKPOINT != (before + len as u64) / CHECKPOINT {
-            let target = &self.v.job.target;
-            let off = i * BLOCK_SIZE;
-            target
-                .sync()
-                .map_err(|e| Error::io("flush", &target.path, off, e))?;
+            self.v.job.flush(i * BLOCK_SIZE)?;
         }
         Ok(())
     }
@@ -126,10 +122,7 @@ impl Pulling<'_> {
         let zeros = vec![0u8; BLOCK_SIZE as usize];
         for &i in blocks {
             let len = job.block_len(i);
-            let off = i * BLOCK_SIZE;
-            job.target
-                .write_at(&zeros[..len], off)
-                .map_err(|e| Error::io("write", &job.target.path, off, e))?;
+            job.write(i, &zeros[..len])?;
             self.wrote(i, hash::zero_hash(len), len)?;
         }
         Ok(())
@@ -180,14 +173,11 @@ impl Pulling<'_> {
                     last = format!("block {i} arrived with the wrong SHA-256");
                     return Received::Continue;
                 }
-                let off = i * BLOCK_SIZE;
                 // A learning source's block the target already holds is not rewritten.
                 let res = if hashes.learn && hashes.local[i as usize].get() == Some(&got) {
                     Ok(())
                 } else {
-                    job.target
-                        .write_at(data, off)
-                        .map_err(|e| Error::io("write", &job.target.path, off, e))
+                    job.write(i, data)
                 };
                 match res.and_then(|()| self.wrote(i, got, len)) {
                     Ok(()) => {

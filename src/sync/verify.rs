@@ -36,9 +36,7 @@ pub(super) fn finish(v: Volume, written: Vec<OnceLock<Hash>>) -> Result<(Hash, H
         })
     };
     progress(0);
-    job.target
-        .sync()
-        .map_err(|e| Error::io("flush", &job.target.path, 0, e))?;
+    job.flush(0)?;
     // Blocks outside a learning source's candidates hold neither hash: equal.
     let known = |h: &OnceLock<Hash>| h.get().copied().unwrap_or_default();
     let mut target: Vec<Hash> = hashes.local.iter().map(known).collect();
@@ -80,7 +78,6 @@ mod tests {
     use crate::sync::plan::Hashes;
     use crate::sync::target::Target;
     use crate::sync::{Options, Puller};
-    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn the_final_digest_catches_a_differing_block_left_unwritten() {
@@ -88,12 +85,7 @@ mod tests {
         let path = dir.path().join("t.img");
         let n = 3 * BLOCK_SIZE as usize;
         std::fs::write(&path, vec![1u8; n]).unwrap();
-        let src = Fake {
-            data: vec![2u8; n],
-            corrupt: AtomicUsize::new(0),
-            sent: AtomicUsize::new(0),
-            refuse_hashes_from: u64::MAX,
-        };
+        let src = Fake::new(vec![2u8; n]);
         let job = Job {
             info: src.volumes().unwrap().remove(0),
             target: Target::open(&path, true).unwrap(),

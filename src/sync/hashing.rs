@@ -1,0 +1,106 @@
+//! The hashing threads of a plan: the target's blocks read and hashed, the remote
+//! hashes fetched, each stored in the volume's [`Hashes`](super::plan::Hashes) as it
+//! is known, counted, and announced to the planner waiting for it.
+
+use super::hash;
+use super::plan::Planning;
+use crate::source::{BLOCK_SIZE, SourceError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread::Scope;
+
+impl Planning<'_> {
+    /// Reads and hashes the target's blocks `blocks` on `hash_threads` threads
+    /// spawned in `s`, [`hash::BATCH`] blocks at a time, storing each hash in the
+    /// local hashes; bytes hashed are counted in `counters.done`. The one
+    /// read-and-hash loop of the engine.
+    pub fn spawn_hashers<'s>(&'s self, s: &'s Scope<'s, '_>, blocks: &'s [u64]) {
+        let (job, feed) = (self.v.job, self.v.feed);
+        let out = &self.v.hashes.local;
+        let c = &self.counters;
+        let next = Arc::new(AtomicU64::new(0));
+        let bs = BLOCK_SIZE as usize;
+        for _ in 0..self.v.puller.opts.hash_threads.max(1) {
+            let next = next.clone();
+            s.spawn(move || {
+                let mut buf = vec![0u8; hash::BATCH * bs];
+                loop {
+                    let first = next.fetch_add(hash::BATCH as u64, Relaxed) as usize;
+                    if first >= blocks.len() || feed.stopped() {
+                        return;
+                    }
+                    let batch = &blocks[first..(first + hash::BATCH).min(blocks.len())];
+                    let (mut read, mut data) = (Vec::new(), Vec::new());
+                    for (&i, slot) in batch.iter().zip(buf.chunks_mut(bs)) {
+                        let len = job.block_len(i);
+                        let off = i * BLOCK_SIZE;
+                        // A hole of a sparse image reads as zeros: not read at all.
+                        if job.target.is_hole(off, len as u64) {
+                            let _ = out[i as usize].set(hash::zero_hash(len));
+                            continue;
+                        }
+                        if let Err(e) = job.read(i, &mut slot[..len]) {
+                            self.failed.fail(e);
+                            return;
+                        }
+                        read.push(i);
+                        data.push(&slot[..len]);
+                    }
+                    for (i, h) in read.into_iter().zip(hash::block_hashes(&data)) {
+                        let _ = out[i as usize].set(h);
+                    }
+                    c.done.fetch_add(job.bytes(batch.iter().copied()), Relaxed);
+                    feed.hashed();
+                }
+            });
+        }
+    }
+
+    /// Fetches the remote volume's block hashes on `hash_threads` threads
+    /// (at least two, so one request is in flight while another's answer is
+    /// stored), in chunks; bytes hashed are counted in `counters.done`.
+    pub fn spawn_remote_hashers<'s>(&'s self, s: &'s Scope<'s, '_>) {
+        const CHUNK: u64 = 64;
+        let (puller, job, feed) = (self.v.puller, self.v.job, self.v.feed);
+        let out = &self.v.hashes.remote;
+        let c = &self.counters;
+        let n = job.info.blocks();
+        let next_chunk = Arc::new(AtomicU64::new(0));
+        for _ in 0..puller.opts.hash_threads.max(2) {
+            let next_chunk = next_chunk.clone();
+            s.spawn(move || {
+                loop {
+                    let start = next_chunk.fetch_add(1, Relaxed) * CHUNK;
+                    if start >= n || feed.stopped() {
+                        return;
+                    }
+                    let count = CHUNK.min(n - start);
+                    let what = format!("hash volume '{}'", job.info.id);
+                    let got = puller.retrying(&what, &c.retries, || {
+                        let hs = puller.source.hashes(&job.info.id, start, count)?;
+                        if hs.len() as u64 != count {
+                            return Err(SourceError::Protocol {
+                                url: job.info.id.clone(),
+                                message: format!("{} hashes for {count} blocks", hs.len()),
+                            });
+                        }
+                        Ok(hs)
+                    });
+                    match got {
+                        Ok(hs) => {
+                            for (k, h) in hs.into_iter().enumerate() {
+                                let _ = out[start as usize + k].set(h);
+                            }
+                            c.done.fetch_add(job.bytes(start..start + count), Relaxed);
+                            feed.hashed();
+                        }
+                        Err(e) => {
+                            self.failed.fail(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+}

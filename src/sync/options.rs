@@ -1,0 +1,47 @@
+//! How to pull: the engine's options and their defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Plan only; open targets read-only and write nothing.
+    pub dry_run: bool,
+    /// No questions: every remote volume must be mapped or excluded.
+    pub unattended: bool,
+    /// Threads hashing local blocks (and remote hash requests in flight).
+    pub hash_threads: usize,
+    /// Connections fetching blocks at once.
+    pub connections: usize,
+    /// Blocks per fetch request.
+    pub batch_blocks: usize,
+    /// Consecutive attempts without progress before giving up.
+    pub max_attempts: u32,
+    /// Interval between progress events.
+    pub tick: Duration,
+    /// /proc/self/mountinfo (tests pass a fake).
+    pub mountinfo: PathBuf,
+    /// /sys (tests pass a fake).
+    pub sys: PathBuf,
+    /// The boot disk; `None` = detect.
+    pub boot_disk: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            dry_run: false,
+            unattended: false,
+            hash_threads: cpus,
+            connections: 4,
+            batch_blocks: 16,
+            max_attempts: 12,
+            tick: Duration::from_millis(500),
+            mountinfo: "/proc/self/mountinfo".into(),
+            sys: "/sys".into(),
+            boot_disk: None,
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! per job; tests and the examples use it directly.
 
 pub mod agent;
+pub mod block;
 pub mod boot;
 pub mod build;
 pub mod cmdline;

@@ -8,10 +8,11 @@
 
 pub mod tls;
 
+use crate::block;
+use crate::block::BLOCK_SIZE;
 use crate::disks::identity;
+use crate::source::VolumeInfo;
 use crate::source::wire::{self, ACCEPT_ZSTD, Encoding};
-use crate::source::{BLOCK_SIZE, VolumeInfo};
-use crate::sync::hash;
 use anyhow::{Context, Result, bail};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::{Body, Bytes, Frame, Incoming};
@@ -318,16 +319,16 @@ async fn hashes(state: &State, id: &str, query: &str) -> Resp {
     let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(count as usize * 32);
         let bs = BLOCK_SIZE as usize;
-        let mut buf = vec![0u8; hash::BATCH * bs];
-        for first in (start..start + count).step_by(hash::BATCH) {
-            let last = (first + hash::BATCH as u64).min(start + count);
-            let mut blocks = Vec::with_capacity(hash::BATCH);
+        let mut buf = vec![0u8; block::BATCH * bs];
+        for first in (start..start + count).step_by(block::BATCH) {
+            let last = (first + block::BATCH as u64).min(start + count);
+            let mut blocks = Vec::with_capacity(block::BATCH);
             for (i, slot) in (first..last).zip(buf.chunks_mut(bs)) {
                 let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
                 file.read_exact_at(&mut slot[..len], i * BLOCK_SIZE)?;
                 blocks.push(&slot[..len]);
             }
-            for h in hash::block_hashes(&blocks) {
+            for h in block::block_hashes(&blocks) {
                 out.extend_from_slice(&h);
             }
         }
@@ -396,7 +397,7 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
             }
             let data = &buf[..len];
             let mut frame;
-            if hash::is_zero(data) {
+            if block::is_zero(data) {
                 frame = wire::header(i, Encoding::Zero, len as u32).to_vec();
             } else {
                 match packer.as_mut().and_then(|p| compress(p, data, &mut packed)) {

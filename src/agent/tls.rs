@@ -1,7 +1,7 @@
 //! The agent's identity: a self-signed certificate and a token, made on first start
 //! and kept in a state directory so that restarts keep the same fingerprint and token.
 
-use crate::source::Hash;
+use crate::block::Hash;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};

@@ -2,7 +2,8 @@
 //! agent's self-signed certificate pinned by its SHA-256 fingerprint (no CA involved).
 
 use super::wire::{self, ACCEPT_ZSTD};
-use super::{BlockSource, Hash, Received, SourceError, VolumeInfo};
+use super::{BlockSource, Received, SourceError, VolumeInfo};
+use crate::block::Hash;
 use crate::events::{Event, Reporter};
 use crate::net::http::{self, CertPolicy, Presented};
 use rustls::client::danger::ServerCertVerified;

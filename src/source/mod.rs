@@ -12,13 +12,8 @@ pub mod wire;
 
 pub use address::Source;
 
+use crate::block::Hash;
 use serde::{Deserialize, Serialize};
-
-/// The block size of the whole system (the EBS block size).
-pub const BLOCK_SIZE: u64 = 512 * 1024;
-
-/// A SHA-256 digest.
-pub type Hash = [u8; 32];
 
 /// One remote volume.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,7 +22,7 @@ pub struct VolumeInfo {
     pub id: String,
     /// Size in bytes.
     pub size: u64,
-    /// Block size in bytes; always [`BLOCK_SIZE`] today.
+    /// Block size in bytes; always [`crate::block::BLOCK_SIZE`] today.
     pub block_size: u64,
     /// GPT disk GUID, if the volume starts with a GPT.
     #[serde(default, skip_serializing_if = "Option::is_none")]

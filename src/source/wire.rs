@@ -1,7 +1,7 @@
 //! The agent's block stream: `POST /v1/volumes/{id}/blocks` answers with frames
 //! `index: u64 LE | encoding: u8 | length: u32 LE | payload`, one per requested block.
 
-use super::BLOCK_SIZE;
+use crate::block::BLOCK_SIZE;
 use std::io::{self, Read};
 
 /// Frame header size in bytes.

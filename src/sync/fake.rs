@@ -1,8 +1,9 @@
 //! A block source and a reporter in memory, for the engine's unit tests.
 
-use super::hash;
+use crate::block;
+use crate::block::{BLOCK_SIZE, Hash};
 use crate::events::{Event, Reporter};
-use crate::source::{BLOCK_SIZE, BlockSource, Hash, Received, SourceError, VolumeInfo};
+use crate::source::{BlockSource, Received, SourceError, VolumeInfo};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// A source in memory that corrupts the first `corrupt` blocks it sends and
@@ -45,7 +46,7 @@ impl BlockSource for Fake {
             .map(|i| {
                 let a = (i * BLOCK_SIZE) as usize;
                 let b = (a + BLOCK_SIZE as usize).min(self.data.len());
-                hash::block_hash(&self.data[a..b])
+                block::block_hash(&self.data[a..b])
             })
             .collect())
     }

@@ -2,16 +2,17 @@
 //! hashes fetched, each stored in the volume's [`Hashes`](super::plan::Hashes) as it
 //! is known, counted, and announced to the planner waiting for it.
 
-use super::hash;
 use super::plan::Planning;
-use crate::source::{BLOCK_SIZE, SourceError};
+use crate::block;
+use crate::block::BLOCK_SIZE;
+use crate::source::SourceError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::Scope;
 
 impl Planning<'_> {
     /// Reads and hashes the target's blocks `blocks` on `hash_threads` threads
-    /// spawned in `s`, [`hash::BATCH`] blocks at a time, storing each hash in the
+    /// spawned in `s`, [`block::BATCH`] blocks at a time, storing each hash in the
     /// local hashes; bytes hashed are counted in `counters.done`. The one
     /// read-and-hash loop of the engine.
     pub fn spawn_hashers<'s>(&'s self, s: &'s Scope<'s, '_>, blocks: &'s [u64]) {
@@ -23,20 +24,20 @@ impl Planning<'_> {
         for _ in 0..self.v.puller.opts.hash_threads.max(1) {
             let next = next.clone();
             s.spawn(move || {
-                let mut buf = vec![0u8; hash::BATCH * bs];
+                let mut buf = vec![0u8; block::BATCH * bs];
                 loop {
-                    let first = next.fetch_add(hash::BATCH as u64, Relaxed) as usize;
+                    let first = next.fetch_add(block::BATCH as u64, Relaxed) as usize;
                     if first >= blocks.len() || feed.stopped() {
                         return;
                     }
-                    let batch = &blocks[first..(first + hash::BATCH).min(blocks.len())];
+                    let batch = &blocks[first..(first + block::BATCH).min(blocks.len())];
                     let (mut read, mut data) = (Vec::new(), Vec::new());
                     for (&i, slot) in batch.iter().zip(buf.chunks_mut(bs)) {
                         let len = job.block_len(i);
                         let off = i * BLOCK_SIZE;
                         // A hole of a sparse image reads as zeros: not read at all.
                         if job.target.is_hole(off, len as u64) {
-                            let _ = out[i as usize].set(hash::zero_hash(len));
+                            let _ = out[i as usize].set(block::zero_hash(len));
                             continue;
                         }
                         if let Err(e) = job.read(i, &mut slot[..len]) {
@@ -46,7 +47,7 @@ impl Planning<'_> {
                         read.push(i);
                         data.push(&slot[..len]);
                     }
-                    for (i, h) in read.into_iter().zip(hash::block_hashes(&data)) {
+                    for (i, h) in read.into_iter().zip(block::block_hashes(&data)) {
                         let _ = out[i as usize].set(h);
                     }
                     c.done.fetch_add(job.bytes(batch.iter().copied()), Relaxed);

@@ -5,7 +5,8 @@
 use super::map::{MapTo, Mapping};
 use super::target::Target;
 use super::{Error, Options, safety};
-use crate::source::{BLOCK_SIZE, VolumeInfo};
+use crate::block::BLOCK_SIZE;
+use crate::source::VolumeInfo;
 use std::path::Path;
 
 /// A remote volume and the local target it is pulled into.

@@ -20,7 +20,6 @@ mod error;
 #[cfg(test)]
 mod fake;
 mod feed;
-pub mod hash;
 mod hashing;
 mod job;
 pub mod map;
@@ -204,7 +203,8 @@ impl<'a> Puller<'a> {
 mod tests {
     use super::fake::{Fake, Nobody};
     use super::*;
-    use crate::source::{BLOCK_SIZE, SourceError};
+    use crate::block::BLOCK_SIZE;
+    use crate::source::SourceError;
     use map::MapTo;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

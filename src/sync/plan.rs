@@ -6,9 +6,11 @@
 use super::feed::{Counters, Failure, Side, Work};
 use super::job::Job;
 use super::ticker::Ticker;
-use super::{Error, Puller, Volume, hash};
+use super::{Error, Puller, Volume};
+use crate::block;
+use crate::block::Hash;
 use crate::events::Event;
-use crate::source::{Candidates, Hash, SourceError};
+use crate::source::{Candidates, SourceError};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
@@ -123,7 +125,7 @@ pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
     let fetch_candidates = cands.as_ref().map(|cs| cs.fetch.len());
     if let Some(cs) = &cands {
         for &i in &cs.zero {
-            let _ = hashes.remote[i as usize].set(hash::zero_hash(job.block_len(i)));
+            let _ = hashes.remote[i as usize].set(block::zero_hash(job.block_len(i)));
         }
     }
     let local_total = job.bytes(wanted.iter().copied());
@@ -135,7 +137,7 @@ pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
     let decision = |k: usize| -> Option<Decision> {
         let i = wanted[k];
         let local = hashes.local[i as usize].get()?;
-        let zero = hash::zero_hash(job.block_len(i));
+        let zero = block::zero_hash(job.block_len(i));
         match fetch_candidates {
             Some(f) if k < f => Some(Decision::Fetch),
             Some(_) if *local == zero => Some(Decision::Keep),

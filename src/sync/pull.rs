@@ -5,10 +5,12 @@
 use super::feed::{Failure, Side, Work};
 use super::retry::backoff;
 use super::ticker::Ticker;
-use super::{Error, Volume, hash, verify};
+use super::{Error, Volume, verify};
+use crate::block;
+use crate::block::{BLOCK_SIZE, Hash};
 use crate::events::Event;
+use crate::source::Received;
 use crate::source::agent::hex;
-use crate::source::{BLOCK_SIZE, Hash, Received};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
@@ -123,7 +125,7 @@ impl Pulling<'_> {
         for &i in blocks {
             let len = job.block_len(i);
             job.write(i, &zeros[..len])?;
-            self.wrote(i, hash::zero_hash(len), len)?;
+            self.wrote(i, block::zero_hash(len), len)?;
         }
         Ok(())
     }
@@ -160,7 +162,7 @@ impl Pulling<'_> {
                 // hand over the SHA-256 it computed for that.
                 let got = match known {
                     Some(h) if hashes.learn => h,
-                    _ => hash::block_hash(data),
+                    _ => block::block_hash(data),
                 };
                 let expected = if hashes.learn {
                     Some(&got)

@@ -1,9 +1,10 @@
 //! The end of a volume's pull: the target flushed, and its whole-volume digest
 //! compared with the remote one.
 
-use super::{Error, Volume, hash};
+use super::{Error, Volume};
+use crate::block;
+use crate::block::Hash;
 use crate::events::Event;
-use crate::source::Hash;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -49,8 +50,8 @@ pub(super) fn finish(v: Volume, written: Vec<OnceLock<Hash>>) -> Result<(Hash, H
             }
         }
     }
-    let digest = hash::linear_digest(&target);
-    let remote_digest = hash::linear_digest(&remote);
+    let digest = block::linear_digest(&target);
+    let remote_digest = block::linear_digest(&remote);
     if digest != remote_digest {
         // Unreachable unless a differing block was left out; say so rather than pass.
         let block = target
@@ -71,7 +72,8 @@ pub(super) fn finish(v: Volume, written: Vec<OnceLock<Hash>>) -> Result<(Hash, H
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{BLOCK_SIZE, BlockSource};
+    use crate::block::BLOCK_SIZE;
+    use crate::source::BlockSource;
     use crate::sync::fake::{Fake, Nobody};
     use crate::sync::feed::Feed;
     use crate::sync::job::Job;
@@ -90,8 +92,8 @@ mod tests {
             info: src.volumes().unwrap().remove(0),
             target: Target::open(&path, true).unwrap(),
         };
-        let old = hash::block_hash(&[1u8; BLOCK_SIZE as usize]);
-        let new = hash::block_hash(&[2u8; BLOCK_SIZE as usize]);
+        let old = block::block_hash(&[1u8; BLOCK_SIZE as usize]);
+        let new = block::block_hash(&[2u8; BLOCK_SIZE as usize]);
         let hashes = Hashes::new(3, false);
         for (i, remote) in [old, new, old].into_iter().enumerate() {
             hashes.local[i].set(old).unwrap();
@@ -116,7 +118,7 @@ mod tests {
         let w = written();
         w[1].set(new).unwrap();
         let (a, b) = finish(v, w).unwrap();
-        let remote = hash::linear_digest(&[old, new, old]);
+        let remote = block::linear_digest(&[old, new, old]);
         assert_eq!((a, b), (remote, remote));
     }
 }

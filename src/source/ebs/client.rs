@@ -4,9 +4,9 @@
 
 use super::listing::{BlockList, Pages};
 use super::{EbsConfig, Error};
+use crate::block::Hash;
 use crate::net::http;
 use crate::retry::{Backoff, Jitter};
-use crate::source::Hash;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};

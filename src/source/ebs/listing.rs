@@ -8,7 +8,8 @@
 //! its group, else it is zeros.
 
 use super::Error;
-use crate::source::{BLOCK_SIZE, Candidates};
+use crate::block::BLOCK_SIZE;
+use crate::source::Candidates;
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 

@@ -29,9 +29,8 @@ mod settings;
 pub use error::Error;
 pub use settings::{Aws, Credentials, EbsConfig};
 
-use super::{
-    BLOCK_SIZE, BlockSource, Candidates, Hash, HashedSink, Received, SourceError, VolumeInfo,
-};
+use super::{BlockSource, Candidates, HashedSink, Received, SourceError, VolumeInfo};
+use crate::block::{BLOCK_SIZE, Hash};
 use crate::disks::identity::{self, Identity};
 use client::Client;
 use listing::{Listed, Listing};

@@ -1,4 +1,5 @@
-//! Block hashing: SHA-256 of each block, all-zero blocks recognised without hashing,
+//! The block: the unit of the whole system (512 KiB, the EBS block size), its SHA-256,
+//! and block hashing: SHA-256 of each block, all-zero blocks recognised without hashing,
 //! and the whole-volume digest (SHA-256 over the ordered block SHA-256s, as EBS's
 //! "LINEAR" checksum aggregation does).
 //!
@@ -8,9 +9,14 @@
 //! (`tape-sha256`'s multi-buffer kernels) fills it: 1.6-1.8x the single-block rate
 //! here (SHA-NI, AMD EPYC). Same SHA-256, checked against `sha2` below.
 
-use crate::source::{BLOCK_SIZE, Hash};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
+
+/// The block size of the whole system (the EBS block size).
+pub const BLOCK_SIZE: u64 = 512 * 1024;
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
 
 /// True if every byte is zero. Scans 64 bytes at a time so it vectorises; random
 /// data exits on the first chunk.

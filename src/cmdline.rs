@@ -135,7 +135,7 @@ impl Cmdline {
                         .ok()
                 }
                 "map" => {
-                    out.map = crate::sync::map::parse(&[value.to_string()])
+                    out.map = crate::mapping::map::parse(&[value.to_string()])
                         .map(|mapping| {
                             mapping
                                 .into_iter()

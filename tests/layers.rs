@@ -2,9 +2,6 @@
 //! platform (`net`, `disks`), sources, the engine (`mapping`, `report`, `sync`), config
 //! (`config`, then `cmdline`, which overlays it), and the roles (`boot`, `build`, `agent`). This test reads every
 //! file under src/ and fails on an import of a module from its own layer or one above.
-//!
-//! `STILL_UPWARD` lists the upward imports that are known and not yet removed: a new one
-//! fails, and so does an entry that no longer occurs, so the list only shrinks.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -20,7 +17,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("source", 2),
     ("mapping", 3),
     ("report", 4),
-    ("events", 4),
     ("sync", 5),
     ("config", 6),
     ("cmdline", 7),
@@ -28,9 +24,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("build", 8),
     ("agent", 8),
 ];
-
-/// (importing file, imported top-level module) pairs still to be removed.
-const STILL_UPWARD: &[(&str, &str)] = &[("events.rs", "sync"), ("source/agent.rs", "events")];
 
 fn rank(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
@@ -131,18 +124,8 @@ fn every_module_imports_only_from_the_layers_below() {
         unknown.is_empty(),
         "modules in no layer (add them to LAYERS as DESIGN.md §2 places them): {unknown:?}"
     );
-    let known: BTreeSet<(String, String)> = STILL_UPWARD
-        .iter()
-        .map(|(f, m)| (f.to_string(), m.to_string()))
-        .collect();
-    let new: Vec<_> = upward.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&upward).collect();
     assert!(
-        new.is_empty(),
-        "imports from the same layer or one above (move the shared piece down): {new:?}"
-    );
-    assert!(
-        gone.is_empty(),
-        "no longer imported: remove from STILL_UPWARD: {gone:?}"
+        upward.is_empty(),
+        "imports from the same layer or one above (move the shared piece down): {upward:?}"
     );
 }

@@ -4,13 +4,15 @@
 
 use crate::config::{Aws, Preset, Source};
 use crate::disks::Disk;
-use crate::events::{Event, Reporter, Tee};
-use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
+use crate::mapping::automap::{self, Choice};
+use crate::mapping::{map, safety};
+use crate::report::agent::AgentReporter;
+use crate::report::{Event, Reporter, Tee};
+use crate::source::agent::{AgentConfig, AgentSource, hex, parse_fingerprint};
 use crate::source::ebs::{EbsConfig, EbsSource};
 use crate::source::{BlockSource, VolumeInfo};
-use crate::sync::automap::{self, Choice};
 use crate::sync::cli::confirm;
-use crate::sync::{Options, Puller, Summary, map, safety};
+use crate::sync::{Options, Puller, Summary};
 use anyhow::{Context, Result, anyhow, bail};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;

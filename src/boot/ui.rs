@@ -12,11 +12,11 @@
 use super::pull::PullSettings;
 use crate::config::{Aws, Fingerprint, IpConfig, Preset, Source};
 use crate::disks::Disk;
-use crate::events::{Event, Reporter};
+use crate::mapping::automap::{self, Choice};
+use crate::mapping::map;
+use crate::report::{Event, Reporter};
 use crate::source::agent::{AgentConfig, AgentSource, parse_fingerprint};
 use crate::source::{BlockSource, VolumeInfo};
-use crate::sync::automap::{self, Choice};
-use crate::sync::map;
 use anyhow::{Result, anyhow};
 use std::io::Write;
 use std::time::Duration;

@@ -1,10 +1,12 @@
 //! `failback pull`: arguments, reporters and the confirmation prompt around [`Puller`].
 
-use super::{Options, PlanSummary, Puller, map};
-use crate::events::{ConsoleReporter, Event, Reporter, Style, Tee};
+use super::{Options, PlanSummary, Puller};
+use crate::mapping::map;
+use crate::report::agent::AgentReporter;
+use crate::report::{ConsoleReporter, Event, Reporter, Style, Tee};
 use crate::source::BlockSource;
 use crate::source::Source;
-use crate::source::agent::{AgentConfig, AgentReporter, AgentSource, hex, parse_fingerprint};
+use crate::source::agent::{AgentConfig, AgentSource, hex, parse_fingerprint};
 use crate::source::ebs::{EbsConfig, EbsSource};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, Write};
@@ -160,7 +162,7 @@ fn pull(
     let quiet;
     let console: &dyn Reporter = match args.progress {
         ProgressMode::Bar => {
-            bars = super::bars::Bars::new();
+            bars = crate::report::bars::Bars::new();
             &bars
         }
         ProgressMode::Json => {

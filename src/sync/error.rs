@@ -1,6 +1,6 @@
 //! Why a pull stops: every error the sync engine reports.
 
-use super::map;
+use crate::mapping::map;
 use crate::source::SourceError;
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 
 use crate::block;
 use crate::block::{BLOCK_SIZE, Hash};
-use crate::events::{Event, Reporter};
+use crate::report::{Event, Reporter};
 use crate::source::{BlockSource, Received, SourceError, VolumeInfo};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 

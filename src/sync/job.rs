@@ -2,10 +2,11 @@
 //! target checked (not mounted, not the boot disk, large enough, named once) before a
 //! single byte is read or written.
 
-use super::map::{MapTo, Mapping};
 use super::target::Target;
-use super::{Error, Options, safety};
+use super::{Error, Options};
 use crate::block::BLOCK_SIZE;
+use crate::mapping::map::{MapTo, Mapping};
+use crate::mapping::safety;
 use crate::source::VolumeInfo;
 use std::path::Path;
 

@@ -13,8 +13,6 @@
 //! run plans every volume before a single write; an unattended one pulls each block
 //! as soon as its plan decides it.
 
-pub mod automap;
-pub mod bars;
 pub mod cli;
 mod error;
 #[cfg(test)]
@@ -22,12 +20,10 @@ mod fake;
 mod feed;
 mod hashing;
 mod job;
-pub mod map;
 mod options;
 mod plan;
 mod pull;
 mod retry;
-pub mod safety;
 pub mod target;
 mod ticker;
 mod verify;
@@ -36,11 +32,11 @@ pub use error::Error;
 pub use options::Options;
 pub use plan::PlanSummary;
 
-use crate::events::{Event, Reporter};
+use crate::mapping::map::Mapping;
+use crate::report::{Event, Reporter};
 use crate::source::{BlockSource, SourceError};
 use feed::Feed;
 use job::Job;
-use map::Mapping;
 use plan::Hashes;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -204,8 +200,8 @@ mod tests {
     use super::fake::{Fake, Nobody};
     use super::*;
     use crate::block::BLOCK_SIZE;
+    use crate::mapping::map::MapTo;
     use crate::source::SourceError;
-    use map::MapTo;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 

@@ -9,7 +9,7 @@ use super::ticker::Ticker;
 use super::{Error, Puller, Volume};
 use crate::block;
 use crate::block::Hash;
-use crate::events::Event;
+use crate::report::Event;
 use crate::source::{Candidates, SourceError};
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -8,7 +8,7 @@ use super::ticker::Ticker;
 use super::{Error, Volume, verify};
 use crate::block;
 use crate::block::{BLOCK_SIZE, Hash};
-use crate::events::Event;
+use crate::report::Event;
 use crate::source::Received;
 use crate::source::agent::hex;
 use std::sync::OnceLock;

@@ -2,7 +2,7 @@
 //! phase ends or the volume stops.
 
 use super::feed::{Feed, Side};
-use crate::events::{Event, Reporter};
+use crate::report::{Event, Reporter};
 use std::time::{Duration, Instant};
 
 /// Where and how often one phase reports, and what it waits on between reports.

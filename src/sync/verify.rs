@@ -4,7 +4,7 @@
 use super::{Error, Volume};
 use crate::block;
 use crate::block::Hash;
-use crate::events::Event;
+use crate::report::Event;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -1,7 +1,7 @@
 //! Console progress bars (indicatif): one per volume and a total, showing the phase
 //! (hashing, pulling, verifying), bytes, rate and ETA. Other events print as text.
 
-use crate::events::{Event, Reporter};
+use super::{Event, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -71,7 +71,7 @@ impl Reporter for Bars {
                 }
                 bar.set_length(*total_bytes);
                 bar.set_position(*done_bytes);
-                bar.set_message(crate::events::phase_label(phase, *wire_bytes).to_string());
+                bar.set_message(crate::report::phase_label(phase, *wire_bytes).to_string());
                 st.seen
                     .insert(volume.clone(), (phase.clone(), *done_bytes, *total_bytes));
                 let (done, total) = st
@@ -97,10 +97,10 @@ impl Reporter for Bars {
                 if let Some(t) = &st.total {
                     t.finish();
                 }
-                let _ = self.multi.println(crate::events::text(event));
+                let _ = self.multi.println(crate::report::text(event));
             }
             other => {
-                let _ = self.multi.println(crate::events::text(other));
+                let _ = self.multi.println(crate::report::text(other));
             }
         }
     }

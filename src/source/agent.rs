@@ -4,30 +4,12 @@
 use super::wire::{self, ACCEPT_ZSTD};
 use super::{BlockSource, Received, SourceError, VolumeInfo};
 use crate::block::Hash;
+use crate::fingerprint::Fingerprint;
 use crate::net::http::{self, CertPolicy, Presented};
 use rustls::client::danger::ServerCertVerified;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Parses a fingerprint as printed by the agent: 64 hex digits, optionally with a
-/// `sha256:` prefix and colons. Returns `None` if it is not one.
-pub fn parse_fingerprint(s: &str) -> Option<Hash> {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("sha256:")
-        .or_else(|| s.strip_prefix("SHA256:"))
-        .unwrap_or(s);
-    let digits: String = s.chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(digits, &mut out).ok()?;
-    Some(out)
-}
-
-/// Formats a fingerprint the way the agent prints it.
-pub fn format_fingerprint(h: &Hash) -> String {
-    format!("sha256:{}", hex(h))
-}
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
@@ -63,7 +45,7 @@ pub struct AgentConfig {
     /// Bearer token. Never printed.
     pub token: String,
     /// Pinned certificate fingerprint.
-    pub fingerprint: Hash,
+    pub fingerprint: Fingerprint,
     /// Limit for one request (a stalled connection is abandoned after this).
     pub timeout: Duration,
     /// HTTPS proxy (`http://HOST:PORT`) to tunnel through; `None`: direct.
@@ -94,7 +76,7 @@ impl AgentSource {
     /// Builds the HTTPS client; makes no connection yet.
     pub fn new(cfg: AgentConfig) -> Result<Self, SourceError> {
         let pinned = Arc::new(Pinned {
-            expected: cfg.fingerprint,
+            expected: *cfg.fingerprint.as_bytes(),
             seen: Mutex::new(None),
         });
         let client = http::client(http::Settings {
@@ -122,11 +104,11 @@ impl AgentSource {
     /// carry the URL (never the token: it only travels in a header).
     fn transport(&self, e: reqwest::Error) -> SourceError {
         let seen = *self.pinned.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(seen) = seen.filter(|s| *s != self.cfg.fingerprint) {
+        if let Some(seen) = seen.filter(|s| s != self.cfg.fingerprint.as_bytes()) {
             return SourceError::Fingerprint {
                 url: self.cfg.url.clone(),
-                seen: format_fingerprint(&seen),
-                expected: format_fingerprint(&self.cfg.fingerprint),
+                seen: Fingerprint::new(seen).printed(),
+                expected: self.cfg.fingerprint.printed(),
             };
         }
         let message = http::describe(&e, self.cfg.proxy.as_deref());
@@ -242,21 +224,5 @@ impl BlockSource for AgentSource {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_parse_in_the_printed_and_colon_forms() {
-        let h: Hash = core::array::from_fn(|i| i as u8 * 7);
-        let printed = format_fingerprint(&h);
-        assert_eq!(parse_fingerprint(&printed), Some(h));
-        let colons: Vec<String> = h.iter().map(|b| hex::encode_upper([*b])).collect();
-        assert_eq!(parse_fingerprint(&colons.join(":")), Some(h));
-        assert_eq!(parse_fingerprint("sha256:abcd"), None);
-        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
     }
 }

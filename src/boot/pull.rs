@@ -5,13 +5,12 @@
 use crate::config::{Aws, Fingerprint, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
-use crate::mapping::{map, safety};
+use crate::mapping::map;
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
 use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
 use crate::sync::{Options, Outcome, PlanSummary, Session, Summary};
-use anyhow::{Result, anyhow, bail};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use anyhow::{Result, anyhow};
 use std::path::Path;
 use std::time::Duration;
 
@@ -128,10 +127,11 @@ impl PullSettings {
                 choices
             }
         };
-        refuse_boot_medium(&choices, disks)?;
         let mapping = automap::to_mapping(&choices, self.unattended)?;
         let opts = Options {
             unattended: self.unattended,
+            // The image's own boot medium is refused as a target with the others.
+            disks: disks.to_vec(),
             ..Options::default()
         };
         let confirm = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stdout(), plans);
@@ -170,32 +170,4 @@ pub fn configured_map(preset: &Preset) -> Vec<String> {
         .iter()
         .map(|(volume, target)| format!("{volume}={target}"))
         .collect()
-}
-
-/// The image's own boot medium (a USB stick holding it) is never a target, whatever
-/// the mapping says, nor is any partition of it.
-fn refuse_boot_medium(choices: &[Choice], disks: &[Disk]) -> Result<()> {
-    let sys = Path::new("/sys");
-    let whole = |path: &Path| {
-        std::fs::metadata(path)
-            .ok()
-            .filter(|m| m.file_type().is_block_device())
-            .map(|m| safety::whole_disk(sys, (libc::major(m.rdev()), libc::minor(m.rdev()))))
-    };
-    for disk in disks.iter().filter(|d| d.boot_medium) {
-        let medium = whole(&Path::new("/dev").join(&disk.name));
-        for c in choices {
-            if let Some(target) = &c.target
-                && medium.is_some()
-                && whole(target) == medium
-            {
-                bail!(
-                    "volume {} is mapped to {}, the medium this image booted from: map another disk",
-                    c.volume,
-                    target.display()
-                );
-            }
-        }
-    }
-    Ok(())
 }

@@ -29,21 +29,22 @@ pub struct PullSettings {
 impl PullSettings {
     /// `None` when no source is configured (nothing to pull).
     pub fn resolve(preset: &Preset) -> Option<Self> {
-        Some(PullSettings {
-            from: source_settings(
-                preset.source.clone()?,
-                preset.token.clone(),
-                preset.fingerprint,
-                preset.aws.clone(),
-                preset.proxy.clone(),
-            ),
-            map: configured_map(preset),
-            unattended: preset.unattended,
-        })
+        let mut settings = Self::interactive(
+            preset.source.clone()?,
+            preset.token.clone(),
+            preset.fingerprint,
+            preset.aws.clone(),
+            configured_map(preset),
+            preset.proxy.clone(),
+        );
+        settings.unattended = preset.unattended;
+        Some(settings)
     }
 
     /// What the operator answered in the interactive mode (never unattended); `map`
-    /// is the mapping configured anyway (see [`configured_map`]), else empty.
+    /// is the mapping configured anyway (see [`configured_map`]), else empty. The
+    /// EBS settings come from `aws` (the preset's `[aws]` or the answers), never
+    /// from the environment.
     pub fn interactive(
         source: Source,
         token: Option<String>,
@@ -52,8 +53,21 @@ impl PullSettings {
         map: Vec<String>,
         proxy: Option<String>,
     ) -> Self {
+        let from = SourceSettings {
+            source,
+            token,
+            fingerprint,
+            aws: AwsFrom::Given(aws),
+            endpoint: None,
+            proxy,
+            timeout: Duration::from_secs(60),
+            missing: Missing {
+                token: "no token for the agent: set failback.token= or token in the preset",
+                fingerprint: "no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset",
+            },
+        };
         PullSettings {
-            from: source_settings(source, token, fingerprint, aws, proxy),
+            from,
             map,
             unattended: false,
         }
@@ -136,30 +150,6 @@ impl PullSettings {
         };
         let confirm = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stdout(), plans);
         Ok(session.pull(&mapping, opts, confirm)?)
-    }
-}
-
-/// The source side of PID 1's settings: the EBS settings from the preset's `[aws]`
-/// (or the operator's answers), never the environment.
-fn source_settings(
-    source: Source,
-    token: Option<String>,
-    fingerprint: Option<Fingerprint>,
-    aws: Option<Aws>,
-    proxy: Option<String>,
-) -> SourceSettings {
-    SourceSettings {
-        source,
-        token,
-        fingerprint,
-        aws: AwsFrom::Given(aws),
-        endpoint: None,
-        proxy,
-        timeout: Duration::from_secs(60),
-        missing: Missing {
-            token: "no token for the agent: set failback.token= or token in the preset",
-            fingerprint: "no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset",
-        },
     }
 }
 

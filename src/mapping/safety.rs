@@ -131,18 +131,29 @@ mod tests {
         assert_eq!(mounted(&sys, &other, &info), None);
     }
 
+    /// Disk `name` (device `dev`) with one partition (the next minor), as /sys shows
+    /// them: `devices/`, `dev/block/MAJ:MIN` and `block/NAME`.
+    fn fake_disk(sys: &Path, name: &str, dev: DevNum) {
+        let disk = sys.join("devices").join(name);
+        let part = disk.join(format!("{name}1"));
+        fs::create_dir_all(&part).unwrap();
+        fs::write(disk.join("dev"), format!("{}:{}\n", dev.0, dev.1)).unwrap();
+        fs::write(part.join("dev"), format!("{}:{}\n", dev.0, dev.1 + 1)).unwrap();
+        fs::write(part.join("partition"), "1\n").unwrap();
+        for dir in ["dev/block", "block"] {
+            fs::create_dir_all(sys.join(dir)).unwrap();
+        }
+        let link = |to: &Path, at: String| std::os::unix::fs::symlink(to, sys.join(at)).unwrap();
+        link(&disk, format!("dev/block/{}:{}", dev.0, dev.1));
+        link(&part, format!("dev/block/{}:{}", dev.0, dev.1 + 1));
+        link(&disk, format!("block/{name}"));
+    }
+
     #[test]
     fn partitions_map_to_their_disk() {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path();
-        let disk = sys.join("devices/vda");
-        fs::create_dir_all(disk.join("vda1")).unwrap();
-        fs::write(disk.join("dev"), "253:0\n").unwrap();
-        fs::write(disk.join("vda1/dev"), "253:1\n").unwrap();
-        fs::write(disk.join("vda1/partition"), "1\n").unwrap();
-        fs::create_dir_all(sys.join("dev/block")).unwrap();
-        std::os::unix::fs::symlink(disk.join("vda1"), sys.join("dev/block/253:1")).unwrap();
-        std::os::unix::fs::symlink(&disk, sys.join("dev/block/253:0")).unwrap();
+        fake_disk(sys, "vda", (253, 0));
         assert_eq!(whole_disk(sys, (253, 1)), (253, 0));
         assert_eq!(whole_disk(sys, (253, 0)), (253, 0));
         assert_eq!(whole_disk(sys, (8, 0)), (8, 0));
@@ -152,17 +163,8 @@ mod tests {
     fn the_boot_medium_and_its_partitions_are_found_and_no_other_disk() {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path();
-        let stick = sys.join("devices/sdb");
-        fs::create_dir_all(stick.join("sdb1")).unwrap();
-        fs::write(stick.join("dev"), "8:16\n").unwrap();
-        fs::write(stick.join("sdb1/dev"), "8:17\n").unwrap();
-        fs::write(stick.join("sdb1/partition"), "1\n").unwrap();
-        fs::create_dir_all(sys.join("dev/block")).unwrap();
-        fs::create_dir_all(sys.join("block/sda")).unwrap();
-        fs::write(sys.join("block/sda/dev"), "8:0\n").unwrap();
-        std::os::unix::fs::symlink(&stick, sys.join("block/sdb")).unwrap();
-        std::os::unix::fs::symlink(&stick, sys.join("dev/block/8:16")).unwrap();
-        std::os::unix::fs::symlink(stick.join("sdb1"), sys.join("dev/block/8:17")).unwrap();
+        fake_disk(sys, "sda", (8, 0));
+        fake_disk(sys, "sdb", (8, 16));
         let disk = |name: &str, boot_medium| Disk {
             name: name.into(),
             boot_medium,

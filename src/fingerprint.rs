@@ -15,6 +15,12 @@ impl Fingerprint {
         Fingerprint(sha256)
     }
 
+    /// The fingerprint of the certificate `der`.
+    pub fn of(der: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        Fingerprint(Sha256::digest(der).into())
+    }
+
     /// The SHA-256 itself.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -97,6 +103,10 @@ mod tests {
         let colons: Vec<String> = bytes.iter().map(|b| hex::encode_upper([*b])).collect();
         assert_eq!(colons.join(":").parse(), Ok(f));
         assert_eq!(f.as_bytes(), &bytes);
+        assert_eq!(
+            Fingerprint::of(b"abc").to_string(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

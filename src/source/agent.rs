@@ -7,7 +7,6 @@ use crate::block::Hash;
 use crate::fingerprint::Fingerprint;
 use crate::net::http::{self, CertPolicy, Presented};
 use rustls::client::danger::ServerCertVerified;
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +18,13 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Accepts exactly one certificate: the one whose DER has the pinned SHA-256.
 #[derive(Debug)]
 struct Pinned {
-    expected: Hash,
-    seen: Mutex<Option<Hash>>,
+    expected: Fingerprint,
+    seen: Mutex<Option<Fingerprint>>,
 }
 
 impl CertPolicy for Pinned {
     fn verify(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
-        let seen: Hash = Sha256::digest(presented.end_entity.as_ref()).into();
+        let seen = Fingerprint::of(presented.end_entity.as_ref());
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         if seen == self.expected {
             Ok(ServerCertVerified::assertion())
@@ -76,7 +75,7 @@ impl AgentSource {
     /// Builds the HTTPS client; makes no connection yet.
     pub fn new(cfg: AgentConfig) -> Result<Self, SourceError> {
         let pinned = Arc::new(Pinned {
-            expected: *cfg.fingerprint.as_bytes(),
+            expected: cfg.fingerprint,
             seen: Mutex::new(None),
         });
         let client = http::client(http::Settings {
@@ -104,10 +103,10 @@ impl AgentSource {
     /// carry the URL (never the token: it only travels in a header).
     fn transport(&self, e: reqwest::Error) -> SourceError {
         let seen = *self.pinned.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(seen) = seen.filter(|s| s != self.cfg.fingerprint.as_bytes()) {
+        if let Some(seen) = seen.filter(|s| *s != self.cfg.fingerprint) {
             return SourceError::Fingerprint {
                 url: self.cfg.url.clone(),
-                seen: Fingerprint::new(seen).printed(),
+                seen: seen.printed(),
                 expected: self.cfg.fingerprint.printed(),
             };
         }

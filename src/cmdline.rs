@@ -130,7 +130,8 @@ impl Cmdline {
                 }
                 "token" => out.token = Some(value.to_string()).filter(|t| !t.is_empty()),
                 "fingerprint" => {
-                    out.fingerprint = Fingerprint::parse(value.into())
+                    out.fingerprint = value
+                        .parse::<Fingerprint>()
                         .map_err(|_| errors.push(bad("the 64 hex digits of the agent's SHA-256")))
                         .ok()
                 }

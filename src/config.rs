@@ -3,9 +3,10 @@
 //! command line (`failback.KEY=VALUE`) overrides it. Validated when the image is
 //! built: an unknown key or a bad value is an error naming the key.
 
+/// The agent certificate's fingerprint: a primitive of its own.
+pub use crate::fingerprint::Fingerprint;
 /// The preset's `ip` and the hosts' `mac`: the network owns its settings.
 pub use crate::net::{IpConfig, Mac};
-use crate::parse::{invalid, string_newtype};
 /// Where to pull from: the sources own their addresses.
 pub use crate::source::Source;
 /// The preset's `[aws]`: the EBS source owns its settings.
@@ -124,31 +125,6 @@ pub struct Host {
     /// Extra kernel arguments for this host.
     pub args: Option<String>,
 }
-
-/// A SHA-256 certificate fingerprint, kept as 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Fingerprint(String);
-
-impl Fingerprint {
-    pub fn parse(s: String) -> Result<Self, String> {
-        match crate::source::agent::parse_fingerprint(&s) {
-            Some(hash) => Ok(Fingerprint(crate::source::agent::hex(&hash))),
-            None => invalid(
-                "a SHA-256 fingerprint",
-                &s,
-                "64 hex digits, as `failback serve` prints it",
-            ),
-        }
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-string_newtype!(Fingerprint, Fingerprint::parse);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

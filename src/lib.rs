@@ -10,6 +10,7 @@ pub mod build;
 pub mod cmdline;
 pub mod config;
 pub mod disks;
+pub mod fingerprint;
 pub mod mapping;
 pub mod net;
 pub mod parse;

@@ -158,7 +158,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         println!("failback agent listening on {local}");
         println!(
             "  fingerprint: {}",
-            crate::source::agent::format_fingerprint(&id.fingerprint)
+            crate::fingerprint::Fingerprint::new(id.fingerprint).printed()
         );
         if show_token {
             println!("  token:       {token}   (kept in {})", state_dir.display());

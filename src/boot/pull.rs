@@ -1,22 +1,17 @@
 //! The pull step of the boot image: from the preset and the command line to a
-//! mapping (explicit, or proposed from the disks' identity) and a [`Puller`] run
-//! against the agent (reported on the console and to the agent) or an EBS snapshot.
+//! mapping (explicit, or proposed from the disks' identity) and a pull in a [`Session`]
+//! from the agent (reported on the console and to the agent) or an EBS snapshot.
 
-use crate::config::{Aws, Preset, Source};
+use crate::config::{Aws, Fingerprint, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
-use crate::mapping::{map, safety};
-use crate::report::agent::AgentReporter;
-use crate::report::{Event, Reporter, Tee};
-use crate::source::agent::{AgentConfig, AgentSource, hex, parse_fingerprint};
-use crate::source::ebs::{EbsConfig, EbsSource};
-use crate::source::{BlockSource, VolumeInfo};
-use crate::sync::cli::confirm;
-use crate::sync::{Options, Puller, Summary};
-use anyhow::{Context, Result, anyhow, bail};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use crate::mapping::map;
+use crate::report::{Event, Reporter};
+use crate::source::VolumeInfo;
+use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
+use crate::sync::{Options, Outcome, PlanSummary, Session, Summary};
+use anyhow::{Result, anyhow};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The operator's look at the mapping (the interactive mode): given the volumes and
@@ -26,159 +21,88 @@ pub type Review<'a> =
 
 /// What to pull and from where, resolved from the preset and `failback.*`.
 pub struct PullSettings {
-    source: Source,
-    token: Option<String>,
-    fingerprint: Option<String>,
+    from: SourceSettings,
     map: Vec<String>,
     unattended: bool,
-    aws: Option<Aws>,
-    /// The HTTPS proxy (`failback.proxy=` or the preset).
-    proxy: Option<String>,
 }
 
 impl PullSettings {
     /// `None` when no source is configured (nothing to pull).
     pub fn resolve(preset: &Preset) -> Option<Self> {
-        Some(PullSettings {
-            source: preset.source.clone()?,
-            token: preset.token.clone(),
-            fingerprint: preset.fingerprint.as_ref().map(|f| f.to_string()),
-            map: configured_map(preset),
-            unattended: preset.unattended,
-            aws: preset.aws.clone(),
-            proxy: preset.proxy.clone(),
-        })
+        let mut settings = Self::interactive(
+            preset.source.clone()?,
+            preset.token.clone(),
+            preset.fingerprint,
+            preset.aws.clone(),
+            configured_map(preset),
+            preset.proxy.clone(),
+        );
+        settings.unattended = preset.unattended;
+        Some(settings)
     }
 
     /// What the operator answered in the interactive mode (never unattended); `map`
-    /// is the mapping configured anyway (see [`configured_map`]), else empty.
+    /// is the mapping configured anyway (see [`configured_map`]), else empty. The
+    /// EBS settings come from `aws` (the preset's `[aws]` or the answers), never
+    /// from the environment.
     pub fn interactive(
         source: Source,
         token: Option<String>,
-        fingerprint: Option<String>,
+        fingerprint: Option<Fingerprint>,
         aws: Option<Aws>,
         map: Vec<String>,
         proxy: Option<String>,
     ) -> Self {
-        PullSettings {
+        let from = SourceSettings {
             source,
             token,
             fingerprint,
+            aws: AwsFrom::Given(aws),
+            endpoint: None,
+            proxy,
+            timeout: Duration::from_secs(60),
+            missing: Missing {
+                token: "no token for the agent: set failback.token= or token in the preset",
+                fingerprint: "no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset",
+            },
+        };
+        PullSettings {
+            from,
             map,
             unattended: false,
-            aws,
-            proxy,
         }
     }
 
-    /// The agent's connection settings, checked.
-    fn agent(&self, url: &str) -> Result<AgentConfig> {
-        let token = self
-            .token
-            .clone()
-            .context("no token for the agent: set failback.token= or token in the preset")?;
-        let fingerprint = self
-            .fingerprint
-            .as_deref()
-            .and_then(parse_fingerprint)
-            .context("no valid agent fingerprint: set failback.fingerprint= or fingerprint in the preset")?;
-        Ok(AgentConfig {
-            url: url.to_string(),
-            token,
-            fingerprint,
-            timeout: Duration::from_secs(60),
-            proxy: self.proxy.clone(),
-        })
-    }
-
-    /// The source's URL (the agent's, or the EBS endpoint) and how far the local
-    /// clock is from the source's (seconds, positive: we are behind), from the
-    /// `Date` of an HTTPS answer that a wrong local clock does not stop: the
-    /// agent's certificate is pinned; EBS's is checked against everything but
-    /// the local time (see [`crate::net::cert_time`]).
+    /// The source's URL and how far the local clock is from the source's: see
+    /// [`SourceSettings::date_offset`].
     pub fn date_offset(&self) -> Result<(String, f64)> {
-        match &self.source {
-            Source::Agent(url) => {
-                let source = AgentSource::new(self.agent(url)?)?;
-                Ok((url.clone(), source.date_offset()?))
-            }
-            Source::Ebs { snapshot, base } => {
-                let cfg = self.ebs(snapshot, base)?;
-                let endpoint = cfg.endpoint.clone();
-                Ok((endpoint, EbsSource::new(cfg)?.date_offset()?))
-            }
-        }
-    }
-
-    /// The EBS settings: region, credentials and endpoint from the preset's
-    /// `[aws]` (PID 1 has no AWS environment), the proxy from `failback.proxy=`.
-    fn ebs(&self, snapshot: &str, base: &Option<String>) -> Result<EbsConfig> {
-        let mut cfg = EbsConfig::resolve(
-            snapshot.to_string(),
-            base.clone(),
-            None,
-            self.aws.as_ref(),
-            |_| None,
-        )
-        .context("the preset's [aws] section")?;
-        cfg.proxy = self.proxy.clone();
-        Ok(cfg)
+        self.from.date_offset()
     }
 
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
-    /// unattended), pulls and verifies, from the agent or an EBS snapshot.
+    /// unattended), pulls and verifies, from the agent or an EBS snapshot. A
+    /// declined plan is an error here: nobody is asked again.
     pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
-        self.run_reviewed(console, disks, None)
+        Ok(self.run_reviewed(console, disks, None)?.pulled()?)
     }
 
-    /// [`run`](Self::run), with `review` asked about the mapping before the plan.
+    /// [`run`](Self::run), with `review` asked about the mapping before the plan;
+    /// a declined plan is [`Outcome::Declined`].
     pub fn run_reviewed(
         &self,
         console: &dyn Reporter,
         disks: &[Disk],
         review: Option<Review>,
-    ) -> Result<Summary> {
-        let (snapshot, base) = match &self.source {
-            Source::Agent(url) => return self.run_agent(url, console, disks, review),
-            Source::Ebs { snapshot, base } => (snapshot, base),
-        };
-        let source = EbsSource::new(self.ebs(snapshot, base)?)?;
-        self.pull(&source, console, disks, review)
+    ) -> Result<Outcome> {
+        Session::open(&self.from)?.run(console, |s| self.pull(s, disks, review))
     }
 
-    fn run_agent(
-        &self,
-        url: &str,
-        console: &dyn Reporter,
-        disks: &[Disk],
-        review: Option<Review>,
-    ) -> Result<Summary> {
-        let source = Arc::new(AgentSource::new(self.agent(url)?)?);
-        let mut id = [0u8; 8];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-            .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
-        let agent = AgentReporter::new(source.clone(), hex(&id));
-        let result = self.pull(&*source, &Tee(vec![console, &agent]), disks, review);
-        if let Err(e) = &result {
-            agent.report(&Event::Error {
-                message: format!("{e:#}"),
-            });
-        }
-        agent.finish();
-        result
-    }
-
-    fn pull(
-        &self,
-        source: &dyn BlockSource,
-        reporter: &dyn Reporter,
-        disks: &[Disk],
-        review: Option<Review>,
-    ) -> Result<Summary> {
+    fn pull(&self, session: &Running, disks: &[Disk], review: Option<Review>) -> Result<Outcome> {
+        let Running { source, reporter } = *session;
         let volumes = || {
             source
                 .volumes()
-                .map_err(|e| anyhow!("cannot list the volumes of {}: {e}", self.source))
+                .map_err(|e| anyhow!("cannot list the volumes of {}: {e}", self.from.source))
         };
         let choices = match review {
             None => {
@@ -217,16 +141,15 @@ impl PullSettings {
                 choices
             }
         };
-        refuse_boot_medium(&choices, disks)?;
         let mapping = automap::to_mapping(&choices, self.unattended)?;
         let opts = Options {
             unattended: self.unattended,
+            // The image's own boot medium is refused as a target with the others.
+            disks: disks.to_vec(),
             ..Options::default()
         };
-        let summary = Puller::new(source, reporter, opts).run(&mapping, &mut |plans| {
-            confirm(&mut std::io::stdout(), plans)
-        })?;
-        Ok(summary)
+        let confirm = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stdout(), plans);
+        Ok(session.pull(&mapping, opts, confirm)?)
     }
 }
 
@@ -237,32 +160,4 @@ pub fn configured_map(preset: &Preset) -> Vec<String> {
         .iter()
         .map(|(volume, target)| format!("{volume}={target}"))
         .collect()
-}
-
-/// The image's own boot medium (a USB stick holding it) is never a target, whatever
-/// the mapping says, nor is any partition of it.
-fn refuse_boot_medium(choices: &[Choice], disks: &[Disk]) -> Result<()> {
-    let sys = Path::new("/sys");
-    let whole = |path: &Path| {
-        std::fs::metadata(path)
-            .ok()
-            .filter(|m| m.file_type().is_block_device())
-            .map(|m| safety::whole_disk(sys, (libc::major(m.rdev()), libc::minor(m.rdev()))))
-    };
-    for disk in disks.iter().filter(|d| d.boot_medium) {
-        let medium = whole(&Path::new("/dev").join(&disk.name));
-        for c in choices {
-            if let Some(target) = &c.target
-                && medium.is_some()
-                && whole(target) == medium
-            {
-                bail!(
-                    "volume {} is mapped to {}, the medium this image booted from: map another disk",
-                    c.volume,
-                    target.display()
-                );
-            }
-        }
-    }
-    Ok(())
 }

@@ -15,8 +15,9 @@ use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
 use crate::mapping::map;
 use crate::report::{Event, Reporter};
-use crate::source::agent::{AgentConfig, AgentSource, parse_fingerprint};
+use crate::source::agent::{AgentConfig, AgentSource};
 use crate::source::{BlockSource, VolumeInfo};
+use crate::sync::Outcome;
 use anyhow::{Result, anyhow};
 use std::io::Write;
 use std::time::Duration;
@@ -194,7 +195,7 @@ struct Flow<'a, 'b> {
 struct AgentAnswers {
     url: Option<String>,
     token: Option<String>,
-    fingerprint: Option<String>,
+    fingerprint: Option<Fingerprint>,
 }
 
 impl Flow<'_, '_> {
@@ -221,11 +222,11 @@ impl Flow<'_, '_> {
             };
             let result = settings.run_reviewed(boot.reporter, boot.disks, Some(&mut review));
             match result {
-                Ok(_) => {
+                Ok(Outcome::Pulled(_)) => {
                     self.ask.say("The pull is done.");
                     return Ok(());
                 }
-                Err(e) if declined(&e) => self.ask.say("Not confirmed: nothing was written."),
+                Ok(Outcome::Declined) => self.ask.say("Not confirmed: nothing was written."),
                 Err(e) => boot.reporter.report(&Event::Error {
                     message: format!("{e:#}"),
                 }),
@@ -295,8 +296,7 @@ impl Flow<'_, '_> {
         let preset = self.known.preset;
         let given = &mut self.agent;
         given.token = (given.token.take()).or_else(|| preset.token.clone());
-        given.fingerprint = (given.fingerprint.take())
-            .or_else(|| preset.fingerprint.as_ref().map(|f| f.to_string()));
+        given.fingerprint = given.fingerprint.or(preset.fingerprint);
         loop {
             let url = self.ask.ask(
                 "Agent URL (https://HOST:PORT)",
@@ -313,22 +313,23 @@ impl Flow<'_, '_> {
                 .ask
                 .text("Token (not shown)", self.agent.token.as_deref(), true)?;
             self.agent.token = Some(token.clone());
+            let kept = self.agent.fingerprint.map(|f| f.to_string());
             let pinned = self.ask.ask(
                 "Certificate fingerprint (64 hex digits, as failback serve prints it)",
-                self.agent.fingerprint.as_deref(),
+                kept.as_deref(),
                 false,
-                |a| Fingerprint::parse(a.to_string()),
+                |a| a.parse::<Fingerprint>().map_err(|e| e.to_string()),
             )?;
-            self.agent.fingerprint = Some(pinned.to_string());
+            self.agent.fingerprint = Some(pinned);
             // Try them now, so that a typo is asked again rather than found later.
             self.ask.say(&format!("Connecting to {url}..."));
-            match check_agent(&url, &token, &pinned, self.known.proxy()) {
+            match check_agent(&url, &token, pinned, self.known.proxy()) {
                 Ok(volumes) => {
                     self.ask.say(&format!("The agent serves: {volumes}"));
                     return Ok(PullSettings::interactive(
                         Source::Agent(url),
                         Some(token),
-                        Some(pinned.to_string()),
+                        Some(pinned),
                         None,
                         map,
                         self.known.proxy(),
@@ -471,11 +472,9 @@ impl Flow<'_, '_> {
 fn check_agent(
     url: &str,
     token: &str,
-    fingerprint: &Fingerprint,
+    fingerprint: Fingerprint,
     proxy: Option<String>,
 ) -> Result<String> {
-    let fingerprint = parse_fingerprint(&fingerprint.to_string())
-        .ok_or_else(|| anyhow!("the fingerprint {fingerprint} is not 64 hex digits"))?;
     let source = AgentSource::new(AgentConfig {
         url: url.to_string(),
         token: token.to_string(),
@@ -489,14 +488,6 @@ fn check_agent(
         .map(|v| format!("{} ({} bytes)", v.id, v.size))
         .collect::<Vec<_>>()
         .join(", "))
-}
-
-/// Whether the operator declined the plan (nothing was written).
-fn declined(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<crate::sync::Error>(),
-        Some(crate::sync::Error::Declined)
-    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Checks made before anything is written: is a target mounted, is it the disk the
-//! system runs from. Pure functions over /proc/self/mountinfo and /sys text so that
-//! tests can feed them fakes.
+//! system runs from, is it the medium the image booted from. Pure functions over
+//! /proc/self/mountinfo and /sys text so that tests can feed them fakes.
 
+use crate::disks::Disk;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -88,6 +89,27 @@ pub fn is_boot_disk(sys: &Path, target: &Path, boot: Option<DevNum>) -> bool {
     }
 }
 
+/// The disk among `disks` that holds the image booted ([`Disk::boot_medium`]) when
+/// `target` is that disk or one of its partitions: never a target, whatever the
+/// mapping says.
+pub fn boot_medium<'d>(sys: &Path, disks: &'d [Disk], target: &Path) -> Option<&'d Disk> {
+    let meta = fs::metadata(target).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    boot_medium_of(sys, disks, split_dev(meta.rdev()))
+}
+
+/// [`boot_medium`] for a target's device number; the disks' own numbers are read
+/// in `sys` (`block/NAME/dev`).
+pub fn boot_medium_of<'d>(sys: &Path, disks: &'d [Disk], target: DevNum) -> Option<&'d Disk> {
+    let whole = whole_disk(sys, target);
+    disks
+        .iter()
+        .filter(|d| d.boot_medium)
+        .find(|d| read_devnum(&sys.join("block").join(&d.name).join("dev")) == Some(whole))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,20 +131,57 @@ mod tests {
         assert_eq!(mounted(&sys, &other, &info), None);
     }
 
+    /// Disk `name` (device `dev`) with one partition (the next minor), as /sys shows
+    /// them: `devices/`, `dev/block/MAJ:MIN` and `block/NAME`.
+    fn fake_disk(sys: &Path, name: &str, dev: DevNum) {
+        let disk = sys.join("devices").join(name);
+        let part = disk.join(format!("{name}1"));
+        fs::create_dir_all(&part).unwrap();
+        fs::write(disk.join("dev"), format!("{}:{}\n", dev.0, dev.1)).unwrap();
+        fs::write(part.join("dev"), format!("{}:{}\n", dev.0, dev.1 + 1)).unwrap();
+        fs::write(part.join("partition"), "1\n").unwrap();
+        for dir in ["dev/block", "block"] {
+            fs::create_dir_all(sys.join(dir)).unwrap();
+        }
+        let link = |to: &Path, at: String| std::os::unix::fs::symlink(to, sys.join(at)).unwrap();
+        link(&disk, format!("dev/block/{}:{}", dev.0, dev.1));
+        link(&part, format!("dev/block/{}:{}", dev.0, dev.1 + 1));
+        link(&disk, format!("block/{name}"));
+    }
+
     #[test]
     fn partitions_map_to_their_disk() {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path();
-        let disk = sys.join("devices/vda");
-        fs::create_dir_all(disk.join("vda1")).unwrap();
-        fs::write(disk.join("dev"), "253:0\n").unwrap();
-        fs::write(disk.join("vda1/dev"), "253:1\n").unwrap();
-        fs::write(disk.join("vda1/partition"), "1\n").unwrap();
-        fs::create_dir_all(sys.join("dev/block")).unwrap();
-        std::os::unix::fs::symlink(disk.join("vda1"), sys.join("dev/block/253:1")).unwrap();
-        std::os::unix::fs::symlink(&disk, sys.join("dev/block/253:0")).unwrap();
+        fake_disk(sys, "vda", (253, 0));
         assert_eq!(whole_disk(sys, (253, 1)), (253, 0));
         assert_eq!(whole_disk(sys, (253, 0)), (253, 0));
         assert_eq!(whole_disk(sys, (8, 0)), (8, 0));
+    }
+
+    #[test]
+    fn the_boot_medium_and_its_partitions_are_found_and_no_other_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        fake_disk(sys, "sda", (8, 0));
+        fake_disk(sys, "sdb", (8, 16));
+        let disk = |name: &str, boot_medium| Disk {
+            name: name.into(),
+            boot_medium,
+            ..Disk::default()
+        };
+        let disks = [disk("sda", false), disk("sdb", true)];
+        let found = |dev| boot_medium_of(sys, &disks, dev).map(|d| d.name.as_str());
+        assert_eq!(found((8, 16)), Some("sdb"));
+        assert_eq!(found((8, 17)), Some("sdb"));
+        assert_eq!(found((8, 0)), None);
+        assert_eq!(found((8, 32)), None);
+        // Not marked as the boot medium: a target like any other.
+        let plain = [disk("sda", false), disk("sdb", false)];
+        assert!(boot_medium_of(sys, &plain, (8, 17)).is_none());
+        // An image file is never the boot medium.
+        let img = dir.path().join("disk.img");
+        fs::write(&img, b"x").unwrap();
+        assert!(boot_medium(sys, &disks, &img).is_none());
     }
 }

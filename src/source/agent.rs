@@ -4,30 +4,11 @@
 use super::wire::{self, ACCEPT_ZSTD};
 use super::{BlockSource, Received, SourceError, VolumeInfo};
 use crate::block::Hash;
+use crate::fingerprint::Fingerprint;
 use crate::net::http::{self, CertPolicy, Presented};
 use rustls::client::danger::ServerCertVerified;
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Parses a fingerprint as printed by the agent: 64 hex digits, optionally with a
-/// `sha256:` prefix and colons. Returns `None` if it is not one.
-pub fn parse_fingerprint(s: &str) -> Option<Hash> {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("sha256:")
-        .or_else(|| s.strip_prefix("SHA256:"))
-        .unwrap_or(s);
-    let digits: String = s.chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(digits, &mut out).ok()?;
-    Some(out)
-}
-
-/// Formats a fingerprint the way the agent prints it.
-pub fn format_fingerprint(h: &Hash) -> String {
-    format!("sha256:{}", hex(h))
-}
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
@@ -37,13 +18,13 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Accepts exactly one certificate: the one whose DER has the pinned SHA-256.
 #[derive(Debug)]
 struct Pinned {
-    expected: Hash,
-    seen: Mutex<Option<Hash>>,
+    expected: Fingerprint,
+    seen: Mutex<Option<Fingerprint>>,
 }
 
 impl CertPolicy for Pinned {
     fn verify(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
-        let seen: Hash = Sha256::digest(presented.end_entity.as_ref()).into();
+        let seen = Fingerprint::of(presented.end_entity.as_ref());
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         if seen == self.expected {
             Ok(ServerCertVerified::assertion())
@@ -63,7 +44,7 @@ pub struct AgentConfig {
     /// Bearer token. Never printed.
     pub token: String,
     /// Pinned certificate fingerprint.
-    pub fingerprint: Hash,
+    pub fingerprint: Fingerprint,
     /// Limit for one request (a stalled connection is abandoned after this).
     pub timeout: Duration,
     /// HTTPS proxy (`http://HOST:PORT`) to tunnel through; `None`: direct.
@@ -125,8 +106,8 @@ impl AgentSource {
         if let Some(seen) = seen.filter(|s| *s != self.cfg.fingerprint) {
             return SourceError::Fingerprint {
                 url: self.cfg.url.clone(),
-                seen: format_fingerprint(&seen),
-                expected: format_fingerprint(&self.cfg.fingerprint),
+                seen: seen.printed(),
+                expected: self.cfg.fingerprint.printed(),
             };
         }
         let message = http::describe(&e, self.cfg.proxy.as_deref());
@@ -242,21 +223,5 @@ impl BlockSource for AgentSource {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_parse_in_the_printed_and_colon_forms() {
-        let h: Hash = core::array::from_fn(|i| i as u8 * 7);
-        let printed = format_fingerprint(&h);
-        assert_eq!(parse_fingerprint(&printed), Some(h));
-        let colons: Vec<String> = h.iter().map(|b| hex::encode_upper([*b])).collect();
-        assert_eq!(parse_fingerprint(&colons.join(":")), Some(h));
-        assert_eq!(parse_fingerprint("sha256:abcd"), None);
-        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
     }
 }

@@ -1,17 +1,13 @@
-//! `failback pull`: arguments, reporters and the confirmation prompt around [`Puller`].
+//! `failback pull`: arguments and reporters around a [`Session`].
 
-use super::{Options, PlanSummary, Puller};
+use super::session::{AwsFrom, Missing, SourceSettings, confirm};
+use super::{Options, Outcome, PlanSummary, Session};
+use crate::fingerprint::Fingerprint;
 use crate::mapping::map;
-use crate::report::agent::AgentReporter;
-use crate::report::{ConsoleReporter, Event, Reporter, Style, Tee};
-use crate::source::BlockSource;
+use crate::report::{ConsoleReporter, Event, Reporter, Style};
 use crate::source::Source;
-use crate::source::agent::{AgentConfig, AgentSource, hex, parse_fingerprint};
-use crate::source::ebs::{EbsConfig, EbsSource};
-use anyhow::{Context, Result, bail};
-use std::io::{BufRead, Write};
+use anyhow::{Result, bail};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How progress is shown.
@@ -97,66 +93,53 @@ impl Reporter for Quiet {
     }
 }
 
+/// The refusals for an agent without a token or a fingerprint.
+const MISSING: Missing = Missing {
+    token: "--token (or FAILBACK_TOKEN) is needed with an agent: give the token `failback serve` prints",
+    fingerprint: "--fingerprint is needed with an agent: give the 64 hex digits `failback serve` prints",
+};
+
 /// Runs `failback pull`.
 pub fn run(args: PullArgs) -> Result<()> {
     let mapping = map::parse(&args.map)?;
-    match Source::parse(args.source.clone()).map_err(|e| anyhow::anyhow!("--source {e}"))? {
-        Source::Agent(url) => run_agent(url, mapping, args),
-        Source::Ebs { snapshot, base } => {
-            let mut cfg = EbsConfig::resolve(snapshot, base, args.endpoint.clone(), None, |k| {
-                std::env::var(k).ok()
-            })?;
-            cfg.timeout = Duration::from_secs(args.timeout.max(1));
-            cfg.proxy = args.proxy();
-            let source = EbsSource::new(cfg)?;
-            let connections = args.connections.unwrap_or(16);
-            pull(&source, None, mapping, connections, args)
-        }
-    }
-}
-
-fn run_agent(url: String, mapping: map::Mapping, args: PullArgs) -> Result<()> {
-    let Some(fingerprint) = &args.fingerprint else {
-        bail!(
-            "--fingerprint is needed with an agent: give the 64 hex digits `failback serve` prints"
-        );
+    let source = Source::parse(args.source.clone()).map_err(|e| anyhow::anyhow!("--source {e}"))?;
+    let (fingerprint, connections) = match &source {
+        Source::Agent(_) => (Some(fingerprint(args.fingerprint.as_deref())?), 4),
+        Source::Ebs { .. } => (None, 16),
     };
-    let fingerprint = parse_fingerprint(fingerprint).with_context(|| {
-        format!(
-            "--fingerprint '{fingerprint}' is not a SHA-256 fingerprint: give the 64 hex digits `failback serve` prints"
-        )
-    })?;
-    let Some(token) = args.token.clone() else {
-        bail!(
-            "--token (or FAILBACK_TOKEN) is needed with an agent: give the token `failback serve` prints"
-        );
-    };
-    let source = Arc::new(AgentSource::new(AgentConfig {
-        url,
-        token,
+    let settings = SourceSettings {
+        source,
+        token: args.token.clone(),
         fingerprint,
-        timeout: Duration::from_secs(args.timeout.max(1)),
+        aws: AwsFrom::Env(|k| std::env::var(k).ok()),
+        endpoint: args.endpoint.clone(),
         proxy: args.proxy(),
-    })?);
-    let mut id = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-        .map_err(|_| anyhow::anyhow!("no randomness from the kernel for a session id"))?;
-    let session = hex(&id);
-    let agent = AgentReporter::new(source.clone(), session);
-    let connections = args.connections.unwrap_or(4);
-    let result = pull(&*source, Some(&agent), mapping, connections, args);
-    agent.finish();
-    result
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        missing: MISSING,
+    };
+    let session = Session::open(&settings)?;
+    pull(
+        session,
+        mapping,
+        args.connections.unwrap_or(connections),
+        args,
+    )
 }
 
-/// Pulls with the reporters `args` asks for, plus `agent` if any.
-fn pull(
-    source: &dyn BlockSource,
-    agent: Option<&AgentReporter>,
-    mapping: map::Mapping,
-    connections: usize,
-    args: PullArgs,
-) -> Result<()> {
+/// `--fingerprint`, needed with an agent.
+fn fingerprint(given: Option<&str>) -> Result<Fingerprint> {
+    let Some(given) = given else {
+        bail!(MISSING.fingerprint);
+    };
+    given.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--fingerprint '{given}' is not a SHA-256 fingerprint: give the 64 hex digits `failback serve` prints"
+        )
+    })
+}
+
+/// Pulls with the reporters `args` asks for, plus the report to the agent if any.
+fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullArgs) -> Result<()> {
     let bars;
     let json;
     let quiet;
@@ -174,11 +157,6 @@ fn pull(
             &quiet
         }
     };
-    let mut reporters = vec![console];
-    if let Some(a) = agent {
-        reporters.push(a);
-    }
-    let tee = Tee(reporters);
     let opts = Options {
         dry_run: args.dry_run,
         unattended: args.yes,
@@ -193,46 +171,19 @@ fn pull(
         boot_disk: args.boot_disk,
         ..Options::default()
     };
-    let result = Puller::new(source, &tee, opts).run(&mapping, &mut ask);
-    if let Err(e) = &result {
-        // The console gets the error from main as one line; JSON readers and the
-        // agent get it as an event too.
-        let ev = Event::Error {
+    let ask = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stderr(), plans);
+    let result = session
+        .run(console, |s| s.pull(&mapping, opts, ask))
+        .and_then(Outcome::pulled);
+    // The console gets the error from main as one line; JSON readers get it as an
+    // event too (and the agent did from the session).
+    if let Err(e) = &result
+        && args.progress == ProgressMode::Json
+    {
+        console.report(&Event::Error {
             message: e.to_string(),
-        };
-        if let Some(a) = agent {
-            a.report(&ev);
-        }
-        if args.progress == ProgressMode::Json {
-            console.report(&ev);
-        }
+        });
     }
     result?;
     Ok(())
-}
-
-/// Shows the plan and asks on the terminal; anything but "yes" declines.
-fn ask(plans: &[PlanSummary]) -> bool {
-    confirm(&mut std::io::stderr(), plans)
-}
-
-/// Shows the plan on `out` and reads the answer from stdin; anything but "yes" declines.
-pub fn confirm(out: &mut dyn Write, plans: &[PlanSummary]) -> bool {
-    let _ = writeln!(out, "About to overwrite:");
-    for p in plans {
-        let _ = writeln!(
-            out,
-            "  {} <- {}: {} blocks ({:.1} MiB) to pull, {} blocks to zero",
-            p.target.display(),
-            p.volume,
-            p.blocks_to_pull,
-            p.bytes_to_pull as f64 / (1u64 << 20) as f64,
-            p.zero_blocks
-        );
-    }
-    let _ = write!(out, "Type 'yes' to write these targets: ");
-    let _ = out.flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    line.trim() == "yes"
 }

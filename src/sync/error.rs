@@ -45,6 +45,10 @@ pub enum Error {
     Mounted { path: PathBuf, mount_point: String },
     #[error("target {path} is the disk this system booted from: map another disk")]
     BootDisk { path: PathBuf },
+    #[error(
+        "volume {volume} is mapped to {path}, the medium this image booted from: map another disk"
+    )]
+    BootMedium { volume: String, path: PathBuf },
     #[error("cannot {what} {path} at offset {offset}: {source}")]
     Io {
         what: &'static str,

@@ -1,6 +1,6 @@
 //! What to pull where: each mapped remote volume with its opened target, every
-//! target checked (not mounted, not the boot disk, large enough, named once) before a
-//! single byte is read or written.
+//! target checked (not the image's boot medium, not mounted, not the boot disk, large
+//! enough, named once) before a single byte is read or written.
 
 use super::target::Target;
 use super::{Error, Options};
@@ -89,6 +89,12 @@ pub(super) fn open_targets(
             }
             None => continue,
         };
+        if safety::boot_medium(&opts.sys, &opts.disks, path).is_some() {
+            return Err(Error::BootMedium {
+                volume: v.id.clone(),
+                path: path.clone(),
+            });
+        }
         if let Some(mount_point) = safety::mounted(&opts.sys, path, &mountinfo) {
             return Err(Error::Mounted {
                 path: path.clone(),

@@ -24,6 +24,7 @@ mod options;
 mod plan;
 mod pull;
 mod retry;
+pub mod session;
 pub mod target;
 mod ticker;
 mod verify;
@@ -31,6 +32,7 @@ mod verify;
 pub use error::Error;
 pub use options::Options;
 pub use plan::PlanSummary;
+pub use session::{Outcome, Session};
 
 use crate::mapping::map::Mapping;
 use crate::report::{Event, Reporter};

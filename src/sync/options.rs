@@ -1,5 +1,6 @@
 //! How to pull: the engine's options and their defaults.
 
+use crate::disks::Disk;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ pub struct Options {
     pub sys: PathBuf,
     /// The boot disk; `None` = detect.
     pub boot_disk: Option<PathBuf>,
+    /// The local disks as discovered (PID 1): a target on the one holding the image
+    /// booted ([`Disk::boot_medium`]) is refused. Empty: none known.
+    pub disks: Vec<Disk>,
 }
 
 impl Default for Options {
@@ -42,6 +46,7 @@ impl Default for Options {
             mountinfo: "/proc/self/mountinfo".into(),
             sys: "/sys".into(),
             boot_disk: None,
+            disks: Vec::new(),
         }
     }
 }

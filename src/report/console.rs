@@ -69,16 +69,6 @@ impl<W: Write + Send> Reporter for ConsoleReporter<W> {
 }
 
 /// A progress event as a bar of fixed width (76 columns).
-/// The name of a progress phase for people: unattended, blocks are pulled while the
-/// disk is still being hashed, and the hashing phase says so.
-pub fn phase_label(phase: &str, wire_bytes: u64) -> &str {
-    if phase == "hashing" && wire_bytes > 0 {
-        "hash+pull"
-    } else {
-        phase
-    }
-}
-
 fn bar(event: &Event) -> String {
     let Event::Progress {
         volume,
@@ -91,7 +81,7 @@ fn bar(event: &Event) -> String {
     else {
         return text(event);
     };
-    let phase = phase_label(phase, *wire_bytes);
+    let phase = phase.label(*wire_bytes);
     let share = if *total_bytes == 0 {
         1.0
     } else {
@@ -255,6 +245,7 @@ fn mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Phase;
 
     #[test]
     fn json_events_are_one_line_tagged_objects() {
@@ -288,7 +279,7 @@ mod tests {
     fn text_progress_is_one_bar_redrawn_in_place_then_closed_by_the_next_line() {
         let progress = |done: u64| Event::Progress {
             volume: "system".into(),
-            phase: "pulling".into(),
+            phase: Phase::Pulling,
             done_bytes: done << 20,
             total_bytes: 100 << 20,
             wire_bytes: 0,
@@ -323,7 +314,7 @@ mod tests {
         let hashing = |wire: u64| {
             bar(&Event::Progress {
                 volume: "system".into(),
-                phase: "hashing".into(),
+                phase: Phase::Hashing,
                 done_bytes: 3 << 30,
                 total_bytes: 4 << 30,
                 wire_bytes: wire,

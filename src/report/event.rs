@@ -1,7 +1,8 @@
 //! The events the client reports: what it sees and what it does, from boot to the end.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// One thing worth telling. Serialized as `{"event":"<name>", ...fields}`.
 #[derive(Debug, Clone, Serialize)]
@@ -60,10 +61,10 @@ pub enum Event {
         bytes_to_pull: u64,
         dry_run: bool,
     },
-    /// How far a volume got in its current phase (`hashing`, `pulling`, `verifying`).
+    /// How far a volume got in its current phase.
     Progress {
         volume: String,
-        phase: String,
+        phase: Phase,
         done_bytes: u64,
         total_bytes: u64,
         wire_bytes: u64,
@@ -93,4 +94,61 @@ pub enum Event {
         seconds: f64,
         dry_run: bool,
     },
+}
+
+/// The phase of a volume a `progress` event tells of: `"hashing"`, `"pulling"` or
+/// `"verifying"` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The local target is hashed and compared with the remote block hashes.
+    Hashing,
+    /// The differing blocks are fetched and written.
+    Pulling,
+    /// The written target is read back and its digest checked.
+    Verifying,
+}
+
+impl Phase {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Hashing => "hashing",
+            Phase::Pulling => "pulling",
+            Phase::Verifying => "verifying",
+        }
+    }
+
+    /// The name for people: unattended, blocks are pulled while the disk is still
+    /// being hashed (`wire_bytes` > 0), and the hashing phase says so.
+    pub fn label(self, wire_bytes: u64) -> &'static str {
+        match self {
+            Phase::Hashing if wire_bytes > 0 => "hash+pull",
+            _ => self.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_their_names_on_the_wire() {
+        for phase in [Phase::Hashing, Phase::Pulling, Phase::Verifying] {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.as_str()));
+            assert_eq!(serde_json::from_str::<Phase>(&json).unwrap(), phase);
+            assert_eq!(phase.to_string(), phase.as_str());
+        }
+        assert_eq!(Phase::Hashing.label(0), "hashing");
+        assert_eq!(Phase::Hashing.label(1), "hash+pull");
+        assert_eq!(Phase::Pulling.label(1), "pulling");
+    }
 }

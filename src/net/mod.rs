@@ -29,7 +29,7 @@ pub struct Link {
 }
 
 /// The configured network, as reported in the `network` event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Network {
     pub interface: String,
     pub mac: String,

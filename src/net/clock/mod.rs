@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the clock was set, as reported in the `network` event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClockSet {
     pub source: ClockSource,
     /// The server asked (`ADDR:PORT` or the source URL).

@@ -238,7 +238,8 @@ pub fn text(event: &Event) -> String {
     }
 }
 
-fn mib(bytes: u64) -> String {
+/// Bytes as MiB with one decimal, e.g. `12.5 MiB`.
+pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 

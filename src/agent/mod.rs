@@ -11,7 +11,7 @@ pub mod tls;
 use crate::block;
 use crate::block::BLOCK_SIZE;
 use crate::disks::identity;
-use crate::report::{Event, mib};
+use crate::report::{Event, progress_amounts};
 use crate::source::VolumeInfo;
 use crate::source::wire::{self, ACCEPT_ZSTD, Encoding};
 use anyhow::{Context, Result, bail};
@@ -471,19 +471,10 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
 /// JSON `posted` (also when it is not an [`Event`] this agent knows: `event` is `None`).
 fn describe(event: Option<&Event>, posted: &serde_json::Value) -> String {
     match event {
-        Some(Event::Progress {
-            volume,
-            phase,
-            done_bytes,
-            total_bytes,
-            wire_bytes,
-            retries,
-        }) => format!(
-            "{volume} {phase} {} of {} ({} over the wire, {retries} retries)",
-            mib(*done_bytes),
-            mib(*total_bytes),
-            mib(*wire_bytes)
-        ),
+        Some(progress @ Event::Progress { volume, phase, .. }) => {
+            let (amount, wire) = progress_amounts(progress).unwrap_or_default();
+            format!("{volume} {phase} {amount} ({wire})")
+        }
         _ => posted.to_string(),
     }
 }

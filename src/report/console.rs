@@ -191,19 +191,10 @@ pub fn text(event: &Event) -> String {
             differing - zero_blocks,
             mib(*bytes_to_pull)
         ),
-        Event::Progress {
-            volume,
-            phase,
-            done_bytes,
-            total_bytes,
-            wire_bytes,
-            retries,
-        } => format!(
-            "{volume}: {phase} {} of {}, {} over the wire, {retries} retries",
-            mib(*done_bytes),
-            mib(*total_bytes),
-            mib(*wire_bytes)
-        ),
+        Event::Progress { volume, phase, .. } => {
+            let (amount, wire) = progress_amounts(event).unwrap_or_default();
+            format!("{volume}: {phase} {amount}, {wire}")
+        }
         Event::VolumeDone {
             volume,
             target,
@@ -238,8 +229,26 @@ pub fn text(event: &Event) -> String {
     }
 }
 
-/// Bytes as MiB with one decimal, e.g. `12.5 MiB`.
-pub fn mib(bytes: u64) -> String {
+/// A progress event's amounts in words, as the console and the agent show them:
+/// `DONE of TOTAL` and `WIRE over the wire, N retries` (`None` for another event).
+pub fn progress_amounts(event: &Event) -> Option<(String, String)> {
+    let Event::Progress {
+        done_bytes,
+        total_bytes,
+        wire_bytes,
+        retries,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    Some((
+        format!("{} of {}", mib(*done_bytes), mib(*total_bytes)),
+        format!("{} over the wire, {retries} retries", mib(*wire_bytes)),
+    ))
+}
+
+fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
@@ -308,6 +317,22 @@ mod tests {
         );
         assert!(bar.len() <= 79, "fits a console line: {}", bar.len());
         assert_eq!(rest, "note: next\n");
+    }
+
+    #[test]
+    fn a_progress_line_gives_the_amounts_in_mib() {
+        let event = Event::Progress {
+            volume: "system".into(),
+            phase: Phase::Verifying,
+            done_bytes: 25 << 20,
+            total_bytes: 100 << 20,
+            wire_bytes: 3 << 19,
+            retries: 2,
+        };
+        assert_eq!(
+            text(&event),
+            "system: verifying 25.0 MiB of 100.0 MiB, 1.5 MiB over the wire, 2 retries"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod bars;
 mod console;
 mod event;
 
-pub use console::{ConsoleReporter, mib, text};
+pub use console::{ConsoleReporter, progress_amounts, text};
 pub use event::{Event, Phase};
 
 /// Where events go.

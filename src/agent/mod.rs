@@ -11,12 +11,14 @@ pub mod tls;
 use crate::block;
 use crate::block::BLOCK_SIZE;
 use crate::disks::identity;
+use crate::report::{Event, progress_amounts};
 use crate::source::VolumeInfo;
 use crate::source::wire::{self, ACCEPT_ZSTD, Encoding};
 use anyhow::{Context, Result, bail};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fs::File;
@@ -452,7 +454,10 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
     let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return text(StatusCode::BAD_REQUEST, "body must be a JSON event");
     };
-    let line = describe(&ev);
+    // An event this agent does not know (a newer client's, a broken one) is still
+    // taken and kept; it is shown as the JSON posted.
+    let typed = Event::deserialize(&ev).ok();
+    let line = describe(typed.as_ref(), &ev);
     (state.log)(format!("client {id} ({}): {line}", peer.ip()));
     state
         .sessions
@@ -462,33 +467,57 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
     text(StatusCode::OK, "ok")
 }
 
-/// A short line for a client's event.
-fn describe(ev: &serde_json::Value) -> String {
-    let s = |k: &str| {
-        ev.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    let n = |k: &str| ev.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
-    match ev.get("event").and_then(|v| v.as_str()) {
-        Some("progress") => format!(
-            "{} {} {} of {} ({} over the wire, {} retries)",
-            s("volume"),
-            s("phase"),
-            mib(n("done_bytes")),
-            mib(n("total_bytes")),
-            mib(n("wire_bytes")),
-            n("retries")
-        ),
-        _ => ev.to_string(),
+/// A short line for a client's event: progress in words, any other event as the
+/// JSON `posted` (also when it is not an [`Event`] this agent knows: `event` is `None`).
+fn describe(event: Option<&Event>, posted: &serde_json::Value) -> String {
+    match event {
+        Some(progress @ Event::Progress { volume, phase, .. }) => {
+            let (amount, wire) = progress_amounts(progress).unwrap_or_default();
+            format!("{volume} {phase} {amount} ({wire})")
+        }
+        _ => posted.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the agent prints for a posted event.
+    fn line(posted: serde_json::Value) -> String {
+        describe(Event::deserialize(&posted).ok().as_ref(), &posted)
+    }
+
+    #[test]
+    fn progress_is_described_in_words() {
+        let posted = serde_json::json!({
+            "event": "progress", "volume": "system", "phase": "pulling",
+            "done_bytes": 3u64 << 20, "total_bytes": 8u64 << 20,
+            "wire_bytes": 1u64 << 19, "retries": 2,
+        });
+        assert_eq!(
+            line(posted),
+            "system pulling 3.0 MiB of 8.0 MiB (0.5 MiB over the wire, 2 retries)"
+        );
+    }
+
+    #[test]
+    fn other_and_unknown_events_are_shown_as_posted() {
+        for posted in [
+            serde_json::json!({"event": "notice", "message": "hello"}),
+            serde_json::json!({"event": "plan", "volume": "v", "target": "/dev/vdb",
+                "size": 1, "blocks": 1, "differing": 0, "zero_blocks": 0,
+                "bytes_to_pull": 0, "dry_run": false}),
+            // A newer client's event, and a phase this agent does not know.
+            serde_json::json!({"event": "teleported", "volume": "v"}),
+            serde_json::json!({"event": "progress", "volume": "v", "phase": "trimming",
+                "done_bytes": 0, "total_bytes": 0, "wire_bytes": 0, "retries": 0}),
+            serde_json::json!({"no": "event"}),
+            serde_json::json!([1, 2]),
+        ] {
+            assert_eq!(line(posted.clone()), posted.to_string());
+        }
+    }
 
     #[test]
     fn only_blocks_that_compress_are_compressed() {

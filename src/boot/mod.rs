@@ -178,8 +178,11 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
                 },
                 clock: &mut |pull| {
                     let mut network = network.borrow_mut();
-                    let unset =
-                        |n: &&mut net::Network| n.clock.as_ref().is_none_or(|c| c.source == "none");
+                    let unset = |n: &&mut net::Network| {
+                        n.clock
+                            .as_ref()
+                            .is_none_or(|c| c.source == clock::ClockSource::Unset)
+                    };
                     if let Some(n) = network.as_mut().filter(unset) {
                         n.clock = Some(set_clock(
                             settings.preset.ntp.as_deref(),
@@ -233,7 +236,7 @@ fn set_clock(
         match stepped {
             Ok((addr, offset)) => {
                 return clock::ClockSet {
-                    source: "ntp",
+                    source: clock::ClockSource::Ntp,
                     server: Some(addr.to_string()),
                     step_s: offset,
                     problem: None,
@@ -255,7 +258,7 @@ fn set_clock(
                 match set {
                     Ok(()) => {
                         return clock::ClockSet {
-                            source: "http-date",
+                            source: clock::ClockSource::HttpDate,
                             server: Some(url),
                             step_s: step,
                             problem: None,
@@ -271,7 +274,7 @@ fn set_clock(
         problems.push("no NTP server and no source to ask for the time".into());
     }
     clock::ClockSet {
-        source: "none",
+        source: clock::ClockSource::Unset,
         server: None,
         step_s: 0.0,
         problem: Some(problems.join("; ")),

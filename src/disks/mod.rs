@@ -4,13 +4,13 @@
 
 pub mod identity;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A whole local disk.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Disk {
     /// Kernel name, e.g. `sda`, `nvme0n1`, `vda`.
     pub name: String,
@@ -24,7 +24,7 @@ pub struct Disk {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mbr_id: Option<String>,
     /// Holds the very image this client booted from: never a target.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub boot_medium: bool,
 }
 

@@ -6,11 +6,11 @@
 use super::map::{MapTo, Mapping};
 use crate::disks::Disk;
 use crate::source::VolumeInfo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// How a target was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// Given by `--map`, `failback.map` or the preset.
@@ -34,7 +34,7 @@ impl Reason {
 }
 
 /// One volume's target and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choice {
     pub volume: String,
     /// `None`: excluded.

@@ -14,7 +14,7 @@ mod settings;
 #[cfg(test)]
 pub(crate) mod test_tls;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 pub use settings::{IpConfig, Mac};
 use std::fs;
 use std::net::Ipv4Addr;
@@ -29,7 +29,7 @@ pub struct Link {
 }
 
 /// The configured network, as reported in the `network` event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Network {
     pub interface: String,
     pub mac: String,
@@ -37,8 +37,7 @@ pub struct Network {
     pub address: String,
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
-    /// "dhcp" or "static"
-    pub method: &'static str,
+    pub method: Method,
     /// NTP servers the DHCP server named (option 42).
     pub ntp: Vec<Ipv4Addr>,
     /// The 802.1Q VLAN id when `interface` is a VLAN of the link.
@@ -46,6 +45,30 @@ pub struct Network {
     /// How the system clock was set (filled in once it is).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock: Option<clock::ClockSet>,
+}
+
+/// How the address was configured: `"dhcp"` or `"static"` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Dhcp,
+    Static,
+}
+
+impl Method {
+    /// The name on the wire and on the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Dhcp => "dhcp",
+            Method::Static => "static",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The configured network and, for DHCP, the lease to keep renewed.
@@ -172,7 +195,7 @@ pub fn configure(
                         lease.prefix,
                         lease.gateway,
                         &lease.dns,
-                        "dhcp",
+                        Method::Dhcp,
                         lease.ntp.clone(),
                     )?;
                     Ok((network, Some((link.clone(), lease))))
@@ -188,7 +211,7 @@ pub fn configure(
                 *prefix,
                 *gateway,
                 dns,
-                "static",
+                Method::Static,
                 Vec::new(),
             )
             .map(|n| (n, None)),
@@ -210,7 +233,7 @@ fn apply(
     prefix: u8,
     gateway: Option<Ipv4Addr>,
     dns: &[Ipv4Addr],
-    method: &'static str,
+    method: Method,
     ntp: Vec<Ipv4Addr>,
 ) -> Result<Network, String> {
     let name = &link.name;

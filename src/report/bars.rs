@@ -1,7 +1,7 @@
 //! Console progress bars (indicatif): one per volume and a total, showing the phase
 //! (hashing, pulling, verifying), bytes, rate and ETA. Other events print as text.
 
-use super::{Event, Reporter};
+use super::{Event, Phase, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ struct State {
     bars: BTreeMap<String, ProgressBar>,
     total: Option<ProgressBar>,
     /// (phase, done, total) per volume, to sum up the total bar.
-    seen: BTreeMap<String, (String, u64, u64)>,
+    seen: BTreeMap<String, (Phase, u64, u64)>,
 }
 
 impl Bars {
@@ -65,15 +65,15 @@ impl Reporter for Bars {
                         b
                     })
                     .clone();
-                let prev = st.seen.get(volume).map(|s| s.0.clone());
-                if prev.as_deref() != Some(phase.as_str()) {
+                let prev = st.seen.get(volume).map(|s| s.0);
+                if prev != Some(*phase) {
                     bar.reset();
                 }
                 bar.set_length(*total_bytes);
                 bar.set_position(*done_bytes);
-                bar.set_message(crate::report::phase_label(phase, *wire_bytes).to_string());
+                bar.set_message(phase.label(*wire_bytes));
                 st.seen
-                    .insert(volume.clone(), (phase.clone(), *done_bytes, *total_bytes));
+                    .insert(volume.clone(), (*phase, *done_bytes, *total_bytes));
                 let (done, total) = st
                     .seen
                     .values()

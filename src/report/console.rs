@@ -69,16 +69,6 @@ impl<W: Write + Send> Reporter for ConsoleReporter<W> {
 }
 
 /// A progress event as a bar of fixed width (76 columns).
-/// The name of a progress phase for people: unattended, blocks are pulled while the
-/// disk is still being hashed, and the hashing phase says so.
-pub fn phase_label(phase: &str, wire_bytes: u64) -> &str {
-    if phase == "hashing" && wire_bytes > 0 {
-        "hash+pull"
-    } else {
-        phase
-    }
-}
-
 fn bar(event: &Event) -> String {
     let Event::Progress {
         volume,
@@ -91,7 +81,7 @@ fn bar(event: &Event) -> String {
     else {
         return text(event);
     };
-    let phase = phase_label(phase, *wire_bytes);
+    let phase = phase.label(*wire_bytes);
     let share = if *total_bytes == 0 {
         1.0
     } else {
@@ -201,19 +191,10 @@ pub fn text(event: &Event) -> String {
             differing - zero_blocks,
             mib(*bytes_to_pull)
         ),
-        Event::Progress {
-            volume,
-            phase,
-            done_bytes,
-            total_bytes,
-            wire_bytes,
-            retries,
-        } => format!(
-            "{volume}: {phase} {} of {}, {} over the wire, {retries} retries",
-            mib(*done_bytes),
-            mib(*total_bytes),
-            mib(*wire_bytes)
-        ),
+        Event::Progress { volume, phase, .. } => {
+            let (amount, wire) = progress_amounts(event).unwrap_or_default();
+            format!("{volume}: {phase} {amount}, {wire}")
+        }
         Event::VolumeDone {
             volume,
             target,
@@ -248,6 +229,25 @@ pub fn text(event: &Event) -> String {
     }
 }
 
+/// A progress event's amounts in words, as the console and the agent show them:
+/// `DONE of TOTAL` and `WIRE over the wire, N retries` (`None` for another event).
+pub fn progress_amounts(event: &Event) -> Option<(String, String)> {
+    let Event::Progress {
+        done_bytes,
+        total_bytes,
+        wire_bytes,
+        retries,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    Some((
+        format!("{} of {}", mib(*done_bytes), mib(*total_bytes)),
+        format!("{} over the wire, {retries} retries", mib(*wire_bytes)),
+    ))
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
@@ -255,6 +255,7 @@ fn mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Phase;
 
     #[test]
     fn json_events_are_one_line_tagged_objects() {
@@ -288,7 +289,7 @@ mod tests {
     fn text_progress_is_one_bar_redrawn_in_place_then_closed_by_the_next_line() {
         let progress = |done: u64| Event::Progress {
             volume: "system".into(),
-            phase: "pulling".into(),
+            phase: Phase::Pulling,
             done_bytes: done << 20,
             total_bytes: 100 << 20,
             wire_bytes: 0,
@@ -319,11 +320,27 @@ mod tests {
     }
 
     #[test]
+    fn a_progress_line_gives_the_amounts_in_mib() {
+        let event = Event::Progress {
+            volume: "system".into(),
+            phase: Phase::Verifying,
+            done_bytes: 25 << 20,
+            total_bytes: 100 << 20,
+            wire_bytes: 3 << 19,
+            retries: 2,
+        };
+        assert_eq!(
+            text(&event),
+            "system: verifying 25.0 MiB of 100.0 MiB, 1.5 MiB over the wire, 2 retries"
+        );
+    }
+
+    #[test]
     fn hashing_while_blocks_are_pulled_says_both() {
         let hashing = |wire: u64| {
             bar(&Event::Progress {
                 volume: "system".into(),
-                phase: "hashing".into(),
+                phase: Phase::Hashing,
                 done_bytes: 3 << 30,
                 total_bytes: 4 << 30,
                 wire_bytes: wire,

@@ -1,10 +1,12 @@
 //! The events the client reports: what it sees and what it does, from boot to the end.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
-/// One thing worth telling. Serialized as `{"event":"<name>", ...fields}`.
-#[derive(Debug, Clone, Serialize)]
+/// One thing worth telling. Serialized as `{"event":"<name>", ...fields}`; the agent
+/// reads the events its clients post back with `Deserialize`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// PID 1 is running.
@@ -15,7 +17,7 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<String>,
         /// The consoles the client writes to and reads from, when more than one.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         consoles: Vec<String>,
     },
     /// Kernel modules loaded by coldplug.
@@ -24,7 +26,7 @@ pub enum Event {
         failed: Vec<String>,
         /// Module parameters from the kernel command line, as the kernel holds them
         /// (`MODULE.PARAM` -> value).
-        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         params: BTreeMap<String, String>,
         uptime_s: f64,
     },
@@ -60,10 +62,10 @@ pub enum Event {
         bytes_to_pull: u64,
         dry_run: bool,
     },
-    /// How far a volume got in its current phase (`hashing`, `pulling`, `verifying`).
+    /// How far a volume got in its current phase.
     Progress {
         volume: String,
-        phase: String,
+        phase: Phase,
         done_bytes: u64,
         total_bytes: u64,
         wire_bytes: u64,
@@ -93,4 +95,140 @@ pub enum Event {
         seconds: f64,
         dry_run: bool,
     },
+}
+
+/// The phase of a volume a `progress` event tells of: `"hashing"`, `"pulling"` or
+/// `"verifying"` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The local target is hashed and compared with the remote block hashes.
+    Hashing,
+    /// The differing blocks are fetched and written.
+    Pulling,
+    /// The written target is read back and its digest checked.
+    Verifying,
+}
+
+impl Phase {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Hashing => "hashing",
+            Phase::Pulling => "pulling",
+            Phase::Verifying => "verifying",
+        }
+    }
+
+    /// The name for people: unattended, blocks are pulled while the disk is still
+    /// being hashed (`wire_bytes` > 0), and the hashing phase says so.
+    pub fn label(self, wire_bytes: u64) -> &'static str {
+        match self {
+            Phase::Hashing if wire_bytes > 0 => "hash+pull",
+            _ => self.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_their_names_on_the_wire() {
+        for phase in [Phase::Hashing, Phase::Pulling, Phase::Verifying] {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.as_str()));
+            assert_eq!(serde_json::from_str::<Phase>(&json).unwrap(), phase);
+            assert_eq!(phase.to_string(), phase.as_str());
+        }
+        assert_eq!(Phase::Hashing.label(0), "hashing");
+        assert_eq!(Phase::Hashing.label(1), "hash+pull");
+        assert_eq!(Phase::Pulling.label(1), "pulling");
+    }
+
+    /// What a client sends, read back by the agent, is the same event: the JSON
+    /// of every kind survives a round trip byte for byte.
+    #[test]
+    fn events_read_back_as_they_were_written() {
+        use crate::net::{Method, Network, clock};
+        let network = Network {
+            interface: "eth0.7".into(),
+            mac: "52:54:00:12:34:56".into(),
+            address: "10.0.2.15/24".into(),
+            gateway: Some([10, 0, 2, 2].into()),
+            dns: vec![[10, 0, 2, 3].into()],
+            method: Method::Dhcp,
+            ntp: vec![],
+            vlan: Some(7),
+            clock: Some(clock::ClockSet {
+                source: clock::ClockSource::HttpDate,
+                server: Some("https://agent:8443".into()),
+                step_s: 12.5,
+                problem: None,
+            }),
+        };
+        let json = serde_json::to_string(&network).unwrap();
+        assert!(
+            json.contains(r#""method":"dhcp""#)
+                && json.contains(r#""clock":{"source":"http-date","#),
+            "{json}"
+        );
+        for (source, name) in [
+            (clock::ClockSource::Ntp, "ntp"),
+            (clock::ClockSource::HttpDate, "http-date"),
+            (clock::ClockSource::Unset, "none"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&source).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert_eq!(source.to_string(), name);
+        }
+        assert_eq!(
+            serde_json::to_string(&Method::Static).unwrap(),
+            r#""static""#
+        );
+        let events = [
+            r#"{"event":"boot","version":"1","uptime_s":1.5,"secure_boot":false}"#,
+            r#"{"event":"drivers","loaded":["e1000"],"failed":[],"params":{"a.b":"1"},"uptime_s":2.0}"#,
+            r#"{"event":"disks","disks":[{"name":"vda","size":1,"model":null,"serial":"s","removable":false,"gpt_guid":"g"}]}"#,
+            r#"{"event":"mapping","choices":[{"volume":"v","target":"/dev/vda","reason":"gpt-guid","why":"w"},{"volume":"x","target":null,"reason":"explicit","why":"y"}]}"#,
+            r#"{"event":"progress","volume":"v","phase":"verifying","done_bytes":1,"total_bytes":2,"wire_bytes":3,"retries":4}"#,
+            r#"{"event":"done","volumes":1,"pulled_blocks":2,"wire_bytes":3,"retries":0,"seconds":1.0,"dry_run":true}"#,
+        ]
+        .map(str::to_string)
+        .into_iter()
+        .chain([
+            serde_json::to_string(&Event::Network {
+                network: network.clone(),
+                uptime_s: 3.0,
+            })
+            .unwrap(),
+            serde_json::to_string(&Event::Network {
+                network: Network {
+                    method: Method::Static,
+                    clock: Some(clock::ClockSet {
+                        source: clock::ClockSource::Unset,
+                        server: None,
+                        step_s: 0.0,
+                        problem: Some("no answer".into()),
+                    }),
+                    ..network
+                },
+                uptime_s: 3.0,
+            })
+            .unwrap(),
+        ]);
+        for json in events {
+            let event: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string(&event).unwrap(), json);
+        }
+    }
 }

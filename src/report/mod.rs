@@ -9,8 +9,8 @@ pub mod bars;
 mod console;
 mod event;
 
-pub use console::{ConsoleReporter, phase_label, text};
-pub use event::Event;
+pub use console::{ConsoleReporter, progress_amounts, text};
+pub use event::{Event, Phase};
 
 /// Where events go.
 pub trait Reporter: Send + Sync {

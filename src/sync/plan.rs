@@ -9,7 +9,7 @@ use super::ticker::Ticker;
 use super::{Error, Puller, Volume};
 use crate::block;
 use crate::block::Hash;
-use crate::report::Event;
+use crate::report::{Event, Phase};
 use crate::source::{Candidates, SourceError};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -175,7 +175,7 @@ pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
             reporter: v.puller.reporter,
             tick: v.puller.opts.tick,
             volume: &job.info.id,
-            phase: "hashing",
+            phase: Phase::Hashing,
             total,
             feed,
             side: Side::Planning,

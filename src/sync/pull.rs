@@ -8,7 +8,7 @@ use super::ticker::Ticker;
 use super::{Error, Volume, verify};
 use crate::block;
 use crate::block::{BLOCK_SIZE, Hash};
-use crate::report::Event;
+use crate::report::{Event, Phase};
 use crate::source::Received;
 use crate::source::agent::hex;
 use std::sync::OnceLock;
@@ -74,7 +74,7 @@ pub(super) fn pull(v: Volume) -> Result<(), Error> {
                 reporter: puller.reporter,
                 tick: puller.opts.tick,
                 volume: vol,
-                phase: "pulling",
+                phase: Phase::Pulling,
                 total,
                 feed,
                 side: Side::Pulling,

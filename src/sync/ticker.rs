@@ -2,7 +2,7 @@
 //! phase ends or the volume stops.
 
 use super::feed::{Feed, Side};
-use crate::report::{Event, Reporter};
+use crate::report::{Event, Phase, Reporter};
 use std::time::{Duration, Instant};
 
 /// Where and how often one phase reports, and what it waits on between reports.
@@ -10,7 +10,7 @@ pub(super) struct Ticker<'a> {
     pub reporter: &'a dyn Reporter,
     pub tick: Duration,
     pub volume: &'a str,
-    pub phase: &'static str,
+    pub phase: Phase,
     /// Bytes the phase has to do.
     pub total: u64,
     /// The feed whose `side` is woken when the phase may have ended (or stopped).
@@ -39,7 +39,7 @@ impl<'a> Ticker<'a> {
                     let (done, wire, retries) = numbers();
                     self.reporter.report(&Event::Progress {
                         volume: self.volume.to_string(),
-                        phase: self.phase.to_string(),
+                        phase: self.phase,
                         done_bytes: done.min(self.total),
                         total_bytes: self.total,
                         wire_bytes: wire,

@@ -4,7 +4,7 @@
 use super::{Error, Volume};
 use crate::block;
 use crate::block::Hash;
-use crate::report::Event;
+use crate::report::{Event, Phase};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -29,7 +29,7 @@ pub(super) fn finish(v: Volume, written: Vec<OnceLock<Hash>>) -> Result<(Hash, H
     let progress = |done| {
         puller.reporter.report(&Event::Progress {
             volume: job.info.id.clone(),
-            phase: "verifying".into(),
+            phase: Phase::Verifying,
             done_bytes: done,
             total_bytes: job.info.size,
             wire_bytes: c.wire.load(Relaxed),

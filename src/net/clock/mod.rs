@@ -16,15 +16,14 @@ pub use sntp::{
     system_dns,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the clock was set, as reported in the `network` event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClockSet {
-    /// `ntp` or `http-date` (or `none` when no source answered).
-    pub source: &'static str,
+    pub source: ClockSource,
     /// The server asked (`ADDR:PORT` or the source URL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
@@ -35,18 +34,48 @@ pub struct ClockSet {
     pub problem: Option<String>,
 }
 
+/// What set the clock: `"ntp"`, `"http-date"`, or `"none"` when no source answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockSource {
+    /// An NTP server (`failback.ntp=`, the preset, DHCP option 42).
+    Ntp,
+    /// The `Date` header of an HTTPS answer from the source.
+    HttpDate,
+    /// Nothing: the clock was not set.
+    #[serde(rename = "none")]
+    Unset,
+}
+
+impl ClockSource {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockSource::Ntp => "ntp",
+            ClockSource::HttpDate => "http-date",
+            ClockSource::Unset => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for ClockSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl std::fmt::Display for ClockSet {
     /// As the console shows it after "clock ".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let server = self.server.as_deref().unwrap_or("?");
         match self.source {
-            "ntp" => write!(f, "set by NTP from {server} (moved {:+.0} s)", self.step_s),
-            "http-date" => write!(
+            ClockSource::Ntp => write!(f, "set by NTP from {server} (moved {:+.0} s)", self.step_s),
+            ClockSource::HttpDate => write!(
                 f,
                 "set from the Date of {server} (moved {:+.0} s)",
                 self.step_s
             ),
-            _ => write!(
+            ClockSource::Unset => write!(
                 f,
                 "not set: {}",
                 self.problem.as_deref().unwrap_or("no source answered")
@@ -111,7 +140,7 @@ mod tests {
         };
         assert_eq!(
             set(
-                "http-date",
+                ClockSource::HttpDate,
                 Some("https://ebs.eu-west-1.amazonaws.com"),
                 None
             )
@@ -119,12 +148,12 @@ mod tests {
             "set from the Date of https://ebs.eu-west-1.amazonaws.com (moved +814000000 s)"
         );
         assert_eq!(
-            set("ntp", Some("10.0.2.2:123"), None).to_string(),
+            set(ClockSource::Ntp, Some("10.0.2.2:123"), None).to_string(),
             "set by NTP from 10.0.2.2:123 (moved +814000000 s)"
         );
         assert_eq!(
             set(
-                "none",
+                ClockSource::Unset,
                 None,
                 Some("no NTP server and no source to ask for the time")
             )

@@ -191,14 +191,7 @@ fn gpt_entry(type_guid: &str, unique: [u8; 16], first: u64, last: u64, name: &st
 
 /// UEFI 2.10 appendix A: a GUID in its on-disk mixed-endian form.
 fn guid_bytes(text: &str) -> [u8; 16] {
-    let hex: Vec<u8> = text
-        .split('-')
-        .flat_map(|g| {
-            (0..g.len())
-                .step_by(2)
-                .map(move |i| u8::from_str_radix(&g[i..i + 2], 16).expect("constant GUID"))
-        })
-        .collect();
+    let hex = hex::decode(text.replace('-', "")).expect("constant GUID");
     let mut b = [0u8; 16];
     b.copy_from_slice(&hex);
     b[0..4].reverse();

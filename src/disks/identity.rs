@@ -64,14 +64,13 @@ pub fn parse(head: &[u8]) -> Identity {
 
 /// A GUID in its on-disk mixed-endian form as the usual text.
 fn guid_text(g: &[u8]) -> String {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     format!(
         "{:08x}-{:04x}-{:04x}-{}-{}",
         u32::from_le_bytes(g[0..4].try_into().expect("4 bytes")),
         u16::from_le_bytes(g[4..6].try_into().expect("2 bytes")),
         u16::from_le_bytes(g[6..8].try_into().expect("2 bytes")),
-        hex(&g[8..10]),
-        hex(&g[10..16])
+        hex::encode(&g[8..10]),
+        hex::encode(&g[10..16])
     )
 }
 

@@ -8,13 +8,21 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs the builder as users do: the release binary from scripts/build.sh.
-fn build(out: &Path, client: &Path, epoch: &str) -> Output {
-    Command::new(static_client())
+/// The builder as users run it (the release binary from scripts/build.sh): `failback
+/// build` from the inputs into `out`, for more arguments.
+fn builder(out: &Path) -> Command {
+    let mut build = Command::new(static_client());
+    build
         .args(["build", "--inputs"])
         .arg(inputs_dir())
         .arg("--out")
-        .arg(out)
+        .arg(out);
+    build
+}
+
+/// Runs the builder as users do, with `client` as the image's `/init`.
+fn build(out: &Path, client: &Path, epoch: &str) -> Output {
+    builder(out)
         .arg("--client")
         .arg(client)
         .env("SOURCE_DATE_EPOCH", epoch)
@@ -189,17 +197,8 @@ fn a_preset_is_validated_and_baked_in() {
         "after = \"reboot\"\nsorce = \"https://10.0.2.2:1500\"\n",
     )
     .unwrap();
-    let run = |preset: &Path, out: &Path| {
-        Command::new(static_client())
-            .args(["build", "--inputs"])
-            .arg(inputs_dir())
-            .arg("--out")
-            .arg(out)
-            .arg("--config")
-            .arg(preset)
-            .output()
-            .unwrap()
-    };
+    let run =
+        |preset: &Path, out: &Path| builder(out).arg("--config").arg(preset).output().unwrap();
     let o = run(&bad, &tmp.path().join("bad-out"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -367,15 +366,7 @@ fn firmware_from_an_operator_dir_goes_in_and_the_missing_is_one_warning() {
     }
     std::fs::write(dir.join("nobody-asks.bin"), b"x").unwrap();
     let out = tmp.path().join("out");
-    let o = Command::new(static_client())
-        .args(["build", "--inputs"])
-        .arg(inputs_dir())
-        .arg("--out")
-        .arg(&out)
-        .arg("--firmware")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let o = builder(&out).arg("--firmware").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let entries = unpack(&std::fs::read(out.join("pxe/initrd.img")).unwrap());
     for (i, name) in names.iter().enumerate() {
@@ -396,11 +387,7 @@ fn firmware_from_an_operator_dir_goes_in_and_the_missing_is_one_warning() {
         assert!(w.contains("--firmware DIR") && !w.contains("tg3 ("), "{w}");
     }
 
-    let o = Command::new(static_client())
-        .args(["build", "--inputs"])
-        .arg(inputs_dir())
-        .arg("--out")
-        .arg(tmp.path().join("out2"))
+    let o = builder(&tmp.path().join("out2"))
         .args(["--firmware", "/nonexistent/firmware"])
         .output()
         .unwrap();
@@ -454,11 +441,8 @@ fn the_firmware_of_servers_nics_goes_in_and_can_be_left_out() {
     assert!(firmware < 200, "{firmware} firmware files");
 
     let out = tmp.path().join("free");
-    let o = Command::new(static_client())
-        .args(["build", "--no-non-free-firmware", "--inputs"])
-        .arg(inputs_dir())
-        .arg("--out")
-        .arg(&out)
+    let o = builder(&out)
+        .arg("--no-non-free-firmware")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{build_into, failback, inputs_dir, out_dir, tool};
+use common::{build_args, build_into, failback, inputs_dir, out_dir, tool};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -274,15 +274,7 @@ fn missing_inputs_are_refused() {
     let client = common::static_client();
     assert_refused(
         tmp.path(),
-        &[
-            "build",
-            "--inputs",
-            "/nonexistent/inputs",
-            "--out",
-            out,
-            "--client",
-            client.to_str().unwrap(),
-        ],
+        &build_args("/nonexistent/inputs", out, client.to_str().unwrap()),
         "/nonexistent/inputs",
     );
 }
@@ -314,15 +306,11 @@ fn an_esp_over_32_mib_is_refused() {
     let client = common::static_client();
     assert_refused(
         &out,
-        &[
-            "build",
-            "--inputs",
+        &build_args(
             fake.to_str().unwrap(),
-            "--out",
             out.to_str().unwrap(),
-            "--client",
             client.to_str().unwrap(),
-        ],
+        ),
         "32 MiB",
     );
 }

@@ -74,8 +74,7 @@ fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
         return PathBuf::from(d);
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/failback");
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);

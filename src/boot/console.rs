@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -59,8 +59,9 @@ pub fn mirror() -> std::io::Result<Vec<String>> {
         std::thread::spawn(move || copy_in(tty, &to));
     }
     let _ = TTYS.set(inputs);
-    redirect(&to_consoles, &[1, 2])?;
-    redirect(&from_consoles, &[0])?;
+    nix::unistd::dup2_stdout(&to_consoles)?;
+    nix::unistd::dup2_stderr(&to_consoles)?;
+    nix::unistd::dup2_stdin(&from_consoles)?;
     Ok(devices)
 }
 
@@ -74,7 +75,9 @@ pub fn drain(limit: std::time::Duration) {
     let _ = stdout.lock().flush();
     loop {
         let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int; fd 1 is open (a pipe, or the console).
+        // SAFETY: FIONREAD writes one int into `queued`, which outlives the call; fd 1 is
+        // open (a pipe, or the console). nix has no FIONREAD call, only macros that
+        // generate an unsafe one.
         let ok = unsafe { libc::ioctl(stdout.as_raw_fd(), libc::FIONREAD, &mut queued) } == 0;
         if !ok || queued == 0 || std::time::Instant::now() >= deadline {
             break;
@@ -86,18 +89,6 @@ pub fn drain(limit: std::time::Duration) {
     each_tty(|tty| {
         let _ = nix::sys::termios::tcdrain(tty);
     });
-}
-
-/// Makes `fds` (0, 1, 2) refer to `pipe_end`.
-fn redirect(pipe_end: &OwnedFd, fds: &[i32]) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    for &fd in fds {
-        // SAFETY: dup2 onto a standard stream number; both descriptors are open.
-        if unsafe { libc::dup2(pipe_end.as_raw_fd(), fd) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Copies what the client writes to every console; one that fails is left out.

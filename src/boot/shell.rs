@@ -82,10 +82,15 @@ fn spawn(terminal: OwnedFd) -> std::io::Result<Pid> {
         .stdin(terminal.try_clone()?)
         .stdout(terminal.try_clone()?)
         .stderr(terminal);
-    // SAFETY: between fork and exec, only async-signal-safe calls (setsid, ioctl).
+    // SAFETY: the closure runs between fork and exec, where only async-signal-safe
+    // calls may be made: setsid(2) and ioctl(2) are, and nothing allocates (an Errno
+    // becomes an io::Error as a plain number). `unsafe` because pre_exec is, and for
+    // TIOCSCTTY, which nix has no safe call for: it takes no pointer, and fd 0 is the
+    // terminal by then.
     unsafe {
         shell.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            nix::unistd::setsid()?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

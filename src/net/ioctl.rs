@@ -1,10 +1,11 @@
 //! The few socket ioctls that configure an IPv4 interface (netdevice(7),
-//! route(4)). All `unsafe` of the network code is here.
+//! route(4)). All `unsafe` of the network code is here: nix has no safe call for
+//! these requests (its ioctl macros generate `unsafe` functions) nor for `ifreq`.
 
 use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `struct rtentry` of <net/route.h> (x86-64 glibc layout).
 #[repr(C)]
@@ -26,28 +27,27 @@ struct RtEntry {
 const _: () = assert!(std::mem::size_of::<RtEntry>() == 120);
 const _: () = assert!(std::mem::size_of::<libc::ifreq>() == 40);
 
+/// A `struct sockaddr` holding a `struct sockaddr_in` (port 0): the family, then in
+/// `sa_data` the port and the address (network order), then zeros.
 fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr are both 16 bytes; the kernel reads the
-    // family to know which one it holds.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    let mut sa_data = [0 as libc::c_char; 14];
+    for (dst, src) in sa_data[2..6].iter_mut().zip(addr.octets()) {
+        *dst = src as libc::c_char;
+    }
+    libc::sockaddr {
+        sa_family: libc::AF_INET as libc::sa_family_t,
+        sa_data,
+    }
 }
 
 fn control_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    Ok(socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
 }
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
@@ -138,5 +138,13 @@ mod tests {
         assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
         assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
         assert_eq!(netmask(17), Ipv4Addr::new(255, 255, 128, 0));
+    }
+
+    #[test]
+    fn a_sockaddr_holds_an_ipv4_address_as_sockaddr_in_lays_it_out() {
+        let sa = sockaddr(Ipv4Addr::new(10, 0, 2, 250));
+        assert_eq!(sa.sa_family, libc::AF_INET as libc::sa_family_t);
+        let data: Vec<u8> = sa.sa_data.iter().map(|&b| b as u8).collect();
+        assert_eq!(data, [0, 0, 10, 0, 2, 250, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

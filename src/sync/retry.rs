@@ -2,6 +2,7 @@
 //! retryable and attempts remain.
 
 use super::Error;
+use crate::retry::{Backoff, Jitter};
 use crate::source::SourceError;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -28,19 +29,40 @@ pub(super) fn retrying<T>(
             }
             Err(_) => {
                 retries.fetch_add(1, Relaxed);
-                std::thread::sleep(backoff(attempt));
+                std::thread::sleep(BACKOFF.wait(attempt));
                 attempt += 1;
             }
         }
     }
 }
 
-/// Exponential backoff with jitter: 100 ms, 200 ms, ... capped at 3 s.
+/// The backoff between a source call's attempts: 200 ms, 400 ms, 800 ms, 1.6 s, then
+/// 3 s, each plus a random 0 to 99 ms.
+pub(super) const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    cap: Duration::from_secs(3),
+    jitter: Jitter::Added(Duration::from_millis(100)),
+};
+
+/// The wait before retry number `attempt` (1 for the first), by [`BACKOFF`].
 pub(super) fn backoff(attempt: u32) -> Duration {
-    let base = 100u64 << attempt.min(5);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let jitter = u64::from(nanos) % 100;
-    Duration::from_millis(base.min(3000) + jitter)
+    BACKOFF.wait(attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_200_ms_to_3_s_plus_less_than_100_ms() {
+        let ceilings: Vec<u128> = (1..=7).map(|a| BACKOFF.ceiling(a).as_millis()).collect();
+        assert_eq!(ceilings, [200, 400, 800, 1600, 3000, 3000, 3000]);
+        for attempt in 1..10 {
+            let (wait, ceiling) = (backoff(attempt), BACKOFF.ceiling(attempt));
+            assert!(
+                wait >= ceiling && wait < ceiling + Duration::from_millis(100),
+                "{attempt}: {wait:?}"
+            );
+        }
+    }
 }

@@ -46,22 +46,20 @@ impl Target {
     /// `lseek(SEEK_DATA)` tells; false for a device, or when unsure. The file offset
     /// moves, which nothing relies on (reads and writes are positioned).
     pub fn is_hole(&self, offset: u64, len: u64) -> bool {
-        use std::os::fd::AsRawFd;
+        use nix::unistd::{Whence, lseek};
         if self.is_device || len == 0 {
             return false;
         }
         let Ok(start) = libc::off_t::try_from(offset) else {
             return false;
         };
-        // SAFETY: lseek on a descriptor this struct owns; no memory is passed.
-        let data = unsafe { libc::lseek(self.file.as_raw_fd(), start, libc::SEEK_DATA) };
-        if data < 0 {
-            // ENXIO: no data at or after `offset` (within the file). Anything else
-            // (e.g. EINVAL, no SEEK_DATA support): unsure.
-            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
-                && offset.saturating_add(len) <= self.size;
+        match lseek(&self.file, start, Whence::SeekData) {
+            Ok(data) => data as u64 >= offset.saturating_add(len),
+            // ENXIO: no data at or after `offset` (within the file).
+            Err(nix::errno::Errno::ENXIO) => offset.saturating_add(len) <= self.size,
+            // Anything else (e.g. EINVAL, no SEEK_DATA support): unsure.
+            Err(_) => false,
         }
-        data as u64 >= offset.saturating_add(len)
     }
 
     /// Flushes data to the device (fdatasync).

@@ -19,18 +19,23 @@ pub fn build_into(out: &Path, extra: &[&str]) {
     build_image(out, &static_client(), extra);
 }
 
+/// The arguments of [`failback`] for `failback build` from `inputs` into `out` with
+/// `client` as the image's `/init`.
+pub fn build_args<'a>(inputs: &'a str, out: &'a str, client: &'a str) -> [&'a str; 7] {
+    [
+        "build", "--inputs", inputs, "--out", out, "--client", client,
+    ]
+}
+
 /// `failback build` into `out` with `client` as the image's `/init`.
 pub fn build_image(out: &Path, client: &Path, extra: &[&str]) {
     let inputs = inputs_dir();
-    let mut args = vec![
-        "build",
-        "--inputs",
+    let mut args = build_args(
         inputs.to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-        "--client",
         client.to_str().unwrap(),
-    ];
+    )
+    .to_vec();
     args.extend_from_slice(extra);
     let o = failback(&args);
     assert!(

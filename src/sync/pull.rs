@@ -3,7 +3,7 @@
 //! then the volume is flushed and verified.
 
 use super::feed::{Failure, Side, Work};
-use super::retry::backoff;
+use super::retry::BACKOFF;
 use super::ticker::Ticker;
 use super::{Error, Volume, verify};
 use crate::block;
@@ -219,7 +219,7 @@ impl Pulling<'_> {
             });
         }
         feed.pulled.retries.fetch_add(1, Relaxed);
-        std::thread::sleep(backoff(attempts));
+        std::thread::sleep(BACKOFF.wait(attempts));
         feed.requeue(Work::Fetch(left, attempts));
         Ok(())
     }

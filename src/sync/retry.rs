@@ -44,11 +44,6 @@ pub(super) const BACKOFF: Backoff = Backoff {
     jitter: Jitter::Added(Duration::from_millis(100)),
 };
 
-/// The wait before retry number `attempt` (1 for the first), by [`BACKOFF`].
-pub(super) fn backoff(attempt: u32) -> Duration {
-    BACKOFF.wait(attempt)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,7 +53,7 @@ mod tests {
         let ceilings: Vec<u128> = (1..=7).map(|a| BACKOFF.ceiling(a).as_millis()).collect();
         assert_eq!(ceilings, [200, 400, 800, 1600, 3000, 3000, 3000]);
         for attempt in 1..10 {
-            let (wait, ceiling) = (backoff(attempt), BACKOFF.ceiling(attempt));
+            let (wait, ceiling) = (BACKOFF.wait(attempt), BACKOFF.ceiling(attempt));
             assert!(
                 wait >= ceiling && wait < ceiling + Duration::from_millis(100),
                 "{attempt}: {wait:?}"

@@ -1,7 +1,8 @@
 //! The source tree's layers import only downwards (DESIGN.md §2): primitives, then
 //! platform (`net`, `disks`), sources, the engine (`mapping`, `report`, `sync`), config
-//! (`config`, then `cmdline`, which overlays it), and the roles (`boot`, `build`, `agent`). This test reads every
-//! file under src/ and fails on an import of a module from its own layer or one above.
+//! (`config`, then `cmdline`, which overlays it), and the roles (`boot`, `build`,
+//! `agent`). This test reads every file under src/ and fails on an import of a module
+//! from its own layer or one above.
 
 use std::collections::BTreeSet;
 use std::path::Path;

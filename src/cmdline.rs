@@ -132,7 +132,7 @@ impl Cmdline {
                 "fingerprint" => {
                     out.fingerprint = value
                         .parse::<Fingerprint>()
-                        .map_err(|_| errors.push(bad("the 64 hex digits of the agent's SHA-256")))
+                        .map_err(|_| errors.push(bad("the agent's SHA-256, 24 to 64 hex digits")))
                         .ok()
                 }
                 "map" => {

@@ -24,7 +24,8 @@ pub struct Preset {
     pub source: Option<Source>,
     /// The agent's bearer token.
     pub token: Option<String>,
-    /// SHA-256 fingerprint of the agent's certificate (64 hex digits, `:` allowed).
+    /// SHA-256 fingerprint of the agent's certificate (64 hex digits, or the first 24 or
+    /// more; `:` or `-` between them allowed).
     pub fingerprint: Option<Fingerprint>,
     /// Remote volume -> local disk (`/dev/...`) or `EXCLUDE`.
     #[serde(default)]

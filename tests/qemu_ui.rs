@@ -133,12 +133,13 @@ fn an_operator_answers_on_the_serial_console_declines_then_pulls() {
     vm.send("\n");
     vm.wait_text("[Enter keeps the one given]: ", STEP);
     vm.send("\n");
-    // The pinned fingerprint as kept: 64 lowercase hex digits.
+    // The pinned fingerprint as kept: the lowercase hex digits given (the agent's first
+    // 24, typed in their groups).
     let pinned: String = agent
         .fingerprint
         .trim_start_matches("sha256:")
         .chars()
-        .filter(|c| *c != ':')
+        .filter(|c| !matches!(c, ':' | '-'))
         .collect::<String>()
         .to_ascii_lowercase();
     vm.wait_text(&format!("[{pinned}]: "), STEP);

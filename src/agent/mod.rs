@@ -157,10 +157,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}: is the port in use?", args.listen))?;
         let local = listener.local_addr()?;
         println!("failback agent listening on {local}");
-        println!(
-            "  fingerprint: {}",
-            crate::fingerprint::Fingerprint::new(id.fingerprint).printed()
-        );
+        // What the operator types (the first 24 digits are enough), then the whole.
+        let fingerprint = crate::fingerprint::Fingerprint::new(id.fingerprint);
+        println!("  fingerprint: {}", fingerprint.grouped());
+        println!("               {}", fingerprint.printed());
         if show_token {
             println!("  token:       {token}   (kept in {})", state_dir.display());
         } else {

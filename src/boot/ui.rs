@@ -315,7 +315,7 @@ impl Flow<'_, '_> {
             self.agent.token = Some(token.clone());
             let kept = self.agent.fingerprint.map(|f| f.to_string());
             let pinned = self.ask.ask(
-                "Certificate fingerprint (64 hex digits, as failback serve prints it)",
+                "Certificate fingerprint (its first 24 hex digits or more, as failback serve prints it)",
                 kept.as_deref(),
                 false,
                 |a| a.parse::<Fingerprint>().map_err(|e| e.to_string()),

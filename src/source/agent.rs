@@ -26,7 +26,7 @@ impl CertPolicy for Pinned {
     fn verify(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
         let seen = Fingerprint::of(presented.end_entity.as_ref());
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
-        if seen == self.expected {
+        if self.expected.matches(&seen) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
@@ -103,10 +103,11 @@ impl AgentSource {
     /// carry the URL (never the token: it only travels in a header).
     fn transport(&self, e: reqwest::Error) -> SourceError {
         let seen = *self.pinned.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(seen) = seen.filter(|s| *s != self.cfg.fingerprint) {
+        if let Some(seen) = seen.filter(|s| !self.cfg.fingerprint.matches(s)) {
             return SourceError::Fingerprint {
                 url: self.cfg.url.clone(),
-                seen: seen.printed(),
+                // As `failback serve` shows it: the grouped digits, then the whole.
+                seen: format!("{} ({})", seen.grouped(), seen.printed()),
                 expected: self.cfg.fingerprint.printed(),
             };
         }

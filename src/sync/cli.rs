@@ -96,7 +96,7 @@ impl Reporter for Quiet {
 /// The refusals for an agent without a token or a fingerprint.
 const MISSING: Missing = Missing {
     token: "--token (or FAILBACK_TOKEN) is needed with an agent: give the token `failback serve` prints",
-    fingerprint: "--fingerprint is needed with an agent: give the 64 hex digits `failback serve` prints",
+    fingerprint: "--fingerprint is needed with an agent: give what `failback serve` prints (at least its first 24 hex digits)",
 };
 
 /// Runs `failback pull`.
@@ -133,7 +133,7 @@ fn fingerprint(given: Option<&str>) -> Result<Fingerprint> {
     };
     given.parse().map_err(|_| {
         anyhow::anyhow!(
-            "--fingerprint '{given}' is not a SHA-256 fingerprint: give the 64 hex digits `failback serve` prints"
+            "--fingerprint '{given}' is not a SHA-256 fingerprint: give what `failback serve` prints (at least its first 24 hex digits)"
         )
     })
 }

@@ -19,6 +19,9 @@ struct Console<W> {
     /// A progress bar is on the current line (no newline after it yet).
     bar_open: bool,
     last_bar: Option<Instant>,
+    /// The latest progress not drawn (it came too soon after the last): drawn before
+    /// the next line, so that every bar ends at its final value.
+    pending: Option<Event>,
 }
 
 /// How often a bar is redrawn at most.
@@ -31,6 +34,7 @@ impl<W: Write + Send> ConsoleReporter<W> {
                 out,
                 bar_open: false,
                 last_bar: None,
+                pending: None,
             }),
             style,
         }
@@ -51,13 +55,18 @@ impl<W: Write + Send> Reporter for ConsoleReporter<W> {
             (Style::Text, Event::Progress { .. }) => {
                 let now = Instant::now();
                 if c.last_bar.is_some_and(|t| now - t < BAR_EVERY) {
+                    c.pending = Some(event.clone());
                     return;
                 }
                 c.last_bar = Some(now);
+                c.pending = None;
                 let _ = write!(c.out, "\r{}", bar(event));
                 c.bar_open = true;
             }
             (Style::Text, _) => {
+                if let Some(last) = c.pending.take() {
+                    let _ = write!(c.out, "\r{}", bar(&last));
+                }
                 if std::mem::take(&mut c.bar_open) {
                     let _ = writeln!(c.out);
                 }
@@ -286,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn text_progress_is_one_bar_redrawn_in_place_then_closed_by_the_next_line() {
+    fn text_progress_is_one_bar_redrawn_in_place_and_ends_at_its_final_value() {
         let progress = |done: u64| Event::Progress {
             volume: "system".into(),
             phase: Phase::Pulling,
@@ -299,20 +308,28 @@ mod tests {
         {
             let r = ConsoleReporter::new(&mut buf, Style::Text);
             r.report(&progress(25));
-            r.report(&progress(26)); // within 250 ms: not redrawn
+            r.report(&progress(26)); // within 250 ms: not drawn yet
+            r.report(&progress(93)); // superseded: never drawn
+            r.report(&progress(100)); // the last: drawn before the next line
             r.report(&Event::Notice {
                 message: "next".into(),
             });
         }
         let out = String::from_utf8(buf).unwrap();
-        assert_eq!(out.matches('\r').count(), 1, "{out:?}");
-        let (bar, rest) = out.trim_start_matches('\r').split_once('\n').unwrap();
+        assert_eq!(out.matches('\r').count(), 2, "{out:?}");
+        let (bars, rest) = out.split_once('\n').unwrap();
+        let drawn: Vec<&str> = bars.split('\r').filter(|b| !b.is_empty()).collect();
         assert!(
-            bar.contains("system pulling") && bar.contains(" 25% "),
-            "{bar:?}"
+            drawn[0].contains("system pulling") && drawn[0].contains(" 25% "),
+            "{drawn:?}"
         );
         assert!(
-            bar.contains(&format!("[{}{}]", "=".repeat(6), " ".repeat(18))),
+            drawn[0].contains(&format!("[{}{}]", "=".repeat(6), " ".repeat(18))),
+            "{drawn:?}"
+        );
+        let bar = drawn[1];
+        assert!(
+            bar.contains(" 100% ") && bar.contains(&format!("[{}]", "=".repeat(24))),
             "{bar:?}"
         );
         assert!(bar.len() <= 79, "fits a console line: {}", bar.len());

@@ -236,6 +236,59 @@ mod tests {
         assert_eq!(src.sent.load(Relaxed), 11);
     }
 
+    /// Records every progress event reported.
+    #[derive(Default)]
+    struct Progress(Mutex<Vec<Event>>);
+    impl Reporter for Progress {
+        fn report(&self, e: &Event) {
+            if matches!(e, Event::Progress { .. }) {
+                self.0.lock().unwrap().push(e.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn hashing_reports_the_volume_size_and_ends_at_all_of_it() {
+        // Both sides of an agent's volume are hashed: the events still count the
+        // volume's bytes (not twice them), and the last one says all of it is done.
+        let dir = tempfile::tempdir().unwrap();
+        let n = 5 * BLOCK_SIZE as usize + 4096;
+        let target = dir.path().join("t.img");
+        std::fs::write(&target, vec![7u8; n]).unwrap();
+        let src = Fake::new((0..n).map(|i| (i % 249) as u8).collect());
+        let opts = Options {
+            dry_run: true,
+            ..Options::default()
+        };
+        let mut map = Mapping::new();
+        map.insert("v".into(), MapTo::Target(target));
+        let events = Progress::default();
+        Puller::new(&src, &events, opts)
+            .run(&map, &mut |_| true)
+            .unwrap();
+        let hashing: Vec<(u64, u64)> = events
+            .0
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Progress {
+                    phase: crate::report::Phase::Hashing,
+                    done_bytes,
+                    total_bytes,
+                    ..
+                } => Some((done_bytes, total_bytes)),
+                _ => None,
+            })
+            .collect();
+        assert!(!hashing.is_empty());
+        assert!(
+            hashing.iter().all(|(_, total)| *total == n as u64),
+            "{hashing:?}"
+        );
+        assert_eq!(hashing.last(), Some(&(n as u64, n as u64)), "{hashing:?}");
+    }
+
     /// Records the names of the events reported.
     #[derive(Default)]
     struct Names(Mutex<Vec<String>>);

@@ -129,11 +129,9 @@ pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
         }
     }
     let local_total = job.bytes(wanted.iter().copied());
-    let total = if cands.is_some() {
-        local_total
-    } else {
-        local_total * 2
-    };
+    // An agent's volume is hashed on both sides, an EBS snapshot's on the local side only.
+    let sides = if cands.is_some() { 1 } else { 2 };
+    let total = local_total * sides;
     let decision = |k: usize| -> Option<Decision> {
         let i = wanted[k];
         let local = hashes.local[i as usize].get()?;
@@ -167,16 +165,18 @@ pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
         }
         // Unattended, blocks are pulled meanwhile: the same events say how many.
         let (c, p) = (&planning.counters, &feed.pulled);
+        // The events count the volume's bytes (each side's hashing is half of it when
+        // both are hashed), so that the operator reads the volume's size, not twice it.
         let numbers = || {
             let retries = c.retries.load(Relaxed) + p.retries.load(Relaxed);
-            (c.done.load(Relaxed), p.wire.load(Relaxed), retries)
+            (c.done.load(Relaxed) / sides, p.wire.load(Relaxed), retries)
         };
         let ticker = Ticker {
             reporter: v.puller.reporter,
             tick: v.puller.opts.tick,
             volume: &job.info.id,
             phase: Phase::Hashing,
-            total,
+            total: local_total,
             feed,
             side: Side::Planning,
         };

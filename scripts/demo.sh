@@ -70,6 +70,8 @@ source = "https://10.0.2.2:$port"
 token = "$FAILBACK_TOKEN"
 fingerprint = "$fingerprint"
 unattended = true
+# The data disk is proven by nothing but its size (the system disk by its GPT GUID).
+map_by_size = true
 after = "reboot"
 EOF
 "$client" build --inputs "$repo/inputs" --out image --client "$client" --config failback.toml \

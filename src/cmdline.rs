@@ -48,6 +48,8 @@ pub struct Cmdline {
     pub dhcp_renew: Option<Duration>,
     /// `failback.unattended` (any value but `0`): proceed without asking.
     pub unattended: Option<bool>,
+    /// `failback.map_by_size` (any value but `0`): unattended, take the only fit by size.
+    pub map_by_size: Option<bool>,
     /// `failback.image=ID`: the id of the image booted, to know its own boot medium.
     pub image: Option<String>,
     /// Kernel-style `MODULE.PARAM[=VALUE]` words: what modprobe would pass to MODULE
@@ -154,6 +156,7 @@ impl Cmdline {
                 "dhcp_timeout" => out.dhcp_timeout = seconds(value, &mut errors, bad),
                 "dhcp_renew" => out.dhcp_renew = seconds(value, &mut errors, bad),
                 "unattended" => out.unattended = Some(value != "0"),
+                "map_by_size" => out.map_by_size = Some(value != "0"),
                 "image" => out.image = Some(value.to_string()).filter(|i| !i.is_empty()),
                 _ => {}
             }
@@ -223,6 +226,10 @@ impl fmt::Display for Cmdline {
             "unattended",
             self.unattended.map(|u| u8::from(u).to_string()),
         );
+        word(
+            "map_by_size",
+            self.map_by_size.map(|m| u8::from(m).to_string()),
+        );
         word("image", text(&self.image));
         word("debug", self.debug.then(|| "1".to_string()));
         f.write_str(&words.join(" "))
@@ -254,6 +261,9 @@ impl Preset {
         }
         if let Some(unattended) = cmdline.unattended {
             out.unattended = unattended;
+        }
+        if let Some(map_by_size) = cmdline.map_by_size {
+            out.map_by_size = map_by_size;
         }
         out
     }
@@ -333,7 +343,7 @@ mod tests {
              failback.progress=json failback.after=reboot failback.vlan=42 \
              failback.proxy=http://proxy:3128 failback.ntp=ntp.example:123 \
              failback.dhcp_timeout=30 failback.dhcp_renew=5 failback.unattended=1 \
-             failback.image=0123abcd failback.debug=1";
+             failback.map_by_size=1 failback.image=0123abcd failback.debug=1";
         let (c, errors) = Cmdline::parse(text);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(c.dhcp_timeout, Some(Duration::from_secs(30)));

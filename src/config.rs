@@ -41,6 +41,9 @@ pub struct Preset {
     /// Proceed without asking (only on a mapping given explicitly or proven by identity).
     #[serde(default)]
     pub unattended: bool,
+    /// Unattended, also take a volume's only fit by size (no identity proves it).
+    #[serde(default)]
+    pub map_by_size: bool,
     /// What to do at the end: wait, reboot, poweroff, shell.
     pub after: Option<After>,
     /// Console output: text or json.

@@ -6,7 +6,7 @@
 //! (256 MiB) and a virtio disk (160 MiB) holding an older state of those volumes (about
 //! 70% of blocks the same), booting failback.iso as a CD with a preset (source, token,
 //! fingerprint, unattended, after = reboot). It maps the disks by identity (GPT disk
-//! GUID) and size, pulls only the differing blocks, verifies, reboots; the next boot,
+//! GUID) and size (`map_by_size = true`), pulls only the differing blocks, verifies, reboots; the next boot,
 //! from the NVMe disk, prints `RECOVERED` with the served volume's digest.
 
 mod common;
@@ -76,7 +76,7 @@ impl Story {
             &preset,
             format!(
                 "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
-                 unattended = true\nafter = \"reboot\"\nprogress = \"json\"\n",
+                 unattended = true\nmap_by_size = true\nafter = \"reboot\"\nprogress = \"json\"\n",
                 served.guest_url(),
                 served.agent.fingerprint
             ),
@@ -166,6 +166,8 @@ impl Story {
         assert_eq!(sys["reason"], "gpt-guid", "{mapping}");
         assert_eq!(data["target"], "/dev/vda", "{mapping}");
         assert_eq!(data["reason"], "only-fit", "{mapping}");
+        // The data disk is proven by its size alone: the preset allows it, and says so.
+        assert_eq!(mapping["map_by_size"], true, "{mapping}");
         // Unattended, each volume is planned and pulled in turn, hashing and pulling
         // overlapped: plan, progress, volume_done, then the next volume.
         let (mut plans, mut volumes_done) = (Vec::new(), Vec::new());

@@ -24,6 +24,8 @@ pub struct PullSettings {
     from: SourceSettings,
     map: Vec<String>,
     unattended: bool,
+    /// Unattended, the only fit by size is taken too.
+    map_by_size: bool,
 }
 
 impl PullSettings {
@@ -38,6 +40,7 @@ impl PullSettings {
             preset.proxy.clone(),
         );
         settings.unattended = preset.unattended;
+        settings.map_by_size = preset.map_by_size;
         Some(settings)
     }
 
@@ -70,6 +73,7 @@ impl PullSettings {
             from,
             map,
             unattended: false,
+            map_by_size: false,
         }
     }
 
@@ -113,6 +117,7 @@ impl PullSettings {
                 };
                 reporter.report(&Event::Mapping {
                     choices: choices.clone(),
+                    map_by_size: self.map_by_size,
                 });
                 choices
             }
@@ -130,18 +135,20 @@ impl PullSettings {
                 if let Ok(proposed) = &proposal {
                     reporter.report(&Event::Mapping {
                         choices: proposed.clone(),
+                        map_by_size: self.map_by_size,
                     });
                 }
                 let choices = review(&volumes, proposal.clone())?;
                 if proposal.as_ref() != Ok(&choices) {
                     reporter.report(&Event::Mapping {
                         choices: choices.clone(),
+                        map_by_size: self.map_by_size,
                     });
                 }
                 choices
             }
         };
-        let mapping = automap::to_mapping(&choices, self.unattended)?;
+        let mapping = automap::to_mapping(&choices, self.unattended, self.map_by_size)?;
         let opts = Options {
             unattended: self.unattended,
             // The image's own boot medium is refused as a target with the others.

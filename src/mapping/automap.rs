@@ -26,10 +26,10 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Whether the choice is proven (explicit, by identity, or the only possible
-    /// one) rather than guessed; unattended runs accept only proven choices.
+    /// Whether the choice is proven (given, or by identity) rather than made by size;
+    /// unattended runs accept only proven choices, and the only fit when told to.
     pub fn proven(self) -> bool {
-        self != Reason::BestFit
+        !matches!(self, Reason::OnlyFit | Reason::BestFit)
     }
 }
 
@@ -61,9 +61,21 @@ pub enum Error {
     )]
     NoFit { volume: String, size: u64 },
     #[error(
-        "volume {volume}: chosen as {why}, a guess; unattended runs do not guess: map it with failback.map=VOLUME=/dev/DISK"
+        "volume {volume}: {target} was chosen as {why}, a guess; unattended runs do not guess: map it with failback.map=VOLUME=/dev/DISK"
     )]
-    Guess { volume: String, why: String },
+    Guess {
+        volume: String,
+        target: String,
+        why: String,
+    },
+    #[error(
+        "volume {volume}: {target} was chosen by size alone ({why}); unattended runs take only a mapping given or proven by identity: map it with failback.map=VOLUME=/dev/DISK, or allow the only fit with map_by_size = true in the preset (failback.map_by_size=1)"
+    )]
+    BySize {
+        volume: String,
+        target: String,
+        why: String,
+    },
 }
 
 /// Proposes a target for every volume among `disks` (the boot medium never), under
@@ -184,14 +196,35 @@ pub fn explicit(mapping: &Mapping) -> Vec<Choice> {
 }
 
 /// The mapping the choices make; with `unattended`, only proven choices are accepted.
-pub fn to_mapping(choices: &[Choice], unattended: bool) -> Result<Mapping, Error> {
+pub fn to_mapping(
+    choices: &[Choice],
+    unattended: bool,
+    map_by_size: bool,
+) -> Result<Mapping, Error> {
     let mut mapping = Mapping::new();
     for c in choices {
-        if unattended && !c.reason.proven() {
-            return Err(Error::Guess {
-                volume: c.volume.clone(),
-                why: c.why.clone(),
-            });
+        let (volume, why) = (c.volume.clone(), c.why.clone());
+        let target = c
+            .target
+            .as_ref()
+            .map_or("nothing".to_string(), |t| t.display().to_string());
+        match c.reason {
+            _ if !unattended || c.reason.proven() => {}
+            Reason::OnlyFit if map_by_size => {}
+            Reason::OnlyFit => {
+                return Err(Error::BySize {
+                    volume,
+                    target,
+                    why,
+                });
+            }
+            _ => {
+                return Err(Error::Guess {
+                    volume,
+                    target,
+                    why,
+                });
+            }
         }
         let to = match &c.target {
             Some(path) => MapTo::Target(path.clone()),
@@ -276,8 +309,22 @@ mod tests {
             ]
         );
         assert!(choices[0].why.contains(guid), "{}", choices[0].why);
-        let mapping = to_mapping(&choices, true).unwrap();
+        let mapping = to_mapping(&choices, true, true).unwrap();
         assert_eq!(mapping["data"], MapTo::Target("/dev/vda".into()));
+        // Without map_by_size, the only fit is refused unattended: the intended disk may
+        // be the one missing (its driver did not load), and this one another.
+        let err = to_mapping(&choices, true, false).unwrap_err().to_string();
+        assert!(
+            err.starts_with("volume data: /dev/vda was chosen by size alone")
+                && err.contains("map_by_size = true")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        assert!(
+            to_mapping(&choices[..1], true, false).is_ok(),
+            "identity is proof"
+        );
+        assert!(to_mapping(&choices, false, false).is_ok(), "asked: offered");
     }
 
     #[test]
@@ -299,12 +346,16 @@ mod tests {
         let choices = propose(&vols, &disks, Path::new("/dev")).unwrap();
         assert_eq!(targets(&choices)[0].1, "/dev/sda", "the smallest that fits");
         assert_eq!(choices[0].reason, Reason::BestFit);
-        let err = to_mapping(&choices, true).unwrap_err().to_string();
-        assert!(
-            err.contains("do not guess") && err.contains("sda, sdb"),
-            "{err}"
-        );
-        assert!(to_mapping(&choices, false).is_ok());
+        for map_by_size in [false, true] {
+            let err = to_mapping(&choices, true, map_by_size)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("do not guess") && err.contains("sda, sdb"),
+                "{err}"
+            );
+        }
+        assert!(to_mapping(&choices, false, false).is_ok());
     }
 
     #[test]

@@ -170,8 +170,15 @@ pub fn text(event: &Event) -> String {
         Event::Waiting { what } => format!("waiting for {what}"),
         Event::Notice { message } => format!("note: {message}"),
         Event::Error { message } => format!("ERROR: {message}"),
-        Event::Mapping { choices } => {
-            let mut s = "mapping:".to_string();
+        Event::Mapping {
+            choices,
+            map_by_size,
+        } => {
+            let mut s = if *map_by_size {
+                "mapping (the only fit by size allowed: map_by_size):".to_string()
+            } else {
+                "mapping:".to_string()
+            };
             for c in choices {
                 let to = c
                     .target

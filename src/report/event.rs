@@ -47,6 +47,9 @@ pub enum Event {
     /// Which local disk receives which volume, and why.
     Mapping {
         choices: Vec<crate::mapping::automap::Choice>,
+        /// Unattended runs may take a volume's only fit by size (`map_by_size`).
+        #[serde(default)]
+        map_by_size: bool,
     },
     /// The plan for one volume: what differs between it and its local target.
     Plan {
@@ -199,7 +202,8 @@ mod tests {
             r#"{"event":"boot","version":"1","uptime_s":1.5,"secure_boot":false}"#,
             r#"{"event":"drivers","loaded":["e1000"],"failed":[],"params":{"a.b":"1"},"uptime_s":2.0}"#,
             r#"{"event":"disks","disks":[{"name":"vda","size":1,"model":null,"serial":"s","removable":false,"gpt_guid":"g"}]}"#,
-            r#"{"event":"mapping","choices":[{"volume":"v","target":"/dev/vda","reason":"gpt-guid","why":"w"},{"volume":"x","target":null,"reason":"explicit","why":"y"}]}"#,
+            r#"{"event":"mapping","choices":[{"volume":"v","target":"/dev/vda","reason":"gpt-guid","why":"w"},{"volume":"x","target":null,"reason":"explicit","why":"y"}],"map_by_size":false}"#,
+            r#"{"event":"mapping","choices":[{"volume":"v","target":"/dev/vda","reason":"only-fit","why":"w"}],"map_by_size":true}"#,
             r#"{"event":"progress","volume":"v","phase":"verifying","done_bytes":1,"total_bytes":2,"wire_bytes":3,"retries":4}"#,
             r#"{"event":"done","volumes":1,"pulled_blocks":2,"wire_bytes":3,"retries":0,"seconds":1.0,"dry_run":true}"#,
         ]
@@ -230,5 +234,14 @@ mod tests {
             let event: Event = serde_json::from_str(&json).unwrap();
             assert_eq!(serde_json::to_string(&event).unwrap(), json);
         }
+        // A mapping event from a client before map_by_size reads as without it.
+        let older = r#"{"event":"mapping","choices":[]}"#;
+        assert!(matches!(
+            serde_json::from_str(older).unwrap(),
+            Event::Mapping {
+                map_by_size: false,
+                ..
+            }
+        ));
     }
 }

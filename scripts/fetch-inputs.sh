@@ -202,7 +202,7 @@ fi
 for c in "${changes[@]}"; do say "$c and updating inputs.lock"; done
 
 # Download and check: a version kept from the lock must match its pinned SHA-256.
-declare -A sums=()
+declare -A sums=() debs_of=()
 for pkg in "${packages[@]}" "$image"; do
     ver=${chosen[$pkg]}
     deb=$(download "$pkg" "$ver")
@@ -213,6 +213,7 @@ for pkg in "${packages[@]}" "$image"; do
         die "$pkg $ver: SHA-256 mismatch (lock ${pin#* }, got $sum); refusing it. Re-pin on purpose with --update-lock"
     fi
     sums[$pkg]="$ver $sum"
+    debs_of[$pkg]=$deb
 done
 
 new_lock=$(mktemp "$inputs/.lock.XXXXXX")
@@ -229,7 +230,7 @@ fi
 
 # The cache keeps only what the lock pins.
 keep=" "
-for pkg in "${packages[@]}" "$image"; do keep+="$(basename "$(download "$pkg" "${chosen[$pkg]}")") "; done
+for pkg in "${packages[@]}" "$image"; do keep+="$(basename "${debs_of[$pkg]}") "; done
 for deb in "$debs"/*.deb; do
     [[ "$keep" == *" $(basename "$deb") "* ]] || rm -f "$deb"
 done
@@ -238,7 +239,7 @@ done
 # Only the directories Debian packages unpack into are removed.
 rm -rf "$inputs"/{boot,etc,lib,usr,bin,sbin,var,non-free} "$inputs/.unpacked" "$stamp"
 for pkg in "${packages[@]}" "$image"; do
-    deb=$(download "$pkg" "${chosen[$pkg]}")
+    deb=${debs_of[$pkg]}
     dest=$inputs
     # Non-free firmware lies apart, so that `failback build --no-non-free-firmware` can leave it out.
     [[ "$(dpkg-deb -f "$deb" Section)" == non-free* ]] && dest="$inputs/non-free"

@@ -107,7 +107,7 @@ pub fn token(state_dir: &Path) -> Result<String, Error> {
     let mut raw = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
         .map_err(|_| Error::Random)?;
-    let t = crate::source::agent::hex(&raw);
+    let t = hex::encode(raw);
     write_private(&path, t.as_bytes())?;
     Ok(t)
 }

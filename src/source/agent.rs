@@ -10,11 +10,6 @@ use rustls::client::danger::ServerCertVerified;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 /// Accepts exactly one certificate: the one whose DER has the pinned SHA-256.
 #[derive(Debug)]
 struct Pinned {

@@ -10,7 +10,6 @@ use crate::block;
 use crate::block::{BLOCK_SIZE, Hash};
 use crate::report::{Event, Phase};
 use crate::source::Received;
-use crate::source::agent::hex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
@@ -94,8 +93,8 @@ pub(super) fn pull(v: Volume) -> Result<(), Error> {
     puller.reporter.report(&Event::VolumeDone {
         volume: vol.clone(),
         target: job.target.path.display().to_string(),
-        sha256: hex(&digest),
-        remote_sha256: hex(&remote_digest),
+        sha256: hex::encode(digest),
+        remote_sha256: hex::encode(remote_digest),
         pulled_blocks: planned.fetch_blocks,
         zero_blocks: planned.zero_blocks,
         wire_bytes: c.wire.load(Relaxed),

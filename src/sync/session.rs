@@ -9,7 +9,7 @@ use crate::fingerprint::Fingerprint;
 use crate::mapping::map::Mapping;
 use crate::report::agent::AgentReporter;
 use crate::report::{Event, Reporter, Tee};
-use crate::source::agent::{AgentConfig, AgentSource, hex};
+use crate::source::agent::{AgentConfig, AgentSource};
 use crate::source::ebs::{Aws, EbsConfig, EbsSource};
 use crate::source::{BlockSource, Source};
 use anyhow::{Context, Result, anyhow};
@@ -141,7 +141,7 @@ impl Session {
                 let mut id = [0u8; 8];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
                     .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
-                let agent = AgentReporter::new(source.clone(), hex(&id));
+                let agent = AgentReporter::new(source.clone(), hex::encode(id));
                 (source, Some(agent))
             }
             Source::Ebs { snapshot, base } => {

@@ -113,7 +113,7 @@ impl PullSettings {
                 let choices = if self.map.is_empty() {
                     automap::propose(&volumes()?, disks, Path::new("/dev"))?
                 } else {
-                    automap::explicit(&map::parse(&self.map)?)
+                    automap::explicit(&map::parse(&self.map)?, disks, Path::new("/dev"))?
                 };
                 reporter.report(&Event::Mapping {
                     choices: choices.clone(),
@@ -129,8 +129,11 @@ impl PullSettings {
                     automap::propose(&volumes, disks, Path::new("/dev")).map_err(|e| e.to_string())
                 } else {
                     map::parse(&self.map)
-                        .map(|m| automap::explicit(&m))
                         .map_err(|e| e.to_string())
+                        .and_then(|m| {
+                            automap::explicit(&m, disks, Path::new("/dev"))
+                                .map_err(|e| e.to_string())
+                        })
                 };
                 if let Ok(proposed) = &proposal {
                     reporter.report(&Event::Mapping {

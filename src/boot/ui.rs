@@ -20,6 +20,7 @@ use crate::source::{BlockSource, VolumeInfo};
 use crate::sync::Outcome;
 use anyhow::{Result, anyhow};
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 /// Where the answers come from, one line at a time.
@@ -218,7 +219,7 @@ impl Flow<'_, '_> {
                 self.ask.say(&format!("  {d}"));
             }
             let mut review = |volumes: &[VolumeInfo], proposal: Result<Vec<Choice>, String>| {
-                self.review(volumes, proposal)
+                self.review(volumes, boot.disks, proposal)
             };
             let result = settings.run_reviewed(boot.reporter, boot.disks, Some(&mut review));
             match result {
@@ -420,6 +421,7 @@ impl Flow<'_, '_> {
     fn review(
         &mut self,
         volumes: &[VolumeInfo],
+        disks: &[Disk],
         proposal: Result<Vec<Choice>, String>,
     ) -> Result<Vec<Choice>> {
         let names: Vec<&str> = volumes.iter().map(|v| v.id.as_str()).collect();
@@ -457,7 +459,9 @@ impl Flow<'_, '_> {
                     names.join(", ")
                 ));
             }
-            Ok(Some(automap::explicit(&mapping)))
+            let choices =
+                automap::explicit(&mapping, disks, Path::new("/dev")).map_err(|e| e.to_string())?;
+            Ok(Some(choices))
         })?;
         Ok(match (answer, proposal) {
             (Some(typed), _) => typed,
@@ -651,14 +655,16 @@ mod tests {
 
     #[test]
     fn enter_accepts_the_proposed_mapping() {
-        let (r, _, _) = with_flow(&[""], |f| f.review(&[volume("system")], Ok(proposed())));
+        let (r, _, _) = with_flow(&[""], |f| {
+            f.review(&[volume("system")], &[], Ok(proposed()))
+        });
         assert_eq!(r.unwrap(), proposed());
     }
 
     #[test]
     fn a_typed_mapping_replaces_it_and_unknown_volumes_are_asked_again() {
         let (r, screen, _) = with_flow(&["sytem=/dev/vdb", "system=/dev/vdb,data=EXCLUDE"], |f| {
-            f.review(&[volume("system"), volume("data")], Ok(proposed()))
+            f.review(&[volume("system"), volume("data")], &[], Ok(proposed()))
         });
         assert!(
             screen.contains("there is no volume \"sytem\": the volumes are system, data"),
@@ -681,6 +687,7 @@ mod tests {
         let (r, screen, _) = with_flow(&["", "system=/dev/vdb"], |f| {
             f.review(
                 &[volume("system")],
+                &[],
                 Err("no free local disk is large enough".into()),
             )
         });

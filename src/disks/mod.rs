@@ -2,6 +2,7 @@
 //! what identifies them (size, model, serial, removable; GPT disk GUID and MBR
 //! disk signature from their first sectors; whether one is our own boot medium).
 
+pub mod by_path;
 pub mod identity;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,12 @@ pub struct Disk {
     pub size: u64,
     pub model: Option<String>,
     pub serial: Option<String>,
+    /// The World Wide Name as sysfs reports it (`naa.5000c500a1b2c3d4`, `eui.…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// The place on the buses, as udev's by-path links name it ([`by_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub removable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpt_guid: Option<String>,
@@ -42,6 +49,12 @@ impl fmt::Display for Disk {
         }
         if let Some(s) = &self.serial {
             write!(f, "  serial {s}")?;
+        }
+        if let Some(w) = &self.wwn {
+            write!(f, "  wwn {w}")?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, "  path {p}")?;
         }
         if let Some(g) = &self.gpt_guid {
             write!(f, "  gpt {g}")?;
@@ -103,6 +116,7 @@ pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
             continue;
         }
         let device = dir.join("device");
+        let wwid = read_attr(&dir.join("wwid")).or_else(|| read_attr(&device.join("wwid")));
         disks.push(Disk {
             name: entry.file_name().to_string_lossy().into_owned(),
             // sysfs counts 512-byte sectors whatever the logical block size.
@@ -111,7 +125,9 @@ pub fn discover(sys_block: &Path) -> Result<Vec<Disk>, Error> {
             serial: read_attr(&dir.join("serial"))
                 .or_else(|| read_attr(&device.join("serial")))
                 .or_else(|| vpd_serial(&device.join("vpd_pg80")))
-                .or_else(|| read_attr(&device.join("wwid")).map(|w| wwid_serial(&w))),
+                .or_else(|| wwid.as_deref().map(wwid_serial)),
+            wwn: wwid.filter(|w| w.starts_with("naa.") || w.starts_with("eui.")),
+            path: by_path::of(&dir),
             removable: read_attr(&dir.join("removable")).as_deref() == Some("1"),
             ..Disk::default()
         });

@@ -4,6 +4,7 @@
 //! says why, so the operator (and the `mapping` event) can check it.
 
 use super::map::{MapTo, Mapping};
+use super::select::{self, Selector};
 use crate::disks::Disk;
 use crate::source::VolumeInfo;
 use serde::{Deserialize, Serialize};
@@ -179,18 +180,32 @@ pub fn propose(
         .collect())
 }
 
-/// The choices an explicit mapping makes, for the `mapping` event.
-pub fn explicit(mapping: &Mapping) -> Vec<Choice> {
+/// The choices an explicit mapping makes, for the `mapping` event: a stable name
+/// (`serial:…`) is resolved to the one disk among `disks` (under `dev_dir`) it matches.
+pub fn explicit(
+    mapping: &Mapping,
+    disks: &[Disk],
+    dev_dir: &Path,
+) -> Result<Vec<Choice>, select::Error> {
     mapping
         .iter()
-        .map(|(volume, to)| Choice {
-            volume: volume.clone(),
-            target: match to {
-                MapTo::Target(path) => Some(path.clone()),
-                MapTo::Exclude => None,
-            },
-            reason: Reason::Explicit,
-            why: "given by the mapping".into(),
+        .map(|(volume, to)| {
+            let (target, why) = match to {
+                MapTo::Target(Selector::Path(path)) => {
+                    (Some(path.clone()), "given by the mapping".into())
+                }
+                MapTo::Target(name) => (
+                    Some(name.resolve(disks, dev_dir)?),
+                    format!("given by the mapping as {name}"),
+                ),
+                MapTo::Exclude => (None, "given by the mapping".into()),
+            };
+            Ok(Choice {
+                volume: volume.clone(),
+                target,
+                reason: Reason::Explicit,
+                why,
+            })
         })
         .collect()
 }
@@ -227,7 +242,7 @@ pub fn to_mapping(
             }
         }
         let to = match &c.target {
-            Some(path) => MapTo::Target(path.clone()),
+            Some(path) => MapTo::path(path.clone()),
             None => MapTo::Exclude,
         };
         mapping.insert(c.volume.clone(), to);
@@ -310,7 +325,7 @@ mod tests {
         );
         assert!(choices[0].why.contains(guid), "{}", choices[0].why);
         let mapping = to_mapping(&choices, true, true).unwrap();
-        assert_eq!(mapping["data"], MapTo::Target("/dev/vda".into()));
+        assert_eq!(mapping["data"], MapTo::path("/dev/vda"));
         // Without map_by_size, the only fit is refused unattended: the intended disk may
         // be the one missing (its driver did not load), and this one another.
         let err = to_mapping(&choices, true, false).unwrap_err().to_string();

@@ -1,22 +1,32 @@
 //! `--map`: which local target receives which remote volume.
 //! Forms: `NAME=TARGET`, `NAME=EXCLUDE`, DRS-style lists `a=/dev/sda,b=EXCLUDE`, and
-//! JSON objects `{"a":"/dev/sda","b":"EXCLUDE"}`; several `--map` add up.
+//! JSON objects `{"a":"/dev/sda","b":"EXCLUDE"}`; several `--map` add up. A target is a
+//! path or a stable name ([`Selector`]: `serial:`, `wwn:`, `path:`).
 
+use super::select::{self, Selector};
+use crate::disks::Disk;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where one remote volume goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapTo {
-    Target(PathBuf),
+    Target(Selector),
     Exclude,
 }
 
-/// As `--map` takes it: the target's path, or `EXCLUDE`.
+impl MapTo {
+    /// A target given by its path.
+    pub fn path(path: impl Into<PathBuf>) -> MapTo {
+        MapTo::Target(Selector::Path(path.into()))
+    }
+}
+
+/// As `--map` takes it: the target, or `EXCLUDE`.
 impl std::fmt::Display for MapTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MapTo::Target(path) => write!(f, "{}", path.display()),
+            MapTo::Target(target) => write!(f, "{target}"),
             MapTo::Exclude => f.write_str("EXCLUDE"),
         }
     }
@@ -45,7 +55,7 @@ pub fn parse(values: &[String]) -> Result<Mapping, Error> {
         let to = if to == "EXCLUDE" {
             MapTo::Exclude
         } else {
-            MapTo::Target(PathBuf::from(to))
+            MapTo::Target(Selector::parse(to))
         };
         if map.insert(name.to_string(), to).is_some() {
             return Err(Error::Twice(name.to_string()));
@@ -72,6 +82,25 @@ pub fn parse(values: &[String]) -> Result<Mapping, Error> {
     Ok(map)
 }
 
+/// The mapping with every stable name replaced by the path of the one disk among `disks`
+/// (under `dev_dir`) it matches.
+pub fn resolve(
+    mapping: &Mapping,
+    disks: &[Disk],
+    dev_dir: &Path,
+) -> Result<Mapping, select::Error> {
+    mapping
+        .iter()
+        .map(|(volume, to)| {
+            let to = match to {
+                MapTo::Target(target) => MapTo::path(target.resolve(disks, dev_dir)?),
+                MapTo::Exclude => MapTo::Exclude,
+            };
+            Ok((volume.clone(), to))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,10 +113,10 @@ mod tests {
             r#"{"extra":"/dev/nvme1n1","scratch":"EXCLUDE"}"#.into(),
         ])
         .unwrap();
-        assert_eq!(m["root"], MapTo::Target("/dev/sda".into()));
-        assert_eq!(m["data"], MapTo::Target("/tmp/x.img".into()));
+        assert_eq!(m["root"], MapTo::path("/dev/sda"));
+        assert_eq!(m["data"], MapTo::path("/tmp/x.img"));
         assert_eq!(m["logs"], MapTo::Exclude);
-        assert_eq!(m["extra"], MapTo::Target("/dev/nvme1n1".into()));
+        assert_eq!(m["extra"], MapTo::path("/dev/nvme1n1"));
         assert_eq!(m["scratch"], MapTo::Exclude);
         assert_eq!(m.len(), 5);
     }

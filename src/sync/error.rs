@@ -1,6 +1,7 @@
 //! Why a pull stops: every error the sync engine reports.
 
-use crate::mapping::map;
+use crate::disks;
+use crate::mapping::{map, select};
 use crate::source::SourceError;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,10 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error(transparent)]
     Map(#[from] map::Error),
+    #[error("volume target: {0}")]
+    Select(#[from] select::Error),
+    #[error(transparent)]
+    Disks(#[from] disks::Error),
     #[error("--map names volume '{name}', but the agent offers only: {available}")]
     UnknownVolume { name: String, available: String },
     #[error(

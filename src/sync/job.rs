@@ -5,8 +5,9 @@
 use super::target::Target;
 use super::{Error, Options};
 use crate::block::BLOCK_SIZE;
-use crate::mapping::map::{MapTo, Mapping};
+use crate::mapping::map::{self, MapTo, Mapping};
 use crate::mapping::safety;
+use crate::mapping::select::Selector;
 use crate::source::VolumeInfo;
 use std::path::Path;
 
@@ -50,6 +51,20 @@ impl Job {
     }
 }
 
+/// The mapping with its stable names (`serial:…`, `wwn:…`, `path:…`) resolved against
+/// the local disks: those discovered at boot, else the ones sysfs lists now.
+fn resolved(opts: &Options, mapping: &Mapping) -> Result<Mapping, Error> {
+    let named = |to: &MapTo| matches!(to, MapTo::Target(t) if !matches!(t, Selector::Path(_)));
+    if !mapping.values().any(named) {
+        return Ok(mapping.clone());
+    }
+    let disks = match &opts.disks[..] {
+        [] => crate::disks::discover(&opts.sys.join("block"))?,
+        known => known.to_vec(),
+    };
+    Ok(map::resolve(mapping, &disks, Path::new("/dev"))?)
+}
+
 /// Resolves the mapping against the agent's volumes and opens the targets,
 /// refusing anything unsafe before a single byte is read or written.
 pub(super) fn open_targets(
@@ -66,6 +81,7 @@ pub(super) fn open_targets(
             });
         }
     }
+    let mapping = &resolved(opts, mapping)?;
     let mountinfo = std::fs::read_to_string(&opts.mountinfo).unwrap_or_default();
     let boot = match &opts.boot_disk {
         Some(p) => Target::open(p, true).ok().and_then(|t| {
@@ -82,7 +98,8 @@ pub(super) fn open_targets(
     let mut seen: Vec<((u64, u64), String)> = Vec::new();
     for v in volumes {
         let path = match mapping.get(&v.id) {
-            Some(MapTo::Target(p)) => p,
+            Some(MapTo::Target(Selector::Path(p))) => p,
+            Some(MapTo::Target(named)) => unreachable!("{named} was resolved"),
             Some(MapTo::Exclude) => continue,
             None if opts.unattended => {
                 return Err(Error::Unmapped { name: v.id.clone() });

@@ -225,7 +225,7 @@ mod tests {
             ..Options::default()
         };
         let mut map = Mapping::new();
-        map.insert("v".into(), MapTo::Target(target.clone()));
+        map.insert("v".into(), MapTo::path(target.clone()));
         let s = Puller::new(&src, &Nobody, opts)
             .run(&map, &mut |_| unreachable!("unattended"))
             .unwrap();
@@ -261,7 +261,7 @@ mod tests {
             ..Options::default()
         };
         let mut map = Mapping::new();
-        map.insert("v".into(), MapTo::Target(target));
+        map.insert("v".into(), MapTo::path(target));
         let events = Progress::default();
         Puller::new(&src, &events, opts)
             .run(&map, &mut |_| true)
@@ -317,7 +317,7 @@ mod tests {
             ..Options::default()
         };
         let mut map = Mapping::new();
-        map.insert("v".into(), MapTo::Target(target.clone()));
+        map.insert("v".into(), MapTo::path(target.clone()));
         let events = Names::default();
         let got = Puller::new(&src, &events, opts).run(&map, &mut |_| unreachable!());
         assert!(

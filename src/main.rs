@@ -47,6 +47,11 @@ enum Command {
         /// Extra kernel arguments for every boot menu entry of failback.iso.
         #[arg(long, default_value = "")]
         append: String,
+        /// The serial port of the kernel's console and the BIOS menu: ttyS1 (COM2) for
+        /// a BMC's serial port (iLO VSP, iDRAC SOL). GRUB's menu and the client use
+        /// COM1 and COM2 either way.
+        #[arg(long, default_value = "ttyS0", value_name = "ttyS0|ttyS1")]
+        serial: build::iso::SerialPort,
         /// A firmware directory (laid out like /lib/firmware, e.g. with Debian's
         /// non-free firmware): the files the included modules request are taken
         /// from it. Repeatable; searched before the inputs' free firmware.
@@ -96,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             label,
             append,
+            serial,
             firmware,
             no_non_free_firmware,
         } => {
@@ -113,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
                 source_date_epoch: build::source_date_epoch()?,
                 label,
                 append,
+                serial,
                 firmware,
                 non_free_firmware: !no_non_free_firmware,
             };

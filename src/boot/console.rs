@@ -4,6 +4,10 @@
 //! messages. With several active consoles, PID 1's stdout and stderr become a pipe that
 //! a thread copies to each of them, and its stdin a pipe fed from all of them: the
 //! client reads and writes as if there were one console.
+//!
+//! The kernel prints to one serial port only, but a server's BMC may be on another: HP
+//! iLO's Virtual Serial Port and Dell iDRAC's Serial-over-LAN are COM2 (`ttyS1`) by
+//! default. So the first two serial ports are mirrored too when a UART is there.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -14,11 +18,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The consoles' ttys, for switching their echo; empty: stdin is the console.
 static TTYS: OnceLock<Vec<File>> = OnceLock::new();
 
+/// The serial ports mirrored when their UART is there, console or not: COM1 and COM2.
+const SERIAL_PORTS: [&str; 2] = ["ttyS0", "ttyS1"];
+
 /// Device paths of the active consoles named in `/sys/class/tty/console/active`
-/// (e.g. `tty0 ttyS0`); `tty0`, "the current virtual terminal", is tty1 at boot.
-pub fn devices(active: &str) -> Vec<String> {
+/// (e.g. `tty0 ttyS0`), then of the `uarts` that are not consoles; `tty0`, "the current
+/// virtual terminal", is tty1 at boot.
+pub fn devices(active: &str, uarts: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for name in active.split_whitespace() {
+    for name in active.split_whitespace().chain(uarts.iter().copied()) {
         let name = if name == "tty0" { "tty1" } else { name };
         let path = format!("/dev/{name}");
         if !out.contains(&path) {
@@ -32,21 +40,35 @@ pub fn devices(active: &str) -> Vec<String> {
 /// several; returns the consoles mirrored (none: left as they were).
 pub fn mirror() -> std::io::Result<Vec<String>> {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
-    let devices = devices(&active);
-    if devices.len() < 2 {
-        return Ok(Vec::new());
-    }
+    let uarts: Vec<&str> = SERIAL_PORTS
+        .into_iter()
+        .filter(|port| uart_present(port))
+        .collect();
+    let devices = devices(&active, &uarts);
     let open = |path: &str, write: bool| {
         OpenOptions::new()
             .read(!write)
             .write(write)
-            .custom_flags(libc::O_NOCTTY)
+            // A port with no carrier would block the open: the BMC may not be listening.
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
             .open(path)
+            .and_then(blocking)
     };
+    if devices.len() < 2 {
+        // One console: stdout is it.
+        print!("{LINE_WRAP_ON}");
+        return Ok(Vec::new());
+    }
     let mut outputs = Vec::new();
     let mut inputs = Vec::new();
     for path in &devices {
-        outputs.push(open(path, true)?);
+        let mut output = open(path, true)?;
+        let console = active.split_whitespace().any(|c| path.ends_with(c));
+        if path.starts_with("/dev/ttyS") && !console {
+            serial_line(&output);
+        }
+        let _ = output.write_all(LINE_WRAP_ON.as_bytes());
+        outputs.push(output);
         inputs.push(open(path, false)?);
     }
 
@@ -63,6 +85,43 @@ pub fn mirror() -> std::io::Result<Vec<String>> {
     nix::unistd::dup2_stderr(&to_consoles)?;
     nix::unistd::dup2_stdin(&from_consoles)?;
     Ok(devices)
+}
+
+/// Turns a terminal's line wrap back on (DECAWM): the boot loaders before us may leave it
+/// off (`ESC[?7l`), and every line longer than the terminal would then be cut, errors too.
+pub const LINE_WRAP_ON: &str = "\x1b[?7h";
+
+/// Whether the serial port `name` (`ttyS1`) has a UART: the 8250 driver makes ttyS0-3
+/// whatever the machine has, and marks an absent port's type 0 (`PORT_UNKNOWN`).
+fn uart_present(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/tty/{name}/type"))
+        .is_ok_and(|t| !matches!(t.trim(), "" | "0"))
+}
+
+/// Clears `O_NONBLOCK` once the tty is open: the mirroring threads block as usual.
+fn blocking(file: File) -> std::io::Result<File> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(file)
+}
+
+/// Sets a serial port the kernel did not set up as a console to what BMCs expect:
+/// 115200 baud, 8N1, no modem control (the port's default is 9600).
+fn serial_line(tty: &File) {
+    use nix::sys::termios::{ControlFlags, SetArg, tcgetattr, tcsetattr};
+    let Ok(mut mode) = tcgetattr(tty) else {
+        return;
+    };
+    // The speed bits of c_cflag, set directly: glibc's cfsetspeed is a versioned symbol
+    // a static link does not find.
+    mode.control_flags
+        .remove(ControlFlags::from_bits_retain(libc::CBAUD));
+    mode.control_flags |= ControlFlags::from_bits_retain(libc::B115200)
+        | ControlFlags::CS8
+        | ControlFlags::CLOCAL
+        | ControlFlags::CREAD;
+    let _ = tcsetattr(tty, SetArg::TCSANOW, &mode);
 }
 
 /// Waits (at most `limit`) until what PID 1 wrote has left for the consoles: the pipe
@@ -192,9 +251,21 @@ mod tests {
 
     #[test]
     fn the_active_consoles_become_devices_once_each() {
-        assert_eq!(devices("tty0 ttyS0\n"), ["/dev/tty1", "/dev/ttyS0"]);
-        assert_eq!(devices("ttyS0"), ["/dev/ttyS0"]);
-        assert_eq!(devices("tty1 tty0"), ["/dev/tty1"]);
-        assert!(devices("").is_empty());
+        assert_eq!(devices("tty0 ttyS0\n", &[]), ["/dev/tty1", "/dev/ttyS0"]);
+        assert_eq!(devices("ttyS0", &[]), ["/dev/ttyS0"]);
+        assert_eq!(devices("tty1 tty0", &[]), ["/dev/tty1"]);
+        assert!(devices("", &[]).is_empty());
+    }
+
+    #[test]
+    fn the_bmc_serial_ports_join_the_consoles_once() {
+        assert_eq!(
+            devices("tty0 ttyS0", &["ttyS0", "ttyS1"]),
+            ["/dev/tty1", "/dev/ttyS0", "/dev/ttyS1"]
+        );
+        assert_eq!(
+            devices("tty0 ttyS1", &["ttyS0", "ttyS1"]),
+            ["/dev/tty1", "/dev/ttyS1", "/dev/ttyS0"]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! Secure Boot (Debian's signed shim + grubnetx64), iPXE, and per-host kernel
 //! arguments chosen by MAC address from the preset's `[[hosts]]`.
 
-use super::iso::{DEBUG_ARGS, DEFAULT_ARGS, kernel_args, render};
+use super::iso::{DEBUG_ARGS, DEFAULT_ARGS, SerialPort, kernel_args, render};
 use super::output;
 use crate::cmdline::Cmdline;
 use crate::config::Host;
@@ -90,6 +90,7 @@ pub fn write(
     inputs: &PxeInputs,
     hosts: &[Host],
     extra: &str,
+    serial: SerialPort,
 ) -> Result<Vec<String>, Error> {
     let mut written = Vec::new();
     for (name, src, what) in &inputs.files {
@@ -103,13 +104,14 @@ pub fn write(
     }
     let version = env!("CARGO_PKG_VERSION");
     let (append, append_debug) = (
-        kernel_args(DEFAULT_ARGS, extra),
-        kernel_args(DEBUG_ARGS, extra),
+        kernel_args(serial, DEFAULT_ARGS, extra),
+        kernel_args(serial, DEBUG_ARGS, extra),
     );
     let menu = |template: &str, host_args: &str, hosts_block: &str| {
         render(
             template,
             &[
+                ("SERIAL", &serial.unit()),
                 ("VERSION", version),
                 ("APPEND", &append),
                 ("APPEND_DEBUG", &append_debug),
@@ -205,6 +207,7 @@ mod tests {
             &PxeInputs { files },
             &hosts(),
             "failback.progress=json",
+            "ttyS1".parse().unwrap(),
         )
         .unwrap();
         assert!(
@@ -213,7 +216,11 @@ mod tests {
         );
         let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
         let default = read("pxelinux.cfg/default");
-        assert!(default.contains("append initrd=initrd.img console=tty0 console=ttyS0,115200 quiet failback.progress=json\n"), "{default}");
+        assert!(default.contains("append initrd=initrd.img console=tty0 console=ttyS1,115200 quiet failback.progress=json\n"), "{default}");
+        assert!(
+            default.contains("\nserial 1 115200\n"),
+            "--serial ttyS1: {default}"
+        );
         assert!(!default.contains("rack1-07"));
         assert!(
             read("pxelinux.cfg/01-52-54-00-aa-bb-01")
@@ -221,7 +228,7 @@ mod tests {
         );
         let grub = read("grub/grub.cfg");
         assert!(grub.contains("if [ \"$net_default_mac\" = \"52:54:00:aa:bb:01\" ]; then set host_args=\"failback.host=rack1-07"), "{grub}");
-        assert!(grub.contains("linux vmlinuz console=tty0 console=ttyS0,115200 quiet failback.progress=json $host_args"), "{grub}");
+        assert!(grub.contains("linux vmlinuz console=tty0 console=ttyS1,115200 quiet failback.progress=json $host_args"), "{grub}");
         let ipxe = read("boot.ipxe");
         assert!(ipxe.starts_with("#!ipxe\n"));
         assert!(

@@ -1,0 +1,91 @@
+//! The BMC's serial port: HP iLO's Virtual Serial Port and Dell iDRAC's Serial-over-LAN
+//! are COM2 (`ttyS1`). The VMs here have two serial ports: COM1 into a file, COM2 on the
+//! test's stdio, where the operator answers.
+
+mod common;
+
+use common::{Firmware, Medium, Vm, build_into, kernel_args, need_qemu, out_dir, qemu_args};
+use std::path::Path;
+use std::time::Duration;
+
+const STEP: Duration = Duration::from_secs(300);
+
+/// QEMU arguments for two serial ports: COM1 written to `com1`, COM2 on stdio.
+fn two_ports(com1: &Path) -> Vec<String> {
+    vec![
+        "-serial".into(),
+        format!("file:{}", com1.display()),
+        "-serial".into(),
+        "stdio".into(),
+    ]
+}
+
+#[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
+fn the_interactive_mode_is_answered_on_com2_while_the_kernel_console_is_com1() {
+    need_qemu();
+    let out = out_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let com1 = tmp.path().join("com1.log");
+    let mut extra = two_ports(&com1);
+    extra.extend(["-nic", "user,model=virtio-net-pci"].map(String::from));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    // The kernel's console is COM1 only; no source, so the client asks.
+    let mut vm = Vm::start_interactive(&kernel_args(
+        &out,
+        "console=ttyS0,115200 failback.after=poweroff",
+        &extra,
+    ));
+    vm.wait_text("== failback: interactive mode ==", STEP);
+    vm.wait_text("Choice [1]: ", STEP);
+    vm.send("\n");
+    let seen = vm.wait_text("Pull from:", STEP);
+    assert!(seen.contains("by dhcp"), "answered on COM2: {seen}");
+    let on_com1 = std::fs::read_to_string(&com1).unwrap();
+    assert!(
+        on_com1.contains("== failback: interactive mode ==") && on_com1.contains("by dhcp"),
+        "COM1, the kernel's console, shows the same:\n{on_com1}"
+    );
+    assert!(
+        vm.screen.contains("\x1b[?7h"),
+        "line wrap is turned back on for the serial terminal"
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
+fn a_serial_ttys1_image_has_its_bios_menu_and_kernel_messages_on_com2() {
+    need_qemu();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    build_into(&out, &["--serial", "ttyS1"]);
+    let com1 = tmp.path().join("com1.log");
+    let mut args = qemu_args(
+        &out.join("failback.iso"),
+        Firmware::Bios,
+        Medium::Cdrom,
+        tmp.path(),
+    );
+    args.extend(two_ports(&com1));
+    let mut vm = Vm::start_interactive(&args);
+    // isolinux's prompt on COM2: choose the verbose entry there.
+    vm.wait_text("ISOLINUX", STEP);
+    vm.wait_text("boot:", STEP);
+    vm.send("debug\n");
+    let seen = vm.wait_text("== failback: interactive mode ==", STEP);
+    assert!(
+        seen.contains("Linux version"),
+        "the kernel's messages are on COM2: {seen}"
+    );
+    let on_com1 = std::fs::read_to_string(&com1).unwrap();
+    // (SeaBIOS copies the screen's text to COM1, isolinux's prompt with it: only the
+    // kernel's absence tells.)
+    assert!(
+        !on_com1.contains("Linux version"),
+        "the kernel does not use COM1:\n{on_com1}"
+    );
+    assert!(
+        on_com1.contains("== failback: interactive mode =="),
+        "the client mirrors itself on COM1 too:\n{on_com1}"
+    );
+}

@@ -68,7 +68,8 @@ still = 0
 for s in held:
     s.setblocking(False)
     try:
-        still += s.recv(1) != b""
+        while s.recv(65536) != b"":  # an answer (431), then the end
+            pass
     except (BlockingIOError, ssl.SSLWantReadError):
         still += 1
     except OSError:

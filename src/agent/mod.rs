@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Tests only: block streams under way at once.
     #[arg(long, hide = true, env = "FAILBACK_AGENT_MAX_STREAMS")]
     pub max_streams: Option<usize>,
+    /// Tests only: threads of the blocking pool (tokio's default: 512).
+    #[arg(long, hide = true, env = "FAILBACK_AGENT_BLOCKING_THREADS")]
+    pub blocking_threads: Option<usize>,
     /// Tests only: sessions kept.
     #[arg(long, hide = true, env = "FAILBACK_AGENT_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
@@ -188,7 +191,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_single_cert(id.certs, id.key)
         .context("the TLS certificate and key do not go together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.blocking_threads {
+        rt.max_blocking_threads(n.max(1));
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

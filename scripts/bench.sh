@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory
+# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory|hostile
 #
 # boot: the image as built by scripts/build.sh (out/): `failback build` time, then
 # QEMU (TCG) boots of the kernel + initramfs and of the ISO (BIOS CD), BENCH_RUNS
@@ -15,8 +15,78 @@
 set -euo pipefail
 
 what=${1:-}
-[[ $what == sync || $what == ebs || $what == boot || $what == memory ]] ||
-    { echo "usage: $0 sync|ebs|boot|memory" >&2; exit 2; }
+[[ $what == sync || $what == ebs || $what == boot || $what == memory || $what == hostile ]] ||
+    { echo "usage: $0 sync|ebs|boot|memory|hostile" >&2; exit 2; }
+
+# hostile: `failback serve` (release) on 127.0.0.1 serving a 64 MiB volume, and
+# BENCH_HOSTILE_CONNS (default 500) connections that misbehave: half never send a
+# ClientHello, half finish the handshake and send half of a 380 KB request head.
+# Prints the agent's RSS before and while they are held, how long an authenticated
+# request takes meanwhile (curl), and how many of them are still open after 15 s.
+# BENCH_FAILBACK: another failback binary to measure (an older build), not built.
+bench_hostile() {
+    cd "$(dirname "$0")/.."
+    local fb=${BENCH_FAILBACK:-target/release/failback} n=${BENCH_HOSTILE_CONNS:-500}
+    if [[ -z ${BENCH_FAILBACK:-} ]]; then
+        echo "building failback (release)..." >&2
+        cargo build --release --quiet
+    fi
+    local token=bench-hostile-token-0123456789 port="" i
+    tmp=$(mktemp -d)
+    trap '[[ -n ${agent:-} ]] && kill "$agent" 2>/dev/null; rm -rf "$tmp"' EXIT
+    truncate -s 64M "$tmp/vol.img"
+    FAILBACK_TOKEN=$token "$fb" serve --listen 127.0.0.1:0 --state-dir "$tmp/state" \
+        --volume vol="$tmp/vol.img" >"$tmp/agent.log" 2>&1 &
+    agent=$!
+    for ((i = 0; i < 100; i++)); do
+        port=$(sed -n 's/^failback agent listening on .*:\([0-9]*\)$/\1/p' "$tmp/agent.log")
+        [[ -n $port ]] && break
+        sleep 0.1
+    done
+    [[ -n $port ]] || { echo "bench: the agent did not start: $(cat "$tmp/agent.log")" >&2; exit 1; }
+    rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$agent/status"; }
+    local before
+    before=$(rss)
+    python3 - "$port" "$n" >"$tmp/held.log" 2>&1 <<'PY' &
+import socket, ssl, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+held = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if i % 2:
+        try:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+            s.sendall(b"GET /v1/volumes HTTP/1.1\r\nx-filler: " + b"x" * (190 << 10))
+        except OSError:
+            pass
+    held.append(s)
+print("held", flush=True)
+time.sleep(15)
+still = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        while s.recv(65536) != b"":  # an answer (431), then the end
+            pass
+    except (BlockingIOError, ssl.SSLWantReadError):
+        still += 1
+    except OSError:
+        pass
+print(still, flush=True)
+PY
+    local holder=$!
+    for ((i = 0; i < 600 && $(grep -c held "$tmp/held.log") == 0; i++)); do sleep 0.1; done
+    local during answer
+    during=$(rss)
+    answer=$(curl -sk -o /dev/null -w '%{http_code} in %{time_total} s' -m 30 \
+        -H "Authorization: Bearer $token" "https://127.0.0.1:$port/v1/volumes" || echo "no answer")
+    wait "$holder"
+    echo "| agent, $n hostile connections | RSS before | RSS while held | authenticated request | still open after 15 s |"
+    echo "| --- | --- | --- | --- | --- |"
+    echo "| failback serve | $before | $during | $answer | $(tail -1 "$tmp/held.log") of $n |"
+}
 
 # memory: the smallest QEMU -m (MiB, bisected in steps of BENCH_MEM_STEP, default 8,
 # between BENCH_MEM_LO (default 64, assumed too small) and BENCH_MEM_HI (default 512))
@@ -109,6 +179,7 @@ bench_memory() {
     exit 0
 }
 [[ $what == memory ]] && bench_memory
+[[ $what == hostile ]] && { bench_hostile; exit 0; }
 
 # ebs: one moto server (tests/ebs_support/moto_server.py) on 127.0.0.1; a snapshot of
 # BENCH_EBS_MIB (default 512) MiB of random data in a 1 GiB volume and a second one

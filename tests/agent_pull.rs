@@ -259,3 +259,113 @@ fn wrong_token_and_wrong_fingerprint_are_refused_clearly() {
     assert_eq!(fs::read(&s.target).unwrap(), s.old);
     no_token_leak(&s.served.agent.output());
 }
+
+/// A hostile agent on 127.0.0.1: a real certificate (made like `failback serve`'s),
+/// and a volume list announcing `root` in blocks of `block_size` bytes; any other
+/// request is a 404. Counts the volume lists it gave.
+struct LyingAgent {
+    port: u16,
+    fingerprint: String,
+    lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _state: tempfile::TempDir,
+}
+
+impl LyingAgent {
+    fn start(size: u64, block_size: u64) -> LyingAgent {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let state = tempfile::tempdir().unwrap();
+        let id = failback::agent::tls::identity(state.path(), None, None).unwrap();
+        let fingerprint = hex::encode(id.fingerprint);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(id.certs, id.key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lists = Arc::new(AtomicUsize::new(0));
+        let counter = lists.clone();
+        let list = format!(r#"[{{"id":"root","size":{size},"block_size":{block_size}}}]"#);
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().map_while(Result::ok) {
+                let (config, counter, list) = (config.clone(), counter.clone(), list.clone());
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let (status, body) = if head.starts_with(b"GET /v1/volumes ") {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        ("200 OK", list)
+                    } else {
+                        ("404 Not Found", "no\n".to_string())
+                    };
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.flush();
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
+                });
+            }
+        });
+        LyingAgent {
+            port,
+            fingerprint,
+            lists,
+            _state: state,
+        }
+    }
+}
+
+#[test]
+fn an_agent_announcing_another_block_size_is_refused_at_once() {
+    let size = 8 * BS as u64;
+    for block_size in [0, 1 << 20, 256 << 10, 4096] {
+        let agent = LyingAgent::start(size, block_size);
+        let dir = tempfile::tempdir().unwrap();
+        // A larger disk: nothing may be written into it, least of all past the volume.
+        let old = random_bytes(2 * size as usize, 5);
+        let target = dir.path().join("target.img");
+        fs::write(&target, &old).unwrap();
+        let url = format!("https://127.0.0.1:{}", agent.port);
+        let map = mapping("root", &target);
+        let out = run(pull_cmd(
+            &url,
+            &agent.fingerprint,
+            &["--yes", "--map", &map],
+        ));
+        let text = text(&out);
+        assert!(!out.status.success(), "block size {block_size}: {text}");
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("blocks of {block_size} bytes")))
+            .unwrap_or_else(|| panic!("block size {block_size}: no refusal in: {text}"));
+        assert!(
+            line.contains(&url) && line.contains("524288"),
+            "block size {block_size}: {line}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+        assert_eq!(
+            agent.lists.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "block size {block_size}: refused at once, not retried"
+        );
+        assert!(fs::read(&target).unwrap() == old, "the target was written");
+    }
+}

@@ -6,6 +6,11 @@
 //! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`])
 //! - `POST /v1/sessions/{id}/progress` <- a client's event; `GET /v1/sessions`
 
+mod blocks;
+mod gate;
+pub mod limits;
+mod sessions;
+mod stall;
 pub mod tls;
 
 use crate::block;
@@ -13,12 +18,15 @@ use crate::block::BLOCK_SIZE;
 use crate::disks::identity;
 use crate::report::{Event, progress_amounts};
 use crate::source::VolumeInfo;
-use crate::source::wire::{self, ACCEPT_ZSTD, Encoding};
+use crate::source::wire::ACCEPT_ZSTD;
 use anyhow::{Context, Result, bail};
+use gate::{Gate, Ticket};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
-use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use limits::Limits;
 use serde::Deserialize;
+use sessions::Sessions;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fs::File;
@@ -26,9 +34,8 @@ use std::io::{Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 /// Arguments of `failback serve`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +59,32 @@ pub struct ServeArgs {
     /// Where the self-signed certificate and the token are kept.
     #[arg(long, env = "FAILBACK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Tests only: every timeout (handshake, request, write) in milliseconds.
+    #[arg(long, hide = true, env = "FAILBACK_AGENT_TIMEOUT_MS")]
+    pub timeout_ms: Option<u64>,
+    /// Tests only: block streams under way at once.
+    #[arg(long, hide = true, env = "FAILBACK_AGENT_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+    /// Tests only: threads of the blocking pool (tokio's default: 512).
+    #[arg(long, hide = true, env = "FAILBACK_AGENT_BLOCKING_THREADS")]
+    pub blocking_threads: Option<usize>,
+    /// Tests only: sessions kept.
+    #[arg(long, hide = true, env = "FAILBACK_AGENT_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+}
+
+impl ServeArgs {
+    /// The default limits, with what tests changed.
+    fn limits(&self) -> Limits {
+        let mut l = Limits::default();
+        if let Some(ms) = self.timeout_ms {
+            let t = Duration::from_millis(ms);
+            (l.handshake, l.request, l.write) = (t, t, t);
+        }
+        l.streams = self.max_streams.unwrap_or(l.streams);
+        l.sessions = self.max_sessions.unwrap_or(l.sessions);
+        l
+    }
 }
 
 /// One served volume.
@@ -64,7 +97,10 @@ struct Volume {
 struct State {
     volumes: BTreeMap<String, Volume>,
     token: String,
-    sessions: Mutex<BTreeMap<String, serde_json::Value>>,
+    limits: Limits,
+    sessions: Mutex<Sessions>,
+    /// Places for block streams under way.
+    streams: Arc<tokio::sync::Semaphore>,
     log: Box<dyn Fn(String) + Send + Sync>,
 }
 
@@ -135,11 +171,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
     )?;
-    let (token, show_token) = match args.token.clone() {
-        Some(t) if t.len() >= 16 => (t, false),
-        Some(_) => bail!("--token is too short: use at least 16 characters"),
-        None => (tls::token(&state_dir)?, true),
+    let token = match args.token.clone() {
+        Some(t) if t.len() >= tls::MIN_TOKEN => tls::Token {
+            value: t,
+            kept: None,
+        },
+        Some(_) => bail!(
+            "--token is too short: use at least {} characters",
+            tls::MIN_TOKEN
+        ),
+        None => tls::token(&state_dir)?,
     };
+    let limits = args.limits();
+    raise_file_limit();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -147,7 +191,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_single_cert(id.certs, id.key)
         .context("the TLS certificate and key do not go together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.blocking_threads {
+        rt.max_blocking_threads(n.max(1));
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -161,10 +209,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let fingerprint = crate::fingerprint::Fingerprint::new(id.fingerprint);
         println!("  fingerprint: {}", fingerprint.grouped());
         println!("               {}", fingerprint.printed());
-        if show_token {
-            println!("  token:       {token}   (kept in {})", state_dir.display());
-        } else {
-            println!("  token:       as given");
+        // A kept token is shown once, when made: a console log is no place for it.
+        match &token.kept {
+            Some(tls::Kept { path, made: true }) => println!(
+                "  token:       {}   (new; kept in {})",
+                token.value,
+                path.display()
+            ),
+            Some(tls::Kept { path, made: false }) => {
+                println!("  token:       kept in {}", path.display())
+            }
+            None => println!("  token:       as given"),
         }
         for v in volumes.values() {
             println!(
@@ -176,12 +231,30 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         let state = Arc::new(State {
             volumes,
-            token,
-            sessions: Mutex::new(BTreeMap::new()),
+            token: token.value,
+            limits,
+            sessions: Mutex::new(Sessions::new(limits.sessions, limits.session_bytes)),
+            streams: Arc::new(tokio::sync::Semaphore::new(limits.streams)),
             log: Box::new(|line| println!("{line}")),
         });
         serve(listener, Arc::new(config), state).await
     })
+}
+
+/// Raises the soft limit of open files to the hard one: the limits above want
+/// more connections than the usual soft limit of 1024 allows.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Whether an accept failed for want of file descriptors.
+fn out_of_files(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 async fn serve(
@@ -190,27 +263,59 @@ async fn serve(
     state: Arc<State>,
 ) -> Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let limits = state.limits;
+    let gate = Gate::new(limits.pending, limits.authenticated);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
-            Err(_) => continue,
+            // Out of files: the oldest strangers make room. Any error: a pause, so
+            // that a failing accept never spins.
+            Err(e) if out_of_files(&e) && gate.close_oldest(8) > 0 => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
+        let ticket = Arc::new(gate.admit());
         let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                .await;
+            let closed = ticket.clone();
+            tokio::select! {
+                () = connection(acceptor, tcp, peer, state, ticket) => {}
+                () = closed.closed() => {}
+            }
         });
     }
+}
+
+/// One connection: the TLS handshake, then HTTP/1.1 until either side ends it.
+async fn connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    ticket: Arc<Ticket>,
+) {
+    let limits = state.limits;
+    let io = stall::WriteDeadline::new(tcp, limits.write);
+    let Ok(Ok(tls)) = tokio::time::timeout(limits.handshake, acceptor.accept(io)).await else {
+        return;
+    };
+    let svc = hyper::service::service_fn(move |req| {
+        let (state, ticket) = (state.clone(), ticket.clone());
+        async move { Ok::<_, Infallible>(handle(state, &ticket, peer, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.request)
+        .max_buf_size(limits.head_bytes)
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+        .await;
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
@@ -243,9 +348,28 @@ fn token_ok(req: &Request<Incoming>, token: &str) -> bool {
             == 0
 }
 
-async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(
+    state: Arc<State>,
+    ticket: &Ticket,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
     if !token_ok(&req, &state.token) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    if !ticket.authenticate() {
+        let mut resp = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the agent serves {} connections already: try again later",
+                state.limits.authenticated
+            ),
+        );
+        resp.headers_mut().insert(
+            "connection",
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return resp;
     }
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -271,16 +395,12 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
             progress(&state, peer, id, req).await
         }
         (&Method::GET, ["v1", "sessions"]) => {
-            let s = state
+            let json = state
                 .sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            full(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_vec(&s).unwrap_or_default(),
-            )
+                .to_json();
+            full(StatusCode::OK, "application/json", json)
         }
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
@@ -351,17 +471,12 @@ struct BlockRequest {
     indexes: Vec<u64>,
 }
 
-/// A response body fed by a channel (the blocking reader on the other end).
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+/// A request's body, at most `max` bytes, sent within the request timeout.
+async fn body(state: &State, req: Request<Incoming>, max: usize) -> Option<Bytes> {
+    let collect = Limited::new(req.into_body(), max).collect();
+    match tokio::time::timeout(state.limits.request, collect).await {
+        Ok(Ok(b)) => Some(b.to_bytes()),
+        _ => None,
     }
 }
 
@@ -370,9 +485,11 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
         return no_volume(&id);
     };
     let zstd_ok = req.headers().contains_key(ACCEPT_ZSTD);
-    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::BAD_REQUEST, "request body too large or broken"),
+    let Some(body) = body(&state, req, 1 << 20).await else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "request body too large, too slow or broken",
+        );
     };
     let Ok(ask) = serde_json::from_slice::<BlockRequest>(&body) else {
         return text(StatusCode::BAD_REQUEST, "body must be {\"indexes\":[...]}");
@@ -384,71 +501,49 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
             format!("at most 1024 blocks per request, each below {n}"),
         );
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let file = v.file.clone();
-    let size = v.info.size;
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; BLOCK_SIZE as usize];
-        let mut packer = zstd::bulk::Compressor::new(1).ok().filter(|_| zstd_ok);
-        let mut packed = vec![0u8; zstd::zstd_safe::compress_bound(BLOCK_SIZE as usize)];
-        for i in ask.indexes {
-            let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-            if file.read_exact_at(&mut buf[..len], i * BLOCK_SIZE).is_err() {
-                return; // the client sees a short stream and retries
-            }
-            let data = &buf[..len];
-            let mut frame;
-            if block::is_zero(data) {
-                frame = wire::header(i, Encoding::Zero, len as u32).to_vec();
-            } else {
-                match packer.as_mut().and_then(|p| compress(p, data, &mut packed)) {
-                    Some(c) => {
-                        frame = wire::header(i, Encoding::Zstd, c.len() as u32).to_vec();
-                        frame.extend_from_slice(c);
-                    }
-                    None => {
-                        frame = Vec::with_capacity(wire::HEADER + len);
-                        frame.extend_from_slice(&wire::header(i, Encoding::Raw, len as u32));
-                        frame.extend_from_slice(data);
-                    }
-                }
-            }
-            if tx.blocking_send(Bytes::from(frame)).is_err() {
-                return; // client went away
-            }
-        }
-    });
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} block streams are under way already: try again shortly",
+                state.limits.streams
+            ),
+        );
+    };
+    let body = blocks::stream(v.file.clone(), v.info.size, ask.indexes, zstd_ok, permit);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/octet-stream")
-        .body(ChannelBody(rx).boxed())
+        .body(body.boxed())
         .expect("static response parts")
 }
 
-/// A block compressed into `out` if that saves at least 1/16 of its size. A 64 KiB
-/// sample is tried first: blocks of random or already compressed data (most of a
-/// disk that is not zeros) cost a sample's compression, not a block's.
-fn compress<'a>(
-    packer: &mut zstd::bulk::Compressor<'_>,
-    data: &[u8],
-    out: &'a mut [u8],
-) -> Option<&'a [u8]> {
-    const SAMPLE: usize = 64 << 10;
-    let worth = |packed: usize, len: usize| packed < len - len / 16;
-    if data.len() > SAMPLE {
-        let n = packer.compress_to_buffer(&data[..SAMPLE], &mut *out).ok()?;
-        if !worth(n, SAMPLE) {
-            return None;
-        }
-    }
-    let n = packer.compress_to_buffer(data, &mut *out).ok()?;
-    worth(n, data.len()).then_some(&out[..n])
+/// `text` as it may be shown on the console: without control characters (escape
+/// sequences, carriage returns, bells) or bidirectional overrides, which a client
+/// could use to forge or hide lines.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| {
+            !c.is_control() && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
 }
 
 async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Incoming>) -> Resp {
-    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::BAD_REQUEST, "event too large or broken"),
+    if !sessions::valid_id(&id) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a session id is 1 to {} letters, digits, '-', '_' or '.'",
+                sessions::MAX_ID
+            ),
+        );
+    }
+    let Some(body) = body(state, req, 64 << 10).await else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "event too large, too slow or broken",
+        );
     };
     let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return text(StatusCode::BAD_REQUEST, "body must be a JSON event");
@@ -457,12 +552,12 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
     // taken and kept; it is shown as the JSON posted.
     let typed = Event::deserialize(&ev).ok();
     let line = describe(typed.as_ref(), &ev);
-    (state.log)(format!("client {id} ({}): {line}", peer.ip()));
+    (state.log)(printable(&format!("client {id} ({}): {line}", peer.ip())));
     state
         .sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id, ev);
+        .record(&id, ev, body.len());
     text(StatusCode::OK, "ok")
 }
 
@@ -519,28 +614,10 @@ mod tests {
     }
 
     #[test]
-    fn only_blocks_that_compress_are_compressed() {
-        let mut packer = zstd::bulk::Compressor::new(1).unwrap();
-        let mut out = vec![0u8; zstd::zstd_safe::compress_bound(BLOCK_SIZE as usize)];
-        let n = BLOCK_SIZE as usize;
-        let repetitive: Vec<u8> = (0..n).map(|i| (i % 251) as u8 | 1).collect();
-        let packed = compress(&mut packer, &repetitive, &mut out).unwrap();
-        assert!(packed.len() < n / 16);
-        assert_eq!(zstd::bulk::decompress(packed, n).unwrap(), repetitive);
-        // Pseudo-random bytes (xorshift) do not compress.
-        let mut x = 0x9e3779b97f4a7c15u64;
-        let random: Vec<u8> = (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert!(compress(&mut packer, &random, &mut out).is_none());
-        // Short blocks skip the sample and still compress.
-        let short = &repetitive[..5000];
-        let packed = compress(&mut packer, short, &mut out).unwrap();
-        assert_eq!(zstd::bulk::decompress(packed, 5000).unwrap(), short);
+    fn control_characters_never_reach_the_console() {
+        assert_eq!(
+            printable("\u{1b}[2J\u{1b}[1;31m FORGED\r\n\u{7}\u{202e}ok é"),
+            "[2J[1;31m FORGEDok é"
+        );
     }
 }

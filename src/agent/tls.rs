@@ -34,6 +34,26 @@ pub enum Error {
     Generate(String),
     #[error("the kernel gave no randomness for the token")]
     Random,
+    #[error(
+        "{path} holds a token of {len} characters, too short to be safe: use at least {MIN_TOKEN} (delete the file to have a new token made)"
+    )]
+    ShortToken { path: PathBuf, len: usize },
+}
+
+/// The shortest token the agent accepts.
+pub const MIN_TOKEN: usize = 16;
+
+/// The token clients must present, and where it is kept (if in the state directory).
+pub struct Token {
+    pub value: String,
+    pub kept: Option<Kept>,
+}
+
+/// A token kept in the state directory.
+pub struct Kept {
+    pub path: PathBuf,
+    /// Made at this start (so not yet shown to anyone).
+    pub made: bool,
 }
 
 /// Certificate chain, key, and the fingerprint clients pin.
@@ -94,14 +114,24 @@ pub fn identity(
 }
 
 /// The token in `state_dir/token`, made on first use (32 random bytes, hex).
-pub fn token(state_dir: &Path) -> Result<String, Error> {
+pub fn token(state_dir: &Path) -> Result<Token, Error> {
     let path = state_dir.join("token");
     if path.exists() {
         let t = fs::read_to_string(&path).map_err(|source| Error::Read {
             path: path.clone(),
             source,
         })?;
-        return Ok(t.trim().to_string());
+        let value = t.trim().to_string();
+        if value.chars().count() < MIN_TOKEN {
+            return Err(Error::ShortToken {
+                len: value.chars().count(),
+                path,
+            });
+        }
+        return Ok(Token {
+            value,
+            kept: Some(Kept { path, made: false }),
+        });
     }
     make_dir(state_dir)?;
     let mut raw = [0u8; 32];
@@ -109,7 +139,10 @@ pub fn token(state_dir: &Path) -> Result<String, Error> {
         .map_err(|_| Error::Random)?;
     let t = hex::encode(raw);
     write_private(&path, t.as_bytes())?;
-    Ok(t)
+    Ok(Token {
+        value: t,
+        kept: Some(Kept { path, made: true }),
+    })
 }
 
 fn make_dir(dir: &Path) -> Result<(), Error> {
@@ -149,8 +182,11 @@ mod tests {
         let b = identity(dir.path(), None, None).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint);
         let t = token(dir.path()).unwrap();
-        assert_eq!(t.len(), 64);
-        assert_eq!(token(dir.path()).unwrap(), t);
+        assert_eq!(t.value.len(), 64);
+        assert!(t.kept.as_ref().unwrap().made);
+        let again = token(dir.path()).unwrap();
+        assert_eq!(again.value, t.value);
+        assert!(!again.kept.unwrap().made);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(
             identity(other.path(), None, None).unwrap().fingerprint,
@@ -162,5 +198,15 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0);
+    }
+
+    #[test]
+    fn a_short_kept_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("token"), "0123456789abcde\n").unwrap();
+        let err = token(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("token of 15 characters"), "{err}");
+        fs::write(dir.path().join("token"), "0123456789abcdef\n").unwrap();
+        assert_eq!(token(dir.path()).unwrap().value, "0123456789abcdef");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::wire::{self, ACCEPT_ZSTD};
 use super::{BlockSource, Received, SourceError, VolumeInfo};
-use crate::block::Hash;
+use crate::block::{BLOCK_SIZE, Hash};
 use crate::fingerprint::Fingerprint;
 use crate::net::http::{self, CertPolicy, Presented};
 use rustls::client::danger::ServerCertVerified;
@@ -172,8 +172,19 @@ impl AgentSource {
 impl BlockSource for AgentSource {
     fn volumes(&self) -> Result<Vec<VolumeInfo>, SourceError> {
         let resp = self.send(self.client.get(self.url("/v1/volumes")))?;
-        resp.json::<Vec<VolumeInfo>>()
-            .map_err(|e| self.protocol(format!("volume list: {e}")))
+        let volumes = resp
+            .json::<Vec<VolumeInfo>>()
+            .map_err(|e| self.protocol(format!("volume list: {e}")))?;
+        // Reads, writes and hashes all go by BLOCK_SIZE: a volume counted in other
+        // blocks would be planned wrong (stale blocks, writes past its end).
+        if let Some(v) = volumes.iter().find(|v| v.block_size != BLOCK_SIZE) {
+            return Err(SourceError::BlockSize {
+                url: self.cfg.url.clone(),
+                volume: v.id.clone(),
+                block_size: v.block_size,
+            });
+        }
+        Ok(volumes)
     }
 
     fn hashes(&self, volume: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError> {

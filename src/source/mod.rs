@@ -12,7 +12,7 @@ pub mod wire;
 
 pub use address::Source;
 
-use crate::block::Hash;
+use crate::block::{BLOCK_SIZE, Hash};
 use serde::{Deserialize, Serialize};
 
 /// One remote volume.
@@ -22,7 +22,8 @@ pub struct VolumeInfo {
     pub id: String,
     /// Size in bytes.
     pub size: u64,
-    /// Block size in bytes; always [`crate::block::BLOCK_SIZE`] today.
+    /// Block size in bytes; always [`BLOCK_SIZE`]: a source refuses a volume
+    /// announced with any other.
     pub block_size: u64,
     /// GPT disk GUID, if the volume starts with a GPT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,9 +34,10 @@ pub struct VolumeInfo {
 }
 
 impl VolumeInfo {
-    /// Number of blocks (the last one may be short).
+    /// Number of blocks (the last one may be short). Counted in [`BLOCK_SIZE`],
+    /// the size every read and write uses, never in what a peer announced.
     pub fn blocks(&self) -> u64 {
-        self.size.div_ceil(self.block_size)
+        self.size.div_ceil(BLOCK_SIZE)
     }
 }
 
@@ -58,6 +60,14 @@ pub enum SourceError {
         status: u16,
         message: String,
     },
+    #[error(
+        "the agent at {url} offers volume {volume:?} in blocks of {block_size} bytes; this client works in blocks of {BLOCK_SIZE} bytes only: run an agent of the same failback release"
+    )]
+    BlockSize {
+        url: String,
+        volume: String,
+        block_size: u64,
+    },
     #[error("cannot talk to the agent at {url}: {message}")]
     Transport { url: String, message: String },
     #[error("the agent at {url} sent a malformed answer: {message}")]
@@ -72,7 +82,9 @@ impl SourceError {
         match self {
             SourceError::Transport { .. } | SourceError::Protocol { .. } => true,
             SourceError::Http { status, .. } => *status >= 500 || *status == 429,
-            SourceError::Unauthorized { .. } | SourceError::Fingerprint { .. } => false,
+            SourceError::Unauthorized { .. }
+            | SourceError::Fingerprint { .. }
+            | SourceError::BlockSize { .. } => false,
             SourceError::Ebs(e) => e.is_retryable(),
         }
     }

@@ -18,9 +18,11 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// Length of block `i` (the last one may be short).
+    /// Length of block `i` (the last one may be short; none past the end).
     pub fn block_len(&self, i: u64) -> usize {
-        (self.info.size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize
+        let start = i.saturating_mul(BLOCK_SIZE);
+        // At most BLOCK_SIZE: fits any usize.
+        self.info.size.saturating_sub(start).min(BLOCK_SIZE) as usize
     }
 
     /// Bytes of the blocks `blocks`.

@@ -28,6 +28,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(state: &Path, volumes: &[(&str, &Path)], port: u16) -> Agent {
+        Agent::start_with(state, volumes, port, |_| {})
+    }
+
+    /// [`Agent::start`] with the command changed by `tweak` first (environment, limits).
+    pub fn start_with(
+        state: &Path,
+        volumes: &[(&str, &Path)],
+        port: u16,
+        tweak: impl FnOnce(&mut Command),
+    ) -> Agent {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -40,6 +50,7 @@ impl Agent {
         for (n, p) in volumes {
             cmd.arg("--volume").arg(mapping(n, p));
         }
+        tweak(&mut cmd);
         let mut child = cmd.spawn().expect("start failback serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();

@@ -5,6 +5,9 @@
 pub mod coldplug;
 pub mod console;
 mod efi;
+mod esp;
+mod load_option;
+mod next_boot;
 mod pull;
 mod shell;
 mod ui;
@@ -103,17 +106,19 @@ pub fn main() -> ! {
             }))
             .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error (panic); please report it")))
         });
-    if let Err(err) = result {
+    let after = result.unwrap_or_else(|err| {
         reporter.report(&Event::Error {
             message: format!("{err:#}"),
         });
-    }
-    finish(settings.after)
+        settings.after
+    });
+    finish(after)
 }
 
-/// The client flow: what PID 1 does between boot and `failback.after`.
+/// The client flow: what PID 1 does between boot and `failback.after`; returns what
+/// to do then (`failback.after`, unless a reboot would boot this image again).
 /// `consoles`: the consoles PID 1 mirrors its output to (none: only /dev/console).
-fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> Result<()> {
+fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> Result<After> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("cannot read the kernel release")?;
     let modules_dir = Path::new("/lib/modules").join(release.trim());
@@ -166,7 +171,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
         // The network is reported as soon as it is up, with the clock if NTP set it;
         // else the chosen source's Date sets it and the network is reported again.
         let network = std::cell::RefCell::new(None::<net::Network>);
-        return ui::run(
+        let pulled = ui::run(
             &known,
             ui::Boot {
                 reporter,
@@ -196,20 +201,38 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
                     }
                 },
             },
-        );
+        )?;
+        return Ok(pulled.map_or(settings.after, |p| next(settings, reporter, &p, &disks)));
     }
     configure_network(settings, &settings.ip, pull.as_ref(), reporter)?;
 
-    match pull {
-        Some(pull) => {
-            pull.run(reporter, &disks)?;
-        }
-        None => reporter.report(&Event::Notice {
+    let Some(pull) = pull else {
+        reporter.report(&Event::Notice {
             message: "no source configured (failback.source= or the preset): nothing to pull"
                 .into(),
-        }),
-    }
-    Ok(())
+        });
+        return Ok(settings.after);
+    };
+    let pulled = pull.run(reporter, &disks)?;
+    Ok(next(settings, reporter, &pulled, &disks))
+}
+
+/// What follows a pull: `failback.after`, with the next boot prepared for a reboot
+/// (see [`next_boot`]).
+fn next(
+    settings: &Settings,
+    reporter: &dyn Reporter,
+    pulled: &pull::Pulled,
+    disks: &[disks::Disk],
+) -> After {
+    let machine = next_boot::Machine {
+        sys_block: Path::new("/sys/block"),
+        dev: Path::new("/dev"),
+        disks,
+        own_image: settings.cmdline.image.as_deref(),
+        efi: efi::Vars::system(),
+    };
+    next_boot::prepare(reporter, pulled, &machine, settings.after)
 }
 
 /// Sets the system clock before any TLS: from the NTP server given

@@ -5,19 +5,26 @@
 use crate::config::{Aws, Fingerprint, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
-use crate::mapping::map;
+use crate::mapping::map::{self, MapTo, Mapping};
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
 use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
 use crate::sync::{Options, Outcome, PlanSummary, Session, Summary};
 use anyhow::{Result, anyhow};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The operator's look at the mapping (the interactive mode): given the volumes and
 /// the proposal (or why there is none), returns the choices to pull with.
 pub type Review<'a> =
     &'a mut dyn FnMut(&[VolumeInfo], Result<Vec<Choice>, String>) -> Result<Vec<Choice>>;
+
+/// A pull that ended: what it did, and the target of each volume.
+pub struct Pulled {
+    pub summary: Summary,
+    pub targets: BTreeMap<String, PathBuf>,
+}
 
 /// What to pull and from where, resolved from the preset and `failback.*`.
 pub struct PullSettings {
@@ -86,22 +93,43 @@ impl PullSettings {
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
     /// unattended), pulls and verifies, from the agent or an EBS snapshot. A
     /// declined plan is an error here: nobody is asked again.
-    pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Summary> {
-        Ok(self.run_reviewed(console, disks, None)?.pulled()?)
+    pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Pulled> {
+        self.run_reviewed(console, disks, None)?
+            .ok_or_else(|| crate::sync::Error::Declined.into())
     }
 
     /// [`run`](Self::run), with `review` asked about the mapping before the plan;
-    /// a declined plan is [`Outcome::Declined`].
+    /// `None`: the operator declined the plan.
     pub fn run_reviewed(
         &self,
         console: &dyn Reporter,
         disks: &[Disk],
         review: Option<Review>,
-    ) -> Result<Outcome> {
-        Session::open(&self.from)?.run(console, |s| self.pull(s, disks, review))
+    ) -> Result<Option<Pulled>> {
+        let mut mapping = Mapping::new();
+        let outcome = Session::open(&self.from)?
+            .run(console, |s| self.pull(s, disks, review, &mut mapping))?;
+        let Outcome::Pulled(summary) = outcome else {
+            return Ok(None);
+        };
+        let targets = mapping
+            .into_iter()
+            .filter_map(|(volume, to)| match to {
+                MapTo::Target(path) => Some((volume, path)),
+                _ => None,
+            })
+            .collect();
+        Ok(Some(Pulled { summary, targets }))
     }
 
-    fn pull(&self, session: &Running, disks: &[Disk], review: Option<Review>) -> Result<Outcome> {
+    /// Maps, then pulls; `mapped` gets the mapping pulled.
+    fn pull(
+        &self,
+        session: &Running,
+        disks: &[Disk],
+        review: Option<Review>,
+        mapped: &mut Mapping,
+    ) -> Result<Outcome> {
         let Running { source, reporter } = *session;
         let volumes = || {
             source
@@ -159,7 +187,9 @@ impl PullSettings {
             ..Options::default()
         };
         let confirm = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stdout(), plans);
-        Ok(session.pull(&mapping, opts, confirm)?)
+        let outcome = session.pull(&mapping, opts, confirm)?;
+        *mapped = mapping;
+        Ok(outcome)
     }
 }
 

@@ -9,7 +9,7 @@
 //! the VGA console alike, with no cursor addressing. Secrets (the agent's token, the
 //! AWS secret key and session token) are read with the echo off and never reported.
 
-use super::pull::PullSettings;
+use super::pull::{PullSettings, Pulled};
 use crate::config::{Aws, Fingerprint, IpConfig, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
@@ -17,7 +17,6 @@ use crate::mapping::map;
 use crate::report::{Event, Reporter};
 use crate::source::agent::{AgentConfig, AgentSource};
 use crate::source::{BlockSource, VolumeInfo};
-use crate::sync::Outcome;
 use anyhow::{Result, anyhow};
 use std::io::Write;
 use std::path::Path;
@@ -74,9 +73,9 @@ pub struct Boot<'a> {
     pub clock: &'a mut dyn FnMut(&PullSettings),
 }
 
-/// Runs the interactive mode on the console until a pull is done or the operator
-/// stops; `Err` only when the console gives no more input.
-pub fn run(known: &Known, boot: Boot) -> Result<()> {
+/// Runs the interactive mode on the console until a pull is done (returned) or the
+/// operator stops (`None`); `Err` only when the console gives no more input.
+pub fn run(known: &Known, boot: Boot) -> Result<Option<Pulled>> {
     let mut out = std::io::stdout();
     let mut ask = Ask {
         input: &mut Console,
@@ -200,7 +199,7 @@ struct AgentAnswers {
 }
 
 impl Flow<'_, '_> {
-    fn run(&mut self, boot: Boot) -> Result<()> {
+    fn run(&mut self, boot: Boot) -> Result<Option<Pulled>> {
         self.ask.say("");
         self.ask.say("== failback: interactive mode ==");
         self.ask.say(
@@ -223,11 +222,11 @@ impl Flow<'_, '_> {
             };
             let result = settings.run_reviewed(boot.reporter, boot.disks, Some(&mut review));
             match result {
-                Ok(Outcome::Pulled(_)) => {
+                Ok(Some(pulled)) => {
                     self.ask.say("The pull is done.");
-                    return Ok(());
+                    return Ok(Some(pulled));
                 }
-                Ok(Outcome::Declined) => self.ask.say("Not confirmed: nothing was written."),
+                Ok(None) => self.ask.say("Not confirmed: nothing was written."),
                 Err(e) => boot.reporter.report(&Event::Error {
                     message: format!("{e:#}"),
                 }),
@@ -238,7 +237,7 @@ impl Flow<'_, '_> {
                 .choose("What now?", &["start over (source, mapping)", "stop"], 0)?
                 == 1
             {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

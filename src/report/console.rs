@@ -242,6 +242,22 @@ pub fn text(event: &Event) -> String {
                 )
             }
         }
+        Event::AlreadyRecovered {
+            volumes,
+            boot_medium,
+        } => {
+            let found: Vec<String> = volumes.iter().map(|(v, t)| format!("{v} on {t}")).collect();
+            format!(
+                "already recovered: every target holds its volume ({}), and this machine booted \
+                 failback again; remove the boot medium{} or put the recovered disk first in \
+                 the boot order. Not rebooting (it would boot failback again).",
+                found.join(", "),
+                boot_medium
+                    .as_ref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            )
+        }
     }
 }
 
@@ -375,5 +391,22 @@ mod tests {
         let both = hashing(5 << 20);
         assert!(both.contains("system hash+pull "), "{both}");
         assert!(both.len() <= 79, "fits a console line: {}", both.len());
+    }
+
+    #[test]
+    fn already_recovered_says_what_it_found_and_what_to_change() {
+        let event = Event::AlreadyRecovered {
+            volumes: [("system", "/dev/nvme0n1"), ("data", "/dev/vda")]
+                .map(|(v, t)| (v.to_string(), t.to_string()))
+                .into(),
+            boot_medium: Some("/dev/sr0".into()),
+        };
+        assert_eq!(
+            text(&event),
+            "already recovered: every target holds its volume (data on /dev/vda, system on \
+             /dev/nvme0n1), and this machine booted failback again; remove the boot medium \
+             (/dev/sr0) or put the recovered disk first in the boot order. Not rebooting (it \
+             would boot failback again)."
+        );
     }
 }

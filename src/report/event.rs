@@ -98,6 +98,16 @@ pub enum Event {
         seconds: f64,
         dry_run: bool,
     },
+    /// `after = reboot`, yet every target already held its volume: this machine
+    /// booted failback again after its recovery (its medium is still first in the
+    /// boot order). It waits for the operator instead of rebooting into a loop.
+    AlreadyRecovered {
+        /// Each volume and the target found identical to it.
+        volumes: BTreeMap<String, String>,
+        /// The failback medium booted (`/dev/sr0`), when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        boot_medium: Option<String>,
+    },
 }
 
 /// The phase of a volume a `progress` event tells of: `"hashing"`, `"pulling"` or
@@ -206,6 +216,8 @@ mod tests {
             r#"{"event":"mapping","choices":[{"volume":"v","target":"/dev/vda","reason":"only-fit","why":"w"}],"map_by_size":true}"#,
             r#"{"event":"progress","volume":"v","phase":"verifying","done_bytes":1,"total_bytes":2,"wire_bytes":3,"retries":4}"#,
             r#"{"event":"done","volumes":1,"pulled_blocks":2,"wire_bytes":3,"retries":0,"seconds":1.0,"dry_run":true}"#,
+            r#"{"event":"already_recovered","volumes":{"data":"/dev/vda","system":"/dev/nvme0n1"},"boot_medium":"/dev/sr0"}"#,
+            r#"{"event":"already_recovered","volumes":{}}"#,
         ]
         .map(str::to_string)
         .into_iter()

@@ -48,6 +48,8 @@ use std::time::Instant;
 pub struct Summary {
     pub volumes: u64,
     pub pulled_blocks: u64,
+    /// Blocks written as zeros (all zero remotely): never fetched.
+    pub zero_blocks: u64,
     pub wire_bytes: u64,
     pub retries: u64,
 }
@@ -55,8 +57,14 @@ pub struct Summary {
 impl Summary {
     fn add(&mut self, feed: &Feed) {
         self.pulled_blocks += feed.planned().fetch_blocks;
+        self.zero_blocks += feed.planned().zero_blocks;
         self.wire_bytes += feed.pulled.wire.load(Relaxed);
         self.retries += feed.pulled.retries.load(Relaxed);
+    }
+
+    /// Every target already held its volume: nothing was written.
+    pub fn changed_nothing(&self) -> bool {
+        self.pulled_blocks == 0 && self.zero_blocks == 0
     }
 }
 
@@ -234,6 +242,33 @@ mod tests {
         assert!(s.retries >= 4, "{} retries", s.retries);
         // The four corrupted copies were sent again: 7 blocks + 4 resends.
         assert_eq!(src.sent.load(Relaxed), 11);
+    }
+
+    #[test]
+    fn a_target_that_holds_its_volume_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * BLOCK_SIZE as usize;
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8 + 1).collect();
+        let target = dir.path().join("t.img");
+        let mut map = Mapping::new();
+        map.insert("v".into(), MapTo::Target(target.clone()));
+        let opts = || Options {
+            unattended: true,
+            ..Options::default()
+        };
+        let run = |src: &Fake| {
+            Puller::new(src, &Nobody, opts())
+                .run(&map, &mut |_| unreachable!("unattended"))
+                .unwrap()
+        };
+        std::fs::write(&target, &data).unwrap();
+        assert!(run(&Fake::new(data.clone())).changed_nothing());
+        // Only a zero block differs: written, never fetched; still a change.
+        let mut zeroed = data.clone();
+        zeroed[BLOCK_SIZE as usize..2 * BLOCK_SIZE as usize].fill(0);
+        let s = run(&Fake::new(zeroed));
+        assert_eq!((s.pulled_blocks, s.zero_blocks), (0, 1));
+        assert!(!s.changed_nothing());
     }
 
     /// Records every progress event reported.

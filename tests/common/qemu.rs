@@ -130,3 +130,53 @@ pub fn qemu_args(iso: &Path, firmware: Firmware, medium: Medium, vars: &Path) ->
     }
     a
 }
+
+/// QEMU arguments for a QMP socket at `socket` (see [`Drive`]).
+pub fn qmp_args(socket: &Path) -> Vec<String> {
+    vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", socket.display()),
+    ]
+}
+
+/// What a real optical drive or a BMC's virtual media does and QEMU does not: QEMU
+/// closes a tray the guest opened when the machine resets (the disc still inside),
+/// where a real tray stays open and a BMC detaches its virtual disc. This plays that
+/// part over QMP (`socket`, from [`qmp_args`]): when the guest opens the tray of the
+/// device `id`, the disc is taken out. Returns, at the end, whether it was.
+pub fn take_out_ejected_disc(socket: &Path, id: &str) -> std::thread::JoinHandle<bool> {
+    use std::io::{BufRead, BufReader, Write};
+    let (socket, id) = (socket.to_path_buf(), id.to_string());
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(&socket) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("no QMP socket {}: {e}", socket.display())
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        };
+        let mut out = stream.try_clone().unwrap();
+        out.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .unwrap();
+        // Until QEMU exits and closes the socket.
+        let mut taken = false;
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let data = &msg["data"];
+            if msg["event"] == "DEVICE_TRAY_MOVED" && data["id"] == id && data["tray-open"] == true
+            {
+                let remove = serde_json::json!({
+                    "execute": "blockdev-remove-medium", "arguments": {"id": id}
+                });
+                out.write_all(format!("{remove}\n").as_bytes()).unwrap();
+                taken = true;
+            }
+        }
+        taken
+    })
+}

@@ -67,26 +67,26 @@ impl Vm {
     /// Starts `qemu-system-x86_64 -accel tcg -nographic -no-reboot` + `args`, once a
     /// VM slot is free.
     pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Vm {
-        Self::spawn(args, false)
+        Self::spawn(args, false, true)
+    }
+
+    /// [`Vm::start`] without `-no-reboot`: a reboot restarts the machine (its
+    /// firmware, boot order and disks as they are then) instead of ending QEMU.
+    pub fn start_rebooting<S: AsRef<OsStr>>(args: &[S]) -> Vm {
+        Self::spawn(args, false, false)
     }
 
     /// [`Vm::start`] with the serial console's input open: type with [`Vm::send`],
     /// wait for prompts with [`Vm::wait_text`].
     pub fn start_interactive<S: AsRef<OsStr>>(args: &[S]) -> Vm {
-        Self::spawn(args, true)
+        Self::spawn(args, true, true)
     }
 
-    fn spawn<S: AsRef<OsStr>>(args: &[S], interactive: bool) -> Vm {
+    fn spawn<S: AsRef<OsStr>>(args: &[S], interactive: bool, no_reboot: bool) -> Vm {
         let slot = Slot::take();
         let mut child = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "tcg",
-                "-nographic",
-                "-no-reboot",
-                "-monitor",
-                "none",
-            ])
+            .args(["-accel", "tcg", "-nographic", "-monitor", "none"])
+            .args(no_reboot.then_some("-no-reboot"))
             .args(args)
             .stdin(if interactive {
                 Stdio::piped()
@@ -239,6 +239,22 @@ impl Vm {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether QEMU still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The JSON events the console showed so far (collected by the waits).
+    pub fn events_seen(&self) -> Vec<serde_json::Value> {
+        self.console
+            .iter()
+            .filter_map(|line| {
+                let at = line.find("{\"event\":")?;
+                serde_json::from_str(&line[at..]).ok()
+            })
+            .collect()
     }
 
     /// Collects what the console printed since the last look.

@@ -1,0 +1,125 @@
+//! The EFI system partition of a disk, from its GPT (UEFI spec 2.10, 5.3): where the
+//! firmware finds the recovered system's boot loader. Read straight from the disk:
+//! the kernel's partition table of a disk just written is the old one.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The EFI system partition type GUID C12A7328-F81F-11D2-BA4B-00A0C93EC93B, in its
+/// on-disk byte order.
+const ESP_TYPE: [u8; 16] = [
+    0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
+];
+/// More entries or larger ones than this is no GPT a firmware would read.
+const MAX_ENTRIES: u32 = 1024;
+const MAX_ENTRY_SIZE: u32 = 4096;
+
+/// An EFI system partition: what a hard drive device path node names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Esp {
+    /// 1-based entry number in the partition table.
+    pub number: u32,
+    /// First LBA and size in LBAs.
+    pub start: u64,
+    pub size: u64,
+    /// The unique partition GUID, on-disk byte order.
+    pub guid: [u8; 16],
+}
+
+/// The first EFI system partition of the disk `dev`; `None` when it has no GPT or no ESP.
+pub fn find(dev: &Path) -> std::io::Result<Option<Esp>> {
+    let disk = File::open(dev)?;
+    let read = |offset: u64, len: usize| {
+        let mut buf = vec![0u8; len];
+        disk.read_exact_at(&mut buf, offset).map(|()| buf)
+    };
+    // The header is at LBA 1: at 512 on most disks, at 4096 on 4Kn ones.
+    for lba_size in [512u64, 4096] {
+        let header = read(lba_size, 92)?;
+        if header.starts_with(b"EFI PART") {
+            return entries(&header, lba_size, read);
+        }
+    }
+    Ok(None)
+}
+
+/// Reads the partition entries the GPT header `header` points to, through `read`
+/// (offset, length), and returns the first ESP.
+fn entries(
+    header: &[u8],
+    lba_size: u64,
+    read: impl Fn(u64, usize) -> std::io::Result<Vec<u8>>,
+) -> std::io::Result<Option<Esp>> {
+    let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let first_lba = u64::from_le_bytes(header[72..80].try_into().expect("8 bytes"));
+    let (count, size) = (u32_at(80), u32_at(84));
+    if count > MAX_ENTRIES || !(128..=MAX_ENTRY_SIZE).contains(&size) {
+        return Err(std::io::Error::other(format!(
+            "GPT header names {count} entries of {size} bytes"
+        )));
+    }
+    let offset = first_lba
+        .checked_mul(lba_size)
+        .ok_or_else(|| std::io::Error::other("GPT entries beyond any disk"))?;
+    let table = read(offset, (count * size) as usize)?;
+    Ok(table
+        .chunks_exact(size as usize)
+        .zip(1..)
+        .find(|(entry, _)| entry[..16] == ESP_TYPE)
+        .map(|(entry, number)| {
+            let lba = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().expect("8"));
+            Esp {
+                number,
+                start: lba(32),
+                size: (lba(40) + 1).saturating_sub(lba(32)),
+                guid: entry[16..32].try_into().expect("16 bytes"),
+            }
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GPT disk written by the `gpt` crate (the independent writer): a data
+    /// partition, then the ESP; read back by LBA, number and GUID.
+    #[test]
+    fn finds_the_esp_another_tool_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk.img");
+        std::fs::write(&path, vec![0u8; 8 << 20]).unwrap();
+        let mut disk = gpt::GptConfig::new().writable(true).create(&path).unwrap();
+        disk.add_partition_at("data", 1, 2048, 4096, gpt::partition_types::LINUX_FS, 0)
+            .unwrap();
+        disk.add_partition_at("esp", 2, 6144, 2048, gpt::partition_types::EFI, 0)
+            .unwrap();
+        let guid = disk.partitions()[&2].part_guid.to_bytes_le();
+        disk.write().unwrap();
+
+        let esp = find(&path).unwrap().expect("an ESP");
+        assert_eq!(
+            esp,
+            Esp {
+                number: 2,
+                start: 6144,
+                size: 2048,
+                guid
+            }
+        );
+    }
+
+    #[test]
+    fn no_gpt_is_no_esp_and_a_wild_header_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk.img");
+        let mut bytes = vec![0u8; 1 << 20];
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(find(&path).unwrap(), None);
+        bytes[512..520].copy_from_slice(b"EFI PART");
+        bytes[512 + 80..512 + 84].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = find(&path).unwrap_err().to_string();
+        assert!(err.contains("4294967295 entries"), "{err}");
+    }
+}

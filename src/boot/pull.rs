@@ -6,6 +6,7 @@ use crate::config::{Aws, Fingerprint, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
 use crate::mapping::map::{self, MapTo, Mapping};
+use crate::mapping::select::Selector;
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
 use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
@@ -115,7 +116,8 @@ impl PullSettings {
         let targets = mapping
             .into_iter()
             .filter_map(|(volume, to)| match to {
-                MapTo::Target(path) => Some((volume, path)),
+                // The choices' mapping names every target by its path.
+                MapTo::Target(Selector::Path(path)) => Some((volume, path)),
                 _ => None,
             })
             .collect();

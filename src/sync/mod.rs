@@ -7,11 +7,13 @@
 //! SHA-256 matched the remote hash, so each target block holds either its old or its
 //! new content at every moment.
 //!
-//! One job a module: [`job`] opens the targets, [`plan`] (with [`hashing`]) decides
-//! which blocks differ, [`feed`] hands them to [`pull`], which writes them and has
-//! [`verify`] check the volume at the end. This module runs the two flows: a reviewed
-//! run plans every volume before a single write; an unattended one pulls each block
-//! as soon as its plan decides it.
+//! One job a module: [`job`] opens the targets, [`walk`] takes each volume a
+//! [`window`] of blocks at a time (so that memory follows the window, not the
+//! volume), [`plan`] (with [`hashing`]) decides which blocks of a window differ,
+//! [`feed`] hands them to [`pull`], which writes them, and [`verify`] folds each
+//! window into the whole-volume digests and compares them at the end. This module
+//! runs the two flows: a reviewed run plans every volume before a single write; an
+//! unattended one pulls each block as soon as its plan decides it.
 
 pub mod cli;
 mod error;
@@ -28,18 +30,21 @@ pub mod session;
 pub mod target;
 mod ticker;
 mod verify;
+mod walk;
+mod window;
 
 pub use error::Error;
 pub use options::Options;
 pub use plan::PlanSummary;
 pub use session::{Outcome, Session};
+pub use window::Gauge;
 
 use crate::mapping::map::Mapping;
 use crate::report::{Event, Reporter};
 use crate::source::{BlockSource, SourceError};
 use feed::Feed;
 use job::Job;
-use plan::Hashes;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -65,15 +70,23 @@ impl Summary {
 struct Volume<'a> {
     puller: &'a Puller<'a>,
     job: &'a Job,
-    hashes: &'a Hashes,
     feed: &'a Feed,
+    /// The remote hashes of the blocks to fetch are unknown until they arrive (a
+    /// source with [`Candidates`](crate::source::Candidates)); blocks outside the
+    /// candidates are neither read nor written, and agree by assumption.
+    learn: bool,
 }
+
+/// Windows of a reviewed plan kept whole, to be pulled as planned (the others are
+/// planned again when pulled).
+const KEPT_WINDOWS: u64 = 4;
 
 /// Pulls remote volumes into local targets.
 pub struct Puller<'a> {
     source: &'a dyn BlockSource,
     reporter: &'a dyn Reporter,
     opts: Options,
+    gauge: Arc<Gauge>,
 }
 
 impl<'a> Puller<'a> {
@@ -82,7 +95,14 @@ impl<'a> Puller<'a> {
             source,
             reporter,
             opts,
+            gauge: Arc::default(),
         }
+    }
+
+    /// How many blocks the windows held at once at most: what the engine's memory
+    /// follows.
+    pub fn gauge(&self) -> &Gauge {
+        &self.gauge
     }
 
     /// Checks the mapping, plans every volume, asks `confirm` (unless unattended or
@@ -121,21 +141,10 @@ impl<'a> Puller<'a> {
     fn pull_while_planning(&self, jobs: &[Job]) -> Result<Summary, Error> {
         let mut summary = Summary::default();
         for job in jobs {
-            let (hashes, cands) = plan::prepare(self, job)?;
+            let cands = plan::prepare(self, job)?;
             let feed = Feed::default();
-            let v = self.volume(job, &hashes, &feed);
-            let (planned, pulled) = std::thread::scope(|s| {
-                let pulling = s.spawn(|| pull::pull(v));
-                let planned = plan::plan(v, cands);
-                // A plan cut short by a failed pull is not reported.
-                if planned.is_ok() && !feed.stopped() {
-                    plan::report(v);
-                }
-                feed.close();
-                (planned, pulling.join().expect("pull thread"))
-            });
-            pulled?;
-            planned?;
+            let v = self.volume(job, cands.is_some(), &feed);
+            walk::pull(v, cands.as_ref(), Vec::new(), None)?;
             summary.add(&feed);
         }
         Ok(summary)
@@ -150,14 +159,18 @@ impl<'a> Puller<'a> {
     ) -> Result<Summary, Error> {
         let mut planned = Vec::new();
         let mut summaries = Vec::new();
+        let mut budget = match self.opts.dry_run {
+            true => 0,
+            false => KEPT_WINDOWS * self.opts.window_blocks,
+        };
         for job in jobs {
-            let (hashes, cands) = plan::prepare(self, job)?;
+            let cands = plan::prepare(self, job)?;
             let feed = Feed::default();
-            let v = self.volume(job, &hashes, &feed);
-            plan::plan(v, cands)?;
-            feed.close();
+            let v = self.volume(job, cands.is_some(), &feed);
+            let kept = walk::plan_only(v, cands.as_ref(), &mut budget)?;
+            let p = feed.planned();
             summaries.push(plan::report(v));
-            planned.push((hashes, feed));
+            planned.push((cands, kept, p.fetch_bytes + p.zero_bytes));
         }
         let mut summary = Summary::default();
         if self.opts.dry_run {
@@ -169,19 +182,21 @@ impl<'a> Puller<'a> {
         if work && !self.opts.unattended && !confirm(&summaries) {
             return Err(Error::Declined);
         }
-        for (job, (hashes, feed)) in jobs.iter().zip(&planned) {
-            pull::pull(self.volume(job, hashes, feed))?;
-            summary.add(feed);
+        for (job, (cands, kept, bytes)) in jobs.iter().zip(planned) {
+            let feed = Feed::default();
+            let v = self.volume(job, cands.is_some(), &feed);
+            walk::pull(v, cands.as_ref(), kept, Some(bytes))?;
+            summary.add(&feed);
         }
         Ok(summary)
     }
 
-    fn volume<'v>(&'v self, job: &'v Job, hashes: &'v Hashes, feed: &'v Feed) -> Volume<'v> {
+    fn volume<'v>(&'v self, job: &'v Job, learn: bool, feed: &'v Feed) -> Volume<'v> {
         Volume {
             puller: self,
             job,
-            hashes,
             feed,
+            learn,
         }
     }
 
@@ -234,6 +249,72 @@ mod tests {
         assert!(s.retries >= 4, "{} retries", s.retries);
         // The four corrupted copies were sent again: 7 blocks + 4 resends.
         assert_eq!(src.sent.load(Relaxed), 11);
+    }
+
+    /// A pull of `n` blocks (a short tail) in windows of `window`, the target stale
+    /// in every third block and zero where the volume has a zero block: the target
+    /// ends equal to the volume, and the gauge says how many blocks the windows held.
+    fn pull_in_windows(n: usize, window: u64, unattended: bool) -> (Summary, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BLOCK_SIZE as usize;
+        let len = n * bs - 1000;
+        let data: Vec<u8> = (0..len)
+            .map(|i| {
+                if (i / bs) % 7 == 3 {
+                    0
+                } else {
+                    (i * 13 % 251) as u8 + 1
+                }
+            })
+            .collect();
+        let mut old = data.clone();
+        for (k, b) in old.chunks_mut(bs).enumerate() {
+            if k % 3 == 0 {
+                b.fill(9);
+            }
+        }
+        let target = dir.path().join("t.img");
+        std::fs::write(&target, &old).unwrap();
+        let src = Fake {
+            corrupt: AtomicUsize::new(3),
+            ..Fake::new(data.clone())
+        };
+        let opts = Options {
+            unattended,
+            connections: 2,
+            batch_blocks: 3,
+            window_blocks: window,
+            ..Options::default()
+        };
+        let mut map = Mapping::new();
+        map.insert("v".into(), MapTo::path(target.clone()));
+        let puller = Puller::new(&src, &Nobody, opts);
+        let s = puller.run(&map, &mut |_| true).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), data);
+        (s, puller.gauge().peak())
+    }
+
+    #[test]
+    fn a_volume_of_many_windows_is_pulled_whole_holding_two_windows_at_most() {
+        // 50 blocks: 13 windows of 4 (the last of 2 blocks, the last block short).
+        let (s, peak) = pull_in_windows(50, 4, true);
+        // Blocks 0, 3, 6... of 50 differ, of which 3, 24 and 45 are zeros: written, not fetched.
+        assert_eq!(s.pulled_blocks, 14);
+        assert!(s.retries >= 3);
+        // The window being pulled, and the next one planned while a connection
+        // still holds the last work of the one before.
+        assert!((1..=8).contains(&peak), "{peak} blocks held at once");
+        // One window of all the volume holds all of it: the gauge counts.
+        assert_eq!(pull_in_windows(50, 64, true).1, 50);
+    }
+
+    #[test]
+    fn a_reviewed_plan_keeps_its_first_windows_and_plans_the_rest_again() {
+        // More windows than a reviewed plan keeps: the rest are planned again when
+        // pulled, with the same result.
+        let (s, peak) = pull_in_windows(50, 2, false);
+        assert_eq!(s.pulled_blocks, 14);
+        assert!(peak <= 2 * (KEPT_WINDOWS + 2), "{peak} blocks held at once");
     }
 
     /// Records every progress event reported.

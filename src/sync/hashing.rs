@@ -26,6 +26,7 @@ impl Planning<'_> {
             let next = next.clone();
             s.spawn(move || {
                 let mut buf = vec![0u8; block::BATCH * bs];
+                let mut holes = job.target.holes();
                 loop {
                     let first = next.fetch_add(block::BATCH as u64, Relaxed) as usize;
                     if first >= blocks.len() || feed.stopped() {
@@ -37,7 +38,7 @@ impl Planning<'_> {
                         let len = job.block_len(i);
                         let off = i * BLOCK_SIZE;
                         // A hole of a sparse image reads as zeros: not read at all.
-                        if job.target.is_hole(off, len as u64) {
+                        if holes.as_mut().is_some_and(|h| h.contains(off, len as u64)) {
                             let _ = w.local(i).set(block::zero_hash(len));
                             continue;
                         }
@@ -62,7 +63,7 @@ impl Planning<'_> {
     /// (at least two, so one request is in flight while another's answer is
     /// stored), in chunks; bytes hashed are counted in `counters.done`.
     pub fn spawn_remote_hashers<'s>(&'s self, s: &'s Scope<'s, '_>, w: &'s Window) {
-        const CHUNK: u64 = 64;
+        const CHUNK: u64 = 256;
         let (puller, job, feed) = (self.v.puller, self.v.job, self.v.feed);
         let c = &self.counters;
         let (first, n) = (w.blocks.start, w.blocks.end);

@@ -385,7 +385,8 @@ mod tests {
     fn a_plan_failing_while_blocks_are_pulled_stops_the_pull_with_its_error() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("t.img");
-        // 70 blocks: the remote hashes of the first 64 come, then the agent refuses.
+        // 70 blocks: the remote hashes of the first window of 64 come, then the
+        // agent refuses.
         let n = 70 * BLOCK_SIZE as usize;
         std::fs::write(&target, vec![1u8; n]).unwrap();
         let src = Fake {
@@ -395,6 +396,7 @@ mod tests {
         let opts = Options {
             unattended: true,
             max_attempts: 2,
+            window_blocks: 64,
             ..Options::default()
         };
         let mut map = Mapping::new();

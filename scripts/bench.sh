@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory|hostile
+# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory|hostile|scale
 #
 # boot: the image as built by scripts/build.sh (out/): `failback build` time, then
 # QEMU (TCG) boots of the kernel + initramfs and of the ISO (BIOS CD), BENCH_RUNS
@@ -11,12 +11,14 @@
 # HTTP server (python3 -m http.server); and `openssl speed -evp sha256` as the hashing
 # floor. Prints a Markdown table (wall time, bytes over the wire).
 # Environment: BENCH_DIR (default /tmp/failback-bench), BENCH_MIB (default 2048),
-# BENCH_FRACTIONS (default "0 1 10 100"). Needs: rsync, curl, openssl, python3.
+# BENCH_FRACTIONS (default "0 1 10 100"), FAILBACK_BIN (default: cargo build --release).
+# The client's CPU (user + sys, GNU time) is in its own column. Needs: rsync, curl,
+# openssl, python3, /usr/bin/time (Debian package `time`).
 set -euo pipefail
 
 what=${1:-}
-[[ $what == sync || $what == ebs || $what == boot || $what == memory || $what == hostile ]] ||
-    { echo "usage: $0 sync|ebs|boot|memory|hostile" >&2; exit 2; }
+[[ $what =~ ^(sync|ebs|boot|memory|hostile|scale)$ ]] ||
+    { echo "usage: $0 sync|ebs|boot|memory|hostile|scale" >&2; exit 2; }
 
 # hostile: `failback serve` (release) on 127.0.0.1 serving a 64 MiB volume, and
 # BENCH_HOSTILE_CONNS (default 500) connections that misbehave: half never send a
@@ -87,6 +89,83 @@ PY
     echo "| --- | --- | --- | --- | --- |"
     echo "| failback serve | $before | $during | $answer | $(tail -1 "$tmp/held.log") of $n |"
 }
+
+# scale: sparse volumes of 1 GiB, 1 TiB and 16 TiB - 1 MiB (ext4's cap on a file is
+# just under 16 TiB) (BENCH_SCALE_SIZES, in MiB), each with 16 blocks of random data
+# (8 MiB) spread from its first block to its last; the target a sparse file of the
+# same size holding a stale state (8 of those blocks differ, and one block of stale
+# data lies where the volume is a hole). Client and agent on 127.0.0.1, unattended.
+# Wall time, maximum RSS and CPU of the client (/usr/bin/time -v, Debian package
+# `time`), maximum RSS of the agent (VmHWM before it stops). Only the data blocks
+# and the stale one are compared afterwards (reading 16 TiB of zeros takes hours).
+# BENCH_DIR (default /tmp/failback-bench), FAILBACK_BIN (default: cargo build --release).
+bench_scale() {
+    local root dir fb sizes bs=$((512 * 1024)) token=bench-token-0123456789 port=15520
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    dir=${BENCH_DIR:-/tmp/failback-bench}/scale
+    sizes=${BENCH_SCALE_SIZES:-1024 1048576 16777215}
+    [[ -x /usr/bin/time ]] || { echo "bench: /usr/bin/time is missing: apt-get install -y time" >&2; exit 1; }
+    if [[ -n ${FAILBACK_BIN:-} ]]; then
+        fb=$FAILBACK_BIN
+    else
+        (cd "$root" && cargo build --release --quiet)
+        fb=$root/target/release/failback
+    fi
+    mkdir -p "$dir"
+    cd "$dir"
+    agent=
+    trap '[[ -n $agent ]] && kill "$agent" 2>/dev/null || true' EXIT
+    stream() { { openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } | head -c "$2"; }
+    put() { dd of="$1" bs=$bs seek="$2" conv=notrunc status=none; }
+    block() { dd if="$1" bs=$bs skip="$2" count=1 status=none; }
+    echo "| volume | wall s | client max RSS | client CPU s | agent max RSS | blocks pulled |"
+    echo "|---|---|---|---|---|---|"
+    local mib blocks k b checked fp t0 t1
+    for mib in $sizes; do
+        rm -f remote.img target.img
+        truncate -s "${mib}M" remote.img target.img
+        blocks=$((mib * 2))
+        checked=()
+        for ((k = 0; k < 16; k++)); do
+            b=$(((blocks - 1) * k / 15))
+            stream "data$k" $bs | put remote.img "$b"
+            if ((k % 2)); then
+                block remote.img "$b" | put target.img "$b"
+            else
+                stream "stale$k" $bs | put target.img "$b"
+            fi
+            checked+=("$b")
+        done
+        b=$((blocks / 3 + 1))
+        stream stale $bs | put target.img "$b"
+        checked+=("$b")
+        "$fb" serve --volume disk="$dir/remote.img" --listen 127.0.0.1:$port --state-dir state \
+            --token $token >agent.log 2>&1 &
+        agent=$!
+        for _ in $(seq 50); do grep -q fingerprint agent.log && break; sleep 0.1; done
+        fp=$(awk '/fingerprint:/ {print $2}' agent.log)
+        t0=$(date +%s.%N)
+        FAILBACK_TOKEN=$token /usr/bin/time -v -o client.time "$fb" pull --source https://127.0.0.1:$port \
+            --fingerprint "$fp" --map disk="$dir/target.img" --yes --progress json >pull.json 2>pull.err ||
+            { echo "bench: the pull of $mib MiB failed: $(tail -3 pull.err)" >&2; exit 1; }
+        t1=$(date +%s.%N)
+        local agent_kb
+        agent_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$agent/status")
+        kill "$agent"; wait "$agent" 2>/dev/null || true; agent=
+        for b in "${checked[@]}"; do
+            cmp -s <(block remote.img "$b") <(block target.img "$b") ||
+                { echo "bench: block $b of the $mib MiB target differs" >&2; exit 1; }
+        done
+        local rss cpu pulled
+        rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' client.time)
+        cpu=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u + s}' client.time)
+        pulled=$(grep '"event":"done"' pull.json | sed 's/.*"pulled_blocks":\([0-9]*\).*/\1/')
+        echo "| $mib MiB | $(echo "$t1 - $t0" | bc -l | xargs printf '%.1f') | $((rss / 1024)) MiB | $cpu | $((agent_kb / 1024)) MiB | $pulled |"
+    done
+    rm -f remote.img target.img
+    exit 0
+}
+[[ $what == scale ]] && { bench_scale; exit 0; }
 
 # memory: the smallest QEMU -m (MiB, bisected in steps of BENCH_MEM_STEP, default 8,
 # between BENCH_MEM_LO (default 64, assumed too small) and BENCH_MEM_HI (default 512))
@@ -303,9 +382,13 @@ for tool in rsync curl openssl python3; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing: install it (apt-get install -y $tool)" >&2; exit 1; }
 done
 
-echo "building failback (release)..." >&2
-(cd "$root" && cargo build --release --quiet)
-fb=$root/target/release/failback
+if [[ -n ${FAILBACK_BIN:-} ]]; then
+    fb=$FAILBACK_BIN
+else
+    echo "building failback (release)..." >&2
+    (cd "$root" && cargo build --release --quiet)
+    fb=$root/target/release/failback
+fi
 
 mkdir -p "$dir"
 cd "$dir"
@@ -354,8 +437,8 @@ path = $dir/remote
 read only = yes
 CONF
 
-echo "| changed | tool | wall s | bytes over the wire | vs rsync | vs full copy | vs SHA floor | load (1 min) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| changed | tool | wall s | bytes over the wire | vs rsync | vs full copy | vs SHA floor | load (1 min) | client CPU s |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for pct in $fractions; do
     # The remote (recovered) image: base with pct% of blocks replaced from alt.
     rm -f remote/disk.img
@@ -381,14 +464,15 @@ for pct in $fractions; do
     fp=$(awk '/fingerprint:/ {print $2}' agent.log)
     cp base.img target.img && sync
     t0=$(now)
-    FAILBACK_TOKEN=bench-token-0123456789 "$fb" pull --source https://127.0.0.1:$port_fb --fingerprint "$fp" \
-        --map disk="$dir/target.img" --yes --progress json >pull.json
+    FAILBACK_TOKEN=bench-token-0123456789 /usr/bin/time -o cpu.txt -f "%U %S" "$fb" pull \
+        --source https://127.0.0.1:$port_fb --fingerprint "$fp" --map disk="$dir/target.img" --yes --progress json >pull.json
     t1=$(now)
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
     cmp -s target.img remote/disk.img || { echo "bench: failback target differs at $pct%" >&2; exit 1; }
     fb_t=$(secs "$t0" "$t1")
     fb_l=$(cut -d" " -f1 /proc/loadavg)
     fb_b=$(grep '"event":"done"' pull.json | sed 's/.*"wire_bytes":\([0-9]*\).*/\1/')
+    fb_c=$(awk '{printf "%.2f", $1 + $2}' cpu.txt)
 
     # rsync daemon, delta transfer in place
     rsync --daemon --config=rsyncd.conf --port=$port_rs --address=127.0.0.1
@@ -416,9 +500,9 @@ for pct in $fractions; do
     cp_l=$(cut -d" " -f1 /proc/loadavg)
 
     r() { echo "$1 / $2" | bc -l | xargs printf '%.2fx'; }
-    echo "| $pct% | failback | $fb_t | $fb_b | $(r "$fb_t" "$rs_t") | $(r "$fb_t" "$cp_t") | $(r "$fb_t" "$floor") | $fb_l |"
-    echo "| $pct% | rsync daemon | $rs_t | $rs_b | 1.00x | $(r "$rs_t" "$cp_t") | $(r "$rs_t" "$floor") | $rs_l |"
-    echo "| $pct% | full copy (curl) | $cp_t | $cp_b | $(r "$cp_t" "$rs_t") | 1.00x | $(r "$cp_t" "$floor") | $cp_l |"
+    echo "| $pct% | failback | $fb_t | $fb_b | $(r "$fb_t" "$rs_t") | $(r "$fb_t" "$cp_t") | $(r "$fb_t" "$floor") | $fb_l | $fb_c |"
+    echo "| $pct% | rsync daemon | $rs_t | $rs_b | 1.00x | $(r "$rs_t" "$cp_t") | $(r "$rs_t" "$floor") | $rs_l | - |"
+    echo "| $pct% | full copy (curl) | $cp_t | $cp_b | $(r "$cp_t" "$rs_t") | 1.00x | $(r "$cp_t" "$floor") | $cp_l | - |"
 done
 echo
 echo "SHA-256 (openssl speed -evp sha256, 512 KiB): $(echo "$single / 1000000000" | bc -l | xargs printf '%.2f') GB/s on one core, $(echo "$rate / 1000000000" | bc -l | xargs printf '%.2f') GB/s on $cores cores; floor for hashing both ${mib} MiB images: ${floor} s"

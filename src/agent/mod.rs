@@ -438,22 +438,9 @@ async fn hashes(state: &State, id: &str, query: &str) -> Resp {
     let file = v.file.clone();
     let size = v.info.size;
     let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(count as usize * 32);
-        let bs = BLOCK_SIZE as usize;
-        let mut buf = vec![0u8; block::BATCH * bs];
-        for first in (start..start + count).step_by(block::BATCH) {
-            let last = (first + block::BATCH as u64).min(start + count);
-            let mut blocks = Vec::with_capacity(block::BATCH);
-            for (i, slot) in (first..last).zip(buf.chunks_mut(bs)) {
-                let len = (size - i * BLOCK_SIZE).min(BLOCK_SIZE) as usize;
-                file.read_exact_at(&mut slot[..len], i * BLOCK_SIZE)?;
-                blocks.push(&slot[..len]);
-            }
-            for h in block::block_hashes(&blocks) {
-                out.extend_from_slice(&h);
-            }
-        }
-        Ok(out)
+        // Holes of an image file are hashed without being read.
+        let hashes = block::holes::file_block_hashes(&file, size, start..start + count)?;
+        Ok(hashes.concat())
     })
     .await;
     match res {

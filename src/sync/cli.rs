@@ -70,6 +70,9 @@ pub struct PullArgs {
     /// Treat this path as the boot disk (tests).
     #[arg(long, hide = true)]
     pub boot_disk: Option<PathBuf>,
+    /// Blocks planned and pulled at a time (tests: many windows on a small volume).
+    #[arg(long, default_value_t = super::options::WINDOW_BLOCKS, hide = true)]
+    pub window_blocks: u64,
 }
 
 impl PullArgs {
@@ -169,6 +172,7 @@ fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullA
         },
         mountinfo: args.mountinfo,
         boot_disk: args.boot_disk,
+        window_blocks: args.window_blocks.max(1),
         ..Options::default()
     };
     let ask = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stderr(), plans);

@@ -12,7 +12,7 @@ pub(super) struct Fake {
     pub data: Vec<u8>,
     pub corrupt: AtomicUsize,
     pub sent: AtomicUsize,
-    /// Hashes from this block on are refused (HTTP 401).
+    /// Hashes of blocks from this one on are refused (HTTP 401).
     pub refuse_hashes_from: u64,
 }
 
@@ -39,7 +39,7 @@ impl BlockSource for Fake {
         }])
     }
     fn hashes(&self, _: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError> {
-        if start >= self.refuse_hashes_from {
+        if start + count > self.refuse_hashes_from {
             return Err(SourceError::Unauthorized { url: "fake".into() });
         }
         Ok((start..start + count)

@@ -7,18 +7,28 @@
 //! [`Feed::await_decision`] and [`Feed::wait_until`]), and a stop wakes everyone.
 
 use super::Error;
+use super::window::Window;
 use std::collections::VecDeque;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
 };
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Work for the pulling threads: blocks to write as zeros, blocks to fetch (with
-/// the attempts made so far without progress).
-pub(super) enum Work {
-    Zero(Vec<u64>),
-    Fetch(Vec<u64>, u32),
+/// Work for the pulling threads: blocks of a window to write as zeros or to fetch.
+pub(super) struct Work {
+    pub window: Arc<Window>,
+    pub blocks: Vec<u64>,
+    pub task: Task,
+}
+
+/// What to do with a [`Work`]'s blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Task {
+    /// Write them as zeros.
+    Zero,
+    /// Fetch them (`attempts` made so far without progress).
+    Fetch { attempts: u32 },
 }
 
 /// Bytes done, bytes received, retries: what a phase reports as it goes.
@@ -32,7 +42,8 @@ pub(super) struct Counters {
 /// Which side waits on the feed, and so which side a change wakes.
 #[derive(Clone, Copy)]
 pub(super) enum Side {
-    /// Planning: woken when hashes are stored, when the queue runs empty, on a stop.
+    /// Planning: woken when hashes are stored, when the queue runs empty, when the
+    /// last block queued is written, on a stop.
     Planning,
     /// Pulling: woken when work is queued, when the plan is complete, when its last
     /// block is written, on a stop.
@@ -96,9 +107,10 @@ impl Feed {
 
     /// Queues newly decided blocks (`bytes` long in all).
     pub fn push(&self, work: Work, bytes: u64) {
-        let (blocks, count, sum) = match &work {
-            Work::Zero(b) => (b.len() as u64, &self.zero_blocks, &self.zero_bytes),
-            Work::Fetch(b, _) => (b.len() as u64, &self.fetch_blocks, &self.fetch_bytes),
+        let blocks = work.blocks.len() as u64;
+        let (count, sum) = match work.task {
+            Task::Zero => (&self.zero_blocks, &self.zero_bytes),
+            Task::Fetch { .. } => (&self.fetch_blocks, &self.fetch_bytes),
         };
         count.fetch_add(blocks, Relaxed);
         sum.fetch_add(bytes, Relaxed);
@@ -185,13 +197,29 @@ impl Feed {
     }
 
     /// Counts a queued block as written (`len` bytes); returns the bytes written
-    /// before it. Writing the plan's last block wakes pulling.
+    /// before it. Writing the last block queued wakes both sides.
     pub fn wrote(&self, len: u64) -> u64 {
         let before = self.pulled.done.fetch_add(len, Relaxed);
         if self.remaining.fetch_sub(1, Release) == 1 {
-            self.wake(Side::Pulling);
+            drop(self.lock());
+            self.planning.notify_all();
+            self.pulling.notify_all();
         }
         before
+    }
+
+    /// Every block queued so far is written.
+    pub fn idle(&self) -> bool {
+        self.remaining.load(Acquire) == 0
+    }
+
+    /// Takes the work queued (still counted as planned), for a plan that is
+    /// reviewed before pulling.
+    pub fn take_queued(&self) -> Vec<Work> {
+        let taken: Vec<Work> = self.lock().drain(..).collect();
+        let blocks: usize = taken.iter().map(|w| w.blocks.len()).sum();
+        self.remaining.fetch_sub(blocks as u64, Release);
+        taken
     }
 
     /// The plan is complete: nothing more will be queued. Wakes pulling.
@@ -218,7 +246,7 @@ impl Feed {
 
     /// Every block of a complete plan is written.
     pub fn drained(&self) -> bool {
-        self.closed() && self.remaining.load(Acquire) == 0
+        self.closed() && self.idle()
     }
 
     /// What the plan queued so far (all of it once [`closed`](Self::closed)).
@@ -255,9 +283,9 @@ impl<'a> Failure<'a> {
         }
     }
 
-    /// The error recorded, if any.
-    pub fn into_result(self) -> Result<(), Error> {
-        match self.first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    /// The error recorded, if any (taken).
+    pub fn result(&self) -> Result<(), Error> {
+        match self.first.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -269,6 +297,14 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    fn fetch(blocks: Vec<u64>) -> Work {
+        Work {
+            window: Arc::new(Window::bare(0..4)),
+            blocks,
+            task: Task::Fetch { attempts: 0 },
+        }
+    }
 
     #[test]
     fn a_stop_wakes_every_waiter() {
@@ -308,19 +344,17 @@ mod tests {
             let pulling = s.spawn(|| {
                 let mut taken = 0;
                 while let Some(work) = feed.next() {
-                    let Work::Fetch(blocks, _) = work else {
-                        unreachable!()
-                    };
-                    for _ in blocks {
+                    assert_eq!(work.task, Task::Fetch { attempts: 0 });
+                    for _ in work.blocks {
                         feed.wrote(1);
                     }
                     taken += 1;
                 }
                 taken
             });
-            feed.push(Work::Fetch(vec![1, 2], 0), 2);
+            feed.push(fetch(vec![1, 2]), 2);
             std::thread::sleep(Duration::from_millis(20));
-            feed.push(Work::Fetch(vec![3], 0), 1);
+            feed.push(fetch(vec![3]), 1);
             std::thread::sleep(Duration::from_millis(20));
             assert!(!pulling.is_finished(), "ended before the plan was closed");
             feed.close();
@@ -342,7 +376,13 @@ mod tests {
             feed.hashed();
             assert!(!planning.join().unwrap(), "decidable");
         });
-        feed.push(Work::Zero(vec![0]), 1);
+        feed.push(
+            Work {
+                task: Task::Zero,
+                ..fetch(vec![0])
+            },
+            1,
+        );
         std::thread::scope(|s| {
             let planning = s.spawn(|| feed.await_decision(true, || false));
             std::thread::sleep(Duration::from_millis(20));

@@ -1,8 +1,9 @@
 //! The hashing threads of a plan: the target's blocks read and hashed, the remote
-//! hashes fetched, each stored in the volume's [`Hashes`](super::plan::Hashes) as it
-//! is known, counted, and announced to the planner waiting for it.
+//! hashes fetched, each stored in its [`Window`] as it is known, counted, and
+//! announced to the planner waiting for it.
 
 use super::plan::Planning;
+use super::window::Window;
 use crate::block;
 use crate::block::BLOCK_SIZE;
 use crate::source::SourceError;
@@ -11,13 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::Scope;
 
 impl Planning<'_> {
-    /// Reads and hashes the target's blocks `blocks` on `hash_threads` threads
-    /// spawned in `s`, [`block::BATCH`] blocks at a time, storing each hash in the
-    /// local hashes; bytes hashed are counted in `counters.done`. The one
-    /// read-and-hash loop of the engine.
-    pub fn spawn_hashers<'s>(&'s self, s: &'s Scope<'s, '_>, blocks: &'s [u64]) {
+    /// Reads and hashes the target's blocks the window wants on `hash_threads`
+    /// threads spawned in `s`, [`block::BATCH`] blocks at a time, storing each hash
+    /// in the window's local hashes; bytes hashed are counted in `counters.done`.
+    /// The one read-and-hash loop of the engine.
+    pub fn spawn_hashers<'s>(&'s self, s: &'s Scope<'s, '_>, w: &'s Window) {
         let (job, feed) = (self.v.job, self.v.feed);
-        let out = &self.v.hashes.local;
+        let blocks = &w.wanted;
         let c = &self.counters;
         let next = Arc::new(AtomicU64::new(0));
         let bs = BLOCK_SIZE as usize;
@@ -25,6 +26,7 @@ impl Planning<'_> {
             let next = next.clone();
             s.spawn(move || {
                 let mut buf = vec![0u8; block::BATCH * bs];
+                let mut holes = job.target.holes();
                 loop {
                     let first = next.fetch_add(block::BATCH as u64, Relaxed) as usize;
                     if first >= blocks.len() || feed.stopped() {
@@ -36,8 +38,8 @@ impl Planning<'_> {
                         let len = job.block_len(i);
                         let off = i * BLOCK_SIZE;
                         // A hole of a sparse image reads as zeros: not read at all.
-                        if job.target.is_hole(off, len as u64) {
-                            let _ = out[i as usize].set(block::zero_hash(len));
+                        if holes.as_mut().is_some_and(|h| h.contains(off, len as u64)) {
+                            let _ = w.local(i).set(block::zero_hash(len));
                             continue;
                         }
                         if let Err(e) = job.read(i, &mut slot[..len]) {
@@ -48,7 +50,7 @@ impl Planning<'_> {
                         data.push(&slot[..len]);
                     }
                     for (i, h) in read.into_iter().zip(block::block_hashes(&data)) {
-                        let _ = out[i as usize].set(h);
+                        let _ = w.local(i).set(h);
                     }
                     c.done.fetch_add(job.bytes(batch.iter().copied()), Relaxed);
                     feed.hashed();
@@ -57,21 +59,20 @@ impl Planning<'_> {
         }
     }
 
-    /// Fetches the remote volume's block hashes on `hash_threads` threads
+    /// Fetches the remote hashes of the window's blocks on `hash_threads` threads
     /// (at least two, so one request is in flight while another's answer is
     /// stored), in chunks; bytes hashed are counted in `counters.done`.
-    pub fn spawn_remote_hashers<'s>(&'s self, s: &'s Scope<'s, '_>) {
-        const CHUNK: u64 = 64;
+    pub fn spawn_remote_hashers<'s>(&'s self, s: &'s Scope<'s, '_>, w: &'s Window) {
+        const CHUNK: u64 = 256;
         let (puller, job, feed) = (self.v.puller, self.v.job, self.v.feed);
-        let out = &self.v.hashes.remote;
         let c = &self.counters;
-        let n = job.info.blocks();
+        let (first, n) = (w.blocks.start, w.blocks.end);
         let next_chunk = Arc::new(AtomicU64::new(0));
         for _ in 0..puller.opts.hash_threads.max(2) {
             let next_chunk = next_chunk.clone();
             s.spawn(move || {
                 loop {
-                    let start = next_chunk.fetch_add(1, Relaxed) * CHUNK;
+                    let start = first + next_chunk.fetch_add(1, Relaxed) * CHUNK;
                     if start >= n || feed.stopped() {
                         return;
                     }
@@ -89,8 +90,8 @@ impl Planning<'_> {
                     });
                     match got {
                         Ok(hs) => {
-                            for (k, h) in hs.into_iter().enumerate() {
-                                let _ = out[start as usize + k].set(h);
+                            for (i, h) in (start..).zip(hs) {
+                                let _ = w.remote(i).set(h);
                             }
                             c.done.fetch_add(job.bytes(start..start + count), Relaxed);
                             feed.hashed();

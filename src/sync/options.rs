@@ -17,6 +17,9 @@ pub struct Options {
     pub connections: usize,
     /// Blocks per fetch request.
     pub batch_blocks: usize,
+    /// Blocks of a volume planned and pulled at a time: the engine holds about 120
+    /// bytes for each (plus buffers), whatever the volume's size.
+    pub window_blocks: u64,
     /// Consecutive attempts without progress before giving up.
     pub max_attempts: u32,
     /// Interval between progress events.
@@ -32,6 +35,9 @@ pub struct Options {
     pub disks: Vec<Disk>,
 }
 
+/// The default window: 2 GiB of blocks (about 0.5 MB of hashes).
+pub const WINDOW_BLOCKS: u64 = 4096;
+
 impl Default for Options {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -41,6 +47,7 @@ impl Default for Options {
             hash_threads: cpus,
             connections: 4,
             batch_blocks: 16,
+            window_blocks: WINDOW_BLOCKS,
             max_attempts: 12,
             tick: Duration::from_millis(500),
             mountinfo: "/proc/self/mountinfo".into(),

@@ -1,19 +1,20 @@
-//! Planning: which blocks of a volume differ. The target's blocks are hashed while
+//! Planning: which blocks of a window differ. The target's blocks are hashed while
 //! the remote hashes are fetched (see [`hashing`](super::hashing)), and each block is
 //! decided (kept, fetched, written as zeros) as soon as its hashes are known, and
 //! queued in the volume's [`Feed`](super::feed::Feed).
 
-use super::feed::{Counters, Failure, Side, Work};
+use super::feed::{Counters, Failure, Side, Task, Work};
 use super::job::Job;
 use super::ticker::Ticker;
+use super::window::Window;
 use super::{Error, Puller, Volume};
 use crate::block;
-use crate::block::Hash;
 use crate::report::{Event, Phase};
 use crate::source::{Candidates, SourceError};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::thread::Scope;
 
 /// What a volume's plan amounts to (given to the confirmation callback).
 #[derive(Debug, Clone)]
@@ -23,31 +24,6 @@ pub struct PlanSummary {
     pub blocks_to_pull: u64,
     pub zero_blocks: u64,
     pub bytes_to_pull: u64,
-}
-
-/// The hashes a plan compares, filled in while planning goes on (pulling reads
-/// them as soon as a block is queued).
-pub(super) struct Hashes {
-    /// The target's blocks (with a learning source: only the candidates).
-    pub local: Vec<OnceLock<Hash>>,
-    /// The remote blocks (with a learning source: only the zero candidates; the
-    /// others are learned from the blocks themselves).
-    pub remote: Vec<OnceLock<Hash>>,
-    /// The remote hashes of the blocks to fetch are unknown until they arrive (a
-    /// source with [`Candidates`]); blocks outside the candidates are neither read
-    /// nor written, and agree by assumption.
-    pub learn: bool,
-}
-
-impl Hashes {
-    pub fn new(blocks: u64, learn: bool) -> Self {
-        let empty = || (0..blocks).map(|_| OnceLock::new()).collect();
-        Self {
-            local: empty(),
-            remote: empty(),
-            learn,
-        }
-    }
 }
 
 /// What planning decides for one block.
@@ -62,16 +38,16 @@ pub(super) struct Planning<'a> {
     pub v: Volume<'a>,
     /// Bytes hashed (local and remote), retries of hash requests.
     pub counters: Counters,
-    /// The first error of a hashing thread (which stops the volume).
-    pub failed: Failure<'a>,
+    /// The first error of a hashing or pulling thread (which stops the volume).
+    pub failed: &'a Failure<'a>,
 }
 
-/// Asks the source for its candidate blocks (a learning source lists them) and
-/// makes the volume's empty hashes.
-pub(super) fn prepare(puller: &Puller, job: &Job) -> Result<(Hashes, Option<Candidates>), Error> {
+/// Asks the source for its candidate blocks (a learning source lists them),
+/// sorted, so that each window finds its own.
+pub(super) fn prepare(puller: &Puller, job: &Job) -> Result<Option<Candidates>, Error> {
     let what = format!("list blocks of volume '{}'", job.info.id);
     let retries = Default::default();
-    let cands = puller.retrying(&what, &retries, || puller.source.candidates(&job.info.id))?;
+    let mut cands = puller.retrying(&what, &retries, || puller.source.candidates(&job.info.id))?;
     let n = job.info.blocks();
     if let Some(&i) = cands
         .iter()
@@ -84,7 +60,11 @@ pub(super) fn prepare(puller: &Puller, job: &Job) -> Result<(Hashes, Option<Cand
         }
         .into());
     }
-    Ok((Hashes::new(n, cands.is_some()), cands))
+    for list in cands.iter_mut().flat_map(|c| [&mut c.fetch, &mut c.zero]) {
+        list.sort_unstable();
+        list.dedup();
+    }
+    Ok(cands)
 }
 
 /// Reports a volume's plan and sums it up for the confirmation.
@@ -109,65 +89,35 @@ pub(super) fn report(v: Volume) -> PlanSummary {
     }
 }
 
-/// Plans a volume: hashes the target (all of it, or a learning source's
-/// candidates) while the remote hashes are fetched, and queues each block to
-/// write in the feed as soon as its hashes are known. A learning source's
-/// candidates to fetch are all fetched (their hash comes with them); its zero
-/// candidates are written only where the target is not zero already.
-pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
-    let (job, hashes, feed) = (v.job, v.hashes, v.feed);
-    let n = job.info.blocks();
-    // The blocks to hash, in order: all, or the candidates to fetch then the zero ones.
-    let wanted: Vec<u64> = match &cands {
-        Some(cs) => cs.fetch.iter().chain(&cs.zero).copied().collect(),
-        None => (0..n).collect(),
-    };
-    let fetch_candidates = cands.as_ref().map(|cs| cs.fetch.len());
-    if let Some(cs) = &cands {
-        for &i in &cs.zero {
-            let _ = hashes.remote[i as usize].set(block::zero_hash(job.block_len(i)));
+impl<'a> Planning<'a> {
+    pub fn new(v: Volume<'a>, failed: &'a Failure<'a>) -> Self {
+        Self {
+            v,
+            counters: Counters::default(),
+            failed,
         }
     }
-    let local_total = job.bytes(wanted.iter().copied());
-    // An agent's volume is hashed on both sides, an EBS snapshot's on the local side only.
-    let sides = if cands.is_some() { 1 } else { 2 };
-    let total = local_total * sides;
-    let decision = |k: usize| -> Option<Decision> {
-        let i = wanted[k];
-        let local = hashes.local[i as usize].get()?;
-        let zero = block::zero_hash(job.block_len(i));
-        match fetch_candidates {
-            Some(f) if k < f => Some(Decision::Fetch),
-            Some(_) if *local == zero => Some(Decision::Keep),
-            Some(_) => Some(Decision::Zero),
-            None => {
-                let remote = hashes.remote[i as usize].get()?;
-                Some(if local == remote {
-                    Decision::Keep
-                } else if *remote == zero {
-                    Decision::Zero
-                } else {
-                    Decision::Fetch
-                })
-            }
-        }
-    };
-    // A failed hashing thread stops pulling too, and a failed pull stops planning.
-    let planning = Planning {
-        v,
-        counters: Counters::default(),
-        failed: Failure::new(feed),
-    };
-    std::thread::scope(|s| {
-        planning.spawn_hashers(s, &wanted);
-        if cands.is_none() {
-            planning.spawn_remote_hashers(s);
-        }
+
+    /// Reports the hashing of the whole volume on a thread of `s` until it is all
+    /// hashed or the volume stops: the target's blocks (all, or a learning
+    /// source's candidates), counted once though an agent's volume is hashed on
+    /// both sides.
+    pub fn spawn_ticker<'s>(&'s self, s: &'s Scope<'s, '_>, cands: Option<&Candidates>)
+    where
+        'a: 's,
+    {
+        let (v, feed) = (self.v, self.v.feed);
+        let job = v.job;
+        let local_total = match cands {
+            Some(cs) => job.bytes(cs.fetch.iter().chain(&cs.zero).copied()),
+            None => job.info.size,
+        };
+        // An agent's volume is hashed on both sides, an EBS snapshot's on the local side only.
+        let sides = if cands.is_some() { 1 } else { 2 };
+        let total = local_total * sides;
         // Unattended, blocks are pulled meanwhile: the same events say how many.
-        let (c, p) = (&planning.counters, &feed.pulled);
-        // The events count the volume's bytes (each side's hashing is half of it when
-        // both are hashed), so that the operator reads the volume's size, not twice it.
-        let numbers = || {
+        let (c, p) = (&self.counters, &feed.pulled);
+        let numbers = move || {
             let retries = c.retries.load(Relaxed) + p.retries.load(Relaxed);
             (c.done.load(Relaxed) / sides, p.wire.load(Relaxed), retries)
         };
@@ -180,28 +130,71 @@ pub(super) fn plan(v: Volume, cands: Option<Candidates>) -> Result<(), Error> {
             feed,
             side: Side::Planning,
         };
-        ticker.spawn(s, numbers, || c.done.load(Relaxed) >= total);
-        decide(v, &wanted, &decision);
-    });
-    planning.failed.into_result()
+        ticker.spawn(s, numbers, move || c.done.load(Relaxed) >= total);
+    }
+
+    /// Plans one window: hashes the target's blocks (all, or a learning source's
+    /// candidates) while the remote hashes are fetched, and queues each block to
+    /// write in the feed as soon as its hashes are known. A learning source's
+    /// candidates to fetch are all fetched (their hash comes with them); its zero
+    /// candidates are written only where the target is not zero already. Returns
+    /// when the window is decided (or the volume stopped), not when it is written.
+    pub fn plan(&self, w: &Arc<Window>) {
+        let job = self.v.job;
+        let decision = |k: usize| -> Option<Decision> {
+            let i = w.wanted[k];
+            let local = w.local(i).get()?;
+            let zero = block::zero_hash(job.block_len(i));
+            match w.fetch_candidates {
+                Some(f) if k < f => Some(Decision::Fetch),
+                Some(_) if *local == zero => Some(Decision::Keep),
+                Some(_) => Some(Decision::Zero),
+                None => {
+                    let remote = w.remote(i).get()?;
+                    Some(if local == remote {
+                        Decision::Keep
+                    } else if *remote == zero {
+                        Decision::Zero
+                    } else {
+                        Decision::Fetch
+                    })
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            self.spawn_hashers(s, w);
+            if w.fetch_candidates.is_none() {
+                self.spawn_remote_hashers(s, w);
+            }
+            decide(self.v, w, &decision);
+        });
+    }
 }
 
-/// Walks the blocks `wanted` in order as they are hashed, queueing those to write in
-/// the feed in batches: a full batch at once, a partial one whenever the pulling
-/// threads have run out of work, so that pulling starts with the first differing
-/// block. `decision(k)` decides `wanted[k]`, once its hashes are known.
-fn decide(v: Volume, wanted: &[u64], decision: &dyn Fn(usize) -> Option<Decision>) {
-    let feed = v.feed;
+/// Walks the window's blocks `wanted` in order as they are hashed, queueing those
+/// to write in the feed in batches: a full batch at once, a partial one whenever the
+/// pulling threads have run out of work, so that pulling starts with the first
+/// differing block. `decision(k)` decides `wanted[k]`, once its hashes are known.
+fn decide(v: Volume, w: &Arc<Window>, decision: &dyn Fn(usize) -> Option<Decision>) {
+    let (feed, wanted) = (v.feed, &w.wanted);
     let (mut fetch, mut zero) = (Vec::new(), Vec::new());
     let batch = v.puller.opts.batch_blocks.max(1);
-    let flush = |blocks: &mut Vec<u64>, work: fn(Vec<u64>) -> Work| {
+    let flush = |blocks: &mut Vec<u64>, task: Task| {
         if !blocks.is_empty() {
-            let b = std::mem::take(blocks);
-            let bytes = v.job.bytes(b.iter().copied());
-            feed.push(work(b), bytes);
+            let blocks = std::mem::take(blocks);
+            let bytes = v.job.bytes(blocks.iter().copied());
+            let window = w.clone();
+            feed.push(
+                Work {
+                    window,
+                    blocks,
+                    task,
+                },
+                bytes,
+            );
         }
     };
-    let to_fetch: fn(Vec<u64>) -> Work = |b| Work::Fetch(b, 0);
+    let to_fetch = Task::Fetch { attempts: 0 };
     let mut k = 0;
     while k < wanted.len() && !feed.stopped() {
         let Some(d) = decision(k) else {
@@ -210,7 +203,7 @@ fn decide(v: Volume, wanted: &[u64], decision: &dyn Fn(usize) -> Option<Decision
             let pending = !fetch.is_empty() || !zero.is_empty();
             if feed.await_decision(pending, || decision(k).is_some()) {
                 flush(&mut fetch, to_fetch);
-                flush(&mut zero, Work::Zero);
+                flush(&mut zero, Task::Zero);
             }
             continue;
         };
@@ -226,12 +219,12 @@ fn decide(v: Volume, wanted: &[u64], decision: &dyn Fn(usize) -> Option<Decision
             Decision::Zero => {
                 zero.push(i);
                 if zero.len() >= batch {
-                    flush(&mut zero, Work::Zero);
+                    flush(&mut zero, Task::Zero);
                 }
             }
         }
         k += 1;
     }
     flush(&mut fetch, to_fetch);
-    flush(&mut zero, Work::Zero);
+    flush(&mut zero, Task::Zero);
 }

@@ -1,6 +1,7 @@
 //! A local write target: an image file or a block device, written in place with
 //! positioned writes.
 
+use crate::block::holes::Holes;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
@@ -42,24 +43,16 @@ impl Target {
         self.file.write_all_at(buf, offset)
     }
 
+    /// The holes of an image file, asked block after block (`None` for a device,
+    /// which is read whole).
+    pub fn holes(&self) -> Option<Holes<'_>> {
+        (!self.is_device).then(|| Holes::new(&self.file, self.size))
+    }
+
     /// True if `offset..offset+len` of an image file is a hole (reads as zeros), as
-    /// `lseek(SEEK_DATA)` tells; false for a device, or when unsure. The file offset
-    /// moves, which nothing relies on (reads and writes are positioned).
+    /// `lseek(SEEK_DATA)` tells; false for a device, or when unsure.
     pub fn is_hole(&self, offset: u64, len: u64) -> bool {
-        use nix::unistd::{Whence, lseek};
-        if self.is_device || len == 0 {
-            return false;
-        }
-        let Ok(start) = libc::off_t::try_from(offset) else {
-            return false;
-        };
-        match lseek(&self.file, start, Whence::SeekData) {
-            Ok(data) => data as u64 >= offset.saturating_add(len),
-            // ENXIO: no data at or after `offset` (within the file).
-            Err(nix::errno::Errno::ENXIO) => offset.saturating_add(len) <= self.size,
-            // Anything else (e.g. EINVAL, no SEEK_DATA support): unsure.
-            Err(_) => false,
-        }
+        self.holes().is_some_and(|mut h| h.contains(offset, len))
     }
 
     /// Flushes data to the device (fdatasync).

@@ -87,11 +87,8 @@ impl Configured {
         first_renewal: Option<Duration>,
         notice: impl Fn(String) + Send + 'static,
     ) {
-        if let Some((link, mut lease)) = self.lease.take() {
-            if first_renewal.is_some() {
-                lease.renewal = first_renewal;
-            }
-            renew::spawn(link, lease, notice);
+        if let Some((link, lease)) = self.lease.take() {
+            renew::spawn(link, lease, first_renewal, notice);
         }
     }
 }

@@ -112,6 +112,20 @@ impl EbsConfig {
     }
 }
 
+impl EbsConfig {
+    /// What the operator should be told about these settings before the pull:
+    /// a plain `http://` endpoint (tests, or a proxy the operator runs) lets
+    /// anyone on the way forge the blocks together with their checksums.
+    pub fn warning(&self) -> Option<String> {
+        self.endpoint.starts_with("http://").then(|| {
+            format!(
+                "the EBS endpoint {} is plain http://: block data and checksums can be forged in transit; use https://",
+                self.endpoint
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +148,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.endpoint, "https://ebs.eu-west-3.amazonaws.com");
+        assert_eq!(c.warning(), None);
         assert!(!format!("{c:?}").contains("very-secret"));
         let c = cfg(&[
             ("AWS_REGION", "eu-west-3"),
@@ -144,6 +159,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.endpoint, "http://127.0.0.1:2");
+        assert!(
+            c.warning().is_some_and(
+                |w| w.starts_with("the EBS endpoint http://127.0.0.1:2 is plain http://")
+            ),
+            "{:?}",
+            c.warning()
+        );
         assert!(matches!(
             cfg(&[("AWS_REGION", "x")]),
             Err(Error::NoCredentials)

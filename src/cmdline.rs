@@ -3,6 +3,7 @@
 //! the preset baked into the image ([`Preset::overlay`]).
 
 use crate::config::{After, Fingerprint, IpConfig, Preset, Progress, Source};
+use crate::net::vlan_id;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -104,14 +105,11 @@ impl Cmdline {
                 "host" => out.host = Some(value.to_string()).filter(|h| !h.is_empty()),
                 "debug" => out.debug = value != "0",
                 "vlan" => {
-                    out.vlan = value
-                        .parse::<u16>()
+                    let id = value.parse::<u16>().map_err(|_| vlan_id(0).unwrap_err());
+                    out.vlan = id
+                        .and_then(vlan_id)
+                        .map_err(|expected| errors.push(bad(expected)))
                         .ok()
-                        .filter(|id| (1..=4094).contains(id))
-                        .or_else(|| {
-                            errors.push(bad("a VLAN id from 1 to 4094"));
-                            None
-                        })
                 }
                 "proxy" => {
                     out.proxy = crate::net::proxy::check(value)

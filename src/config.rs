@@ -196,6 +196,11 @@ impl Preset {
         if let Some(w) = macs.windows(2).find(|w| w[0] == w[1]) {
             return bad(format!("hosts: MAC {} is listed twice", w[0]));
         }
+        if let Some(id) = self.vlan
+            && let Err(expected) = crate::net::vlan_id(id)
+        {
+            return bad(format!("vlan = {id}: use {expected}"));
+        }
         if self.unattended && self.source.is_none() {
             return bad("unattended = true needs a source".into());
         }
@@ -292,6 +297,8 @@ ip = "dhcp"
             ("ip = \"10.0.0.5\"", "ADDR/PREFIX"),
             ("ip = \"10.0.0.5/33,10.0.0.1\"", "ADDR/PREFIX"),
             ("vlan = 70000", "vlan"),
+            ("vlan = 0", "vlan = 0: use a VLAN id from 1 to 4094"),
+            ("vlan = 4095", "vlan = 4095: use a VLAN id from 1 to 4094"),
             ("[[hosts]]\nmac = \"52:54:00:12:34\"", "MAC address"),
             ("[map]\nsystem = \"sda\"", "map.system"),
             ("unattended = true", "needs a source"),

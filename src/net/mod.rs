@@ -15,7 +15,7 @@ mod settings;
 pub(crate) mod test_tls;
 
 use serde::{Deserialize, Serialize};
-pub use settings::{IpConfig, Mac};
+pub use settings::{IpConfig, Mac, vlan_id};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -96,7 +96,7 @@ impl Cmdline {
             };
             let bad = |expected| Error::BadValue {
                 key: key.into(),
-                value: value.into(),
+                value: shown(key, value),
                 expected,
             };
             match key {
@@ -160,6 +160,16 @@ impl Cmdline {
             }
         }
         (out, errors)
+    }
+}
+
+/// A value as an error may quote it: a secret's not at all, a URL's without
+/// its password.
+fn shown(key: &str, value: &str) -> String {
+    if crate::secret::is_secret_key(key) {
+        crate::secret::REDACTED.to_string()
+    } else {
+        crate::secret::redact_urls(value)
     }
 }
 
@@ -455,6 +465,15 @@ mod tests {
                 "failback.proxy=\"proxy:3128\" is not valid: use http://HOST:PORT",
                 "failback.ntp=\"pool_1\" is not valid: use ADDR[:PORT] or NAME[:PORT]",
             ]
+        );
+    }
+
+    #[test]
+    fn a_refused_proxy_is_quoted_without_its_password() {
+        let (_, errors) = Cmdline::parse("failback.proxy=bob:hunter2@proxy:3128");
+        assert_eq!(
+            errors[0].to_string(),
+            "failback.proxy=\"bob:***@proxy:3128\" is not valid: use http://HOST:PORT"
         );
     }
 }

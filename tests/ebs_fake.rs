@@ -29,11 +29,15 @@ struct Script {
     corrupt_once: Vec<u64>,
     /// Every request answers this (status, error type, message).
     error: Option<(u16, &'static str, &'static str)>,
+    /// Every listing page hands out a new NextToken, forever.
+    endless: bool,
 }
 
 struct Fake {
     block_size: u64,
     gib: u64,
+    /// Snapshot id -> its VolumeSize, where not `gib` (a volume that grew).
+    gib_of: BTreeMap<String, u64>,
     /// Snapshot id -> blocks.
     snaps: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
     script: Mutex<Script>,
@@ -87,14 +91,21 @@ impl Fake {
             .filter_map(|kv| kv.split_once('='))
             .collect();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // Like moto, ListChangedBlocks gives the size of the first (base) snapshot.
+        let sized = q
+            .get("firstSnapshotId")
+            .or(parts.get(1))
+            .copied()
+            .unwrap_or_default();
         let page_of = |items: Vec<serde_json::Value>| {
-            let start: usize = q
-                .get("pageToken")
-                .map_or(0, |t| t.trim_start_matches("p").parse().unwrap());
+            let start: usize = q.get("pageToken").map_or(0, |t| {
+                let t = t.trim_start_matches("p");
+                t.split('.').next().unwrap().parse().unwrap()
+            });
             let end = (start + script.page).min(items.len());
             let mut v = serde_json::json!({
                 "BlockSize": self.block_size,
-                "VolumeSize": self.gib,
+                "VolumeSize": self.gib_of.get(sized).copied().unwrap_or(self.gib),
                 "ExpiryTime": 1.7e9,
             });
             let key = if path.ends_with("changedblocks") {
@@ -105,6 +116,10 @@ impl Fake {
             v[key] = serde_json::Value::Array(items[start..end].to_vec());
             if end < items.len() {
                 v["NextToken"] = format!("p{end}").into();
+            } else if script.endless && self.requests.load(SeqCst) < 5000 {
+                // (5000: so that a client that never stops does not hang the test)
+                let n = self.requests.load(SeqCst);
+                v["NextToken"] = format!("p{end}.{n}").into();
             }
             v
         };
@@ -191,6 +206,9 @@ fn serve(fake: Arc<Fake>) -> String {
 }
 
 fn handle(conn: TcpStream, fake: &Fake) {
+    // Head and body go in two writes: without this, each answer waits for a
+    // delayed ACK (40 ms), and thousands of pages take minutes.
+    let _ = conn.set_nodelay(true);
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
@@ -278,6 +296,7 @@ fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> 
     Arc::new(Fake {
         block_size: bs,
         gib: 1,
+        gib_of: BTreeMap::new(),
         snaps: snaps.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         script: Mutex::new(script),
         gets: AtomicUsize::new(0),
@@ -306,7 +325,7 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
             throttle: 5,
             fail5xx: 3,
             corrupt_once: vec![3, 50, 473],
-            error: None,
+            ..Script::default()
         },
     );
     let endpoint = serve(fake.clone());
@@ -456,4 +475,118 @@ fn refusals_are_one_clear_line_each() {
         assert_eq!(fake.requests.load(SeqCst), 1, "{kind}");
         assert!(started.elapsed().as_secs() < 5);
     }
+}
+
+#[test]
+fn a_volume_that_grew_since_the_base_gets_its_extension_zeroed() {
+    const BS: u64 = 512 * 1024;
+    const N: u64 = (1 << 30) / BS;
+    let old = blocks(BS, (0..20).map(|i| i * 50), 5);
+    let mut new = old.clone();
+    new.extend(blocks(BS, [7, N + 10, N + 500].into_iter(), 9));
+    let mut fake = fake(
+        BS,
+        vec![("snap-old", old), ("snap-new", new.clone())],
+        Script {
+            page: 100,
+            ..Script::default()
+        },
+    );
+    Arc::get_mut(&mut fake)
+        .unwrap()
+        .gib_of
+        .insert("snap-new".into(), 2);
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // The base's gigabyte, then what the larger disk held past it.
+    let target = disk_image_with(
+        dir.path(),
+        "disk.img",
+        2 << 30,
+        0,
+        &image(&fake, "snap-old"),
+    );
+    let garbage = vec![0xee; BS as usize];
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .unwrap();
+    for i in [N, N + 10, N + 100, 2 * N - 1] {
+        std::os::unix::fs::FileExt::write_all_at(&f, &garbage, i * BS).unwrap();
+    }
+    drop(f);
+    let out = pull(
+        &endpoint,
+        "ebs://snap-new?base=snap-old",
+        &target,
+        "snap-new",
+    );
+    assert_ok(&out);
+    // Block by block: the new snapshot, zeros where it holds nothing.
+    let f = std::fs::File::open(&target).unwrap();
+    let mut buf = vec![0u8; BS as usize];
+    let zeros = vec![0u8; BS as usize];
+    for i in 0..2 * N {
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, i * BS).unwrap();
+        let want = new.get(&i).unwrap_or(&zeros);
+        assert!(buf == *want, "block {i} differs from the new snapshot");
+    }
+}
+
+#[test]
+fn listing_pages_that_never_end_are_refused_within_the_block_count() {
+    let fake = fake(
+        512 * 1024,
+        vec![("snap-e1", blocks(512 * 1024, [1].into_iter(), 3))],
+        Script {
+            page: 10,
+            endless: true,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull(&endpoint, "ebs://snap-e1", &target, "snap-e1");
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("still paging after 2048 pages, for a volume of 2048 blocks"),
+        "{stderr}"
+    );
+    assert!(fake.requests.load(SeqCst) <= 2048);
+}
+
+#[test]
+fn a_plain_http_endpoint_is_warned_about_in_one_line() {
+    let fake = fake(
+        512 * 1024,
+        vec![("snap-h1", blocks(512 * 1024, [0].into_iter(), 3))],
+        Script {
+            page: 10,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull(&endpoint, "ebs://snap-h1", &target, "snap-h1");
+    assert_ok(&out);
+    let warnings: Vec<_> = common::events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "notice")
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("plain http://")
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", text(&out));
+    assert_eq!(
+        warnings[0]["message"],
+        format!(
+            "the EBS endpoint {endpoint} is plain http://: block data and checksums can be forged in transit; use https://"
+        )
+    );
 }

@@ -129,12 +129,15 @@ impl Outcome {
 pub struct Session {
     source: Arc<dyn BlockSource>,
     agent: Option<AgentReporter>,
+    /// Told on the console before the pull (an EBS endpoint over plain http).
+    warnings: Vec<String>,
 }
 
 impl Session {
     /// Opens the source (no connection yet); an agent also gets a report of this
     /// session under a random id.
     pub fn open(settings: &SourceSettings) -> Result<Self> {
+        let mut warnings = Vec::new();
         let (source, agent): (Arc<dyn BlockSource>, _) = match &settings.source {
             Source::Agent(url) => {
                 let source = Arc::new(AgentSource::new(settings.agent(url)?)?);
@@ -145,11 +148,16 @@ impl Session {
                 (source, Some(agent))
             }
             Source::Ebs { snapshot, base } => {
-                let source = EbsSource::new(settings.ebs(snapshot, base)?)?;
-                (Arc::new(source), None)
+                let cfg = settings.ebs(snapshot, base)?;
+                warnings.extend(cfg.warning());
+                (Arc::new(EbsSource::new(cfg)?), None)
             }
         };
-        Ok(Session { source, agent })
+        Ok(Session {
+            source,
+            agent,
+            warnings,
+        })
     }
 
     /// Runs `work` with the source and `console` teed with the agent's report; then
@@ -165,6 +173,11 @@ impl Session {
             reporters.push(agent);
         }
         let reporter = Tee(reporters);
+        for message in &self.warnings {
+            reporter.report(&Event::Notice {
+                message: message.clone(),
+            });
+        }
         let result = work(&Running {
             source: &*self.source,
             reporter: &reporter,

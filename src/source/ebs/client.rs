@@ -78,7 +78,7 @@ impl Client {
             None => format!("/snapshots/{}/blocks", encode(snap)),
             Some(_) => format!("/snapshots/{}/changedblocks", encode(snap)),
         };
-        let mut pages = Pages::default();
+        let mut pages = Pages::new(snap);
         let mut token: Option<String> = None;
         loop {
             let mut query = vec![("maxResults", "10000".to_string())];
@@ -95,6 +95,18 @@ impl Client {
                 None => return pages.finish(&what),
             }
         }
+    }
+
+    /// The VolumeSize (GiB) of `snapshot`, from the first page of its
+    /// ListSnapshotBlocks (ListChangedBlocks does not say whose size it gives).
+    pub fn volume_gib(&self, snapshot: &str) -> Result<u64, Error> {
+        let what = format!("ListSnapshotBlocks {snapshot}");
+        let path = format!("/snapshots/{}/blocks", encode(snapshot));
+        let resp = self.request(&what, &path, &[("maxResults", "100".to_string())])?;
+        let body = resp.bytes().map_err(|e| self.transport(&what, e))?;
+        let mut pages = Pages::new(snapshot);
+        pages.add(&what, &body)?;
+        Ok(pages.volume_gib())
     }
 
     /// GetSnapshotBlock, checked against x-amz-Data-Length and x-amz-Checksum.

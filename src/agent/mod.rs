@@ -154,6 +154,7 @@ fn open_volume(spec: &str) -> Result<Volume> {
 
 /// Runs `failback serve` until killed.
 pub fn run(args: ServeArgs) -> Result<()> {
+    crate::block::fixed_mmap_threshold();
     let mut volumes = BTreeMap::new();
     for spec in &args.volumes {
         let v = open_volume(spec)?;

@@ -13,6 +13,9 @@ use crate::source::Candidates;
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 
+/// The largest EBS volume, in GiB (64 TiB, io2 Block Express).
+const MAX_VOLUME_GIB: u64 = 64 << 10;
+
 /// What the listing calls found, computed once.
 #[derive(Debug)]
 pub(super) struct Listing {
@@ -108,6 +111,17 @@ impl Pages {
             return Err(Error::Malformed {
                 what: what.to_string(),
                 message: "no BlockSize or VolumeSize".into(),
+            });
+        }
+        // Beyond EBS's largest volume the size in bytes may wrap, and the plan of
+        // every block would not fit in memory.
+        if self.list.volume_gib > MAX_VOLUME_GIB {
+            return Err(Error::Malformed {
+                what: what.to_string(),
+                message: format!(
+                    "VolumeSize {} GiB is beyond EBS's largest volume ({MAX_VOLUME_GIB} GiB)",
+                    self.list.volume_gib
+                ),
             });
         }
         Ok(self.list)
@@ -251,6 +265,17 @@ mod tests {
         );
         let err = read("X", &["<html>"]).unwrap_err();
         assert!(matches!(err, Error::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_volume_size_beyond_ebs_largest_is_refused() {
+        // 2^34 GiB would wrap the size in bytes; 2^20 GiB would plan 2^31 blocks.
+        for gib in [1u64 << 34, 1 << 20] {
+            let page = format!(r#"{{"Blocks":[],"BlockSize":524288,"VolumeSize":{gib}}}"#);
+            let err = read("X", &[&page]).unwrap_err();
+            assert!(err.to_string().contains("VolumeSize"), "{gib}: {err}");
+        }
+        assert!(read("X", &[r#"{"BlockSize":524288,"VolumeSize":65536}"#]).is_ok());
     }
 
     #[test]

@@ -35,5 +35,5 @@ for t in "${targets[@]}"; do
         echo "fuzz.sh: $t crashed: fix it, keep the input in fuzz/corpus/$t/ (log: fuzz/$log)" >&2
         exit 1
     fi
-    echo "$t (${seconds}s): $(grep -E '^#[0-9]+ +DONE' "$log" | tail -1)"
+    echo "$t (${seconds}s): $(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)"
 done

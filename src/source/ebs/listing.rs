@@ -181,9 +181,12 @@ pub(super) fn plan(snapshot: &str, listed: &Listed) -> Result<Listing, Error> {
         None => (0..n).collect(),
         Some(c) => c.entries.iter().map(|(i, _)| i / ratio).collect(),
     };
+    // Engine blocks holding any API block: from the tokens, not by trying each API
+    // block of each group (a BlockSize of 1 made that 2^19 lookups a block).
+    let held: BTreeSet<u64> = tokens.keys().map(|j| j / ratio).collect();
     let mut candidates = Candidates::default();
     for i in look.into_iter().filter(|&i| i < n) {
-        if (i * ratio..(i + 1) * ratio).any(|j| tokens.contains_key(&j)) {
+        if held.contains(&i) {
             candidates.fetch.push(i);
         } else {
             candidates.zero.push(i);

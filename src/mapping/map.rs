@@ -49,7 +49,8 @@ pub fn parse(values: &[String]) -> Result<Mapping, Error> {
     let mut map = Mapping::new();
     let mut add = |name: &str, to: &str, raw: &str| -> Result<(), Error> {
         let (name, to) = (name.trim(), to.trim());
-        if name.is_empty() || to.is_empty() {
+        // A name opening with `{` would read back as JSON (`a=x,{b=y` written first).
+        if name.is_empty() || to.is_empty() || name.starts_with('{') {
             return Err(Error::Form(raw.to_string()));
         }
         let to = if to == "EXCLUDE" {
@@ -148,6 +149,7 @@ mod tests {
     fn bad_forms_and_repeats_are_refused() {
         assert!(matches!(parse(&["root".into()]), Err(Error::Form(_))));
         assert!(matches!(parse(&["=x".into()]), Err(Error::Form(_))));
+        assert!(matches!(parse(&[",{a=/x".into()]), Err(Error::Form(_))));
         assert!(matches!(parse(&["{not json".into()]), Err(Error::Form(_))));
         assert!(matches!(
             parse(&["a=/x".into(), r#"{"a":"/y"}"#.into()]),

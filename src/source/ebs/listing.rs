@@ -175,6 +175,17 @@ impl Pages {
                 message: "no BlockSize or VolumeSize".into(),
             });
         }
+        // Beyond EBS's largest volume the size in bytes may wrap, and the plan of
+        // every block would not fit in memory.
+        if self.list.volume_gib > MAX_VOLUME_GIB {
+            return Err(Error::Malformed {
+                what: what.to_string(),
+                message: format!(
+                    "VolumeSize {} GiB is beyond EBS's largest volume ({MAX_VOLUME_GIB} GiB)",
+                    self.list.volume_gib
+                ),
+            });
+        }
         Ok(self.list)
     }
 
@@ -241,9 +252,12 @@ pub(super) fn plan(snapshot: &str, listed: &Listed) -> Result<Listing, Error> {
             .chain(base_n..n)
             .collect(),
     };
+    // Engine blocks holding any API block: from the tokens, not by trying each API
+    // block of each group (a BlockSize of 1 made that 2^19 lookups a block).
+    let held: BTreeSet<u64> = tokens.keys().map(|j| j / ratio).collect();
     let mut candidates = Candidates::default();
     for i in look.into_iter().filter(|&i| i < n) {
-        if (i * ratio..(i + 1) * ratio).any(|j| tokens.contains_key(&j)) {
+        if held.contains(&i) {
             candidates.fetch.push(i);
         } else {
             candidates.zero.push(i);
@@ -325,6 +339,17 @@ mod tests {
         );
         let err = read("X", &["<html>"]).unwrap_err();
         assert!(matches!(err, Error::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_volume_size_beyond_ebs_largest_is_refused() {
+        // 2^34 GiB would wrap the size in bytes; 2^20 GiB would plan 2^31 blocks.
+        for gib in [1u64 << 34, 1 << 20] {
+            let page = format!(r#"{{"Blocks":[],"BlockSize":524288,"VolumeSize":{gib}}}"#);
+            let err = read("X", &[&page]).unwrap_err();
+            assert!(err.to_string().contains("VolumeSize"), "{gib}: {err}");
+        }
+        assert!(read("X", &[r#"{"BlockSize":524288,"VolumeSize":65536}"#]).is_ok());
     }
 
     #[test]

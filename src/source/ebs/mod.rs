@@ -23,6 +23,8 @@
 
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod settings;
 

@@ -180,19 +180,55 @@ mod tests {
         assert_eq!(plan(ip("10.0.0.5"), 24, None, &[]), []);
     }
 
-    #[test]
-    fn option_121_is_read_from_its_wire_form() {
-        // RFC 3442 encoding: width, significant octets of the destination, router.
-        // 0.0.0.0/0 via 10.128.0.1; 10.128.0.1/32 via 0.0.0.0 (on the link).
-        let mut wire = vec![121u8, 18, 0, 10, 128, 0, 1, 32, 10, 128, 0, 1, 0, 0, 0, 0];
+    /// Option 121 as RFC 3442 encodes it (width, significant octets of the destination,
+    /// router): 0.0.0.0/0 via 10.128.0.1; 10.128.0.1/32 via 0.0.0.0 (on the link).
+    fn gce_option_121() -> DhcpOptions {
+        let mut wire = vec![121u8, 0, 0, 10, 128, 0, 1, 32, 10, 128, 0, 1, 0, 0, 0, 0];
         wire[1] = (wire.len() - 2) as u8;
         wire.push(255);
-        let opts = DhcpOptions::decode(&mut Decoder::new(&wire)).unwrap();
+        DhcpOptions::decode(&mut Decoder::new(&wire)).unwrap()
+    }
+
+    #[test]
+    fn option_121_is_read_from_its_wire_form() {
+        let opts = gce_option_121();
         assert_eq!(
             classless(&opts),
             [
                 route("0.0.0.0", 0, Some("10.128.0.1")),
                 route("10.128.0.1", 32, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gce_ack_gives_a_slash_32_and_routes_through_the_gateway_outside_it() {
+        use crate::net::dhcp::parse_lease;
+        use dhcproto::v4::{DhcpOption, Encodable, Encoder, Message, MessageType};
+        // The ACK of GCE's metadata server: 255.255.255.255 mask, router 10.128.0.1,
+        // and option 121. Sent on the wire and read back, as the client gets it.
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let mut ack = Message::new_with_id(1, zero, ip("10.128.0.5"), zero, zero, &[2; 6]);
+        let opts = ack.opts_mut();
+        opts.insert(DhcpOption::MessageType(MessageType::Ack));
+        opts.insert(DhcpOption::ServerIdentifier(ip("169.254.169.254")));
+        opts.insert(DhcpOption::SubnetMask(ip("255.255.255.255")));
+        opts.insert(DhcpOption::Router(vec![ip("10.128.0.1")]));
+        opts.insert(
+            gce_option_121()
+                .get(OptionCode::ClasslessStaticRoute)
+                .unwrap()
+                .clone(),
+        );
+        let mut wire = Vec::new();
+        ack.encode(&mut Encoder::new(&mut wire)).unwrap();
+        let lease = parse_lease(&Message::decode(&mut Decoder::new(&wire)).unwrap()).unwrap();
+        assert_eq!((lease.address, lease.prefix), (ip("10.128.0.5"), 32));
+        assert_eq!(
+            plan(lease.address, lease.prefix, lease.gateway, &lease.routes),
+            [
+                route("10.128.0.1", 32, None),
+                route("0.0.0.0", 0, Some("10.128.0.1")),
             ]
         );
     }

@@ -57,6 +57,7 @@ struct Layout {
     refcount_block_count: u64,
     l1_table: u64,
     l1_entries: u64,
+    l1_clusters: u64,
     /// Guest L2 table index -> host cluster of that table, for the tables that map data.
     l2_tables: Vec<(u64, u64)>,
     first_data: u64,
@@ -97,6 +98,7 @@ fn layout(guest_clusters: u64, data: &[u64]) -> Layout {
         refcount_block_count: blocks,
         l1_table,
         l1_entries,
+        l1_clusters,
         l2_tables,
         first_data,
         total: first_data + data.len() as u64,
@@ -160,8 +162,7 @@ pub fn write(out: &mut dyn Write, disk: &[u8]) -> io::Result<()> {
     out.write_all(&blocks)?;
 
     // L1 table: the host offset of each L2 table that maps data.
-    let l1_bytes = (l.l1_entries * 8).div_ceil(CLUSTER).max(1) * CLUSTER;
-    let mut l1 = vec![0u8; l1_bytes as usize];
+    let mut l1 = vec![0u8; (l.l1_clusters * CLUSTER) as usize];
     for &(index, host) in &l.l2_tables {
         let at = (index * 8) as usize;
         l1[at..at + 8].copy_from_slice(&((host * CLUSTER) | COPIED).to_be_bytes());

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The tests' tools: QEMU and OVMF boot the image; xorriso, isoinfo (genisoimage), sgdisk
-# (gdisk) and fsck.vfat (dosfstools) are oracles; python3-venv holds moto's server.
-tools=(qemu-system-x86 ovmf file xorriso genisoimage gdisk dosfstools python3-venv
+# (gdisk), fsck.vfat (dosfstools) and qemu-img (qemu-utils, for the cloud images) are oracles;
+# python3-venv holds moto's server.
+tools=(qemu-system-x86 qemu-utils ovmf file xorriso genisoimage gdisk dosfstools python3-venv
     debian-archive-keyring)
 missing=()
 for pkg in "${tools[@]}"; do

@@ -519,6 +519,59 @@ fn the_firmware_of_servers_nics_goes_in_and_can_be_left_out() {
     );
 }
 
+/// Builds an image and checks that each of `wanted` modules is in its initrd with its
+/// dependency closure; returns the initrd's paths and the closure.
+fn initrd_with_closure_of(
+    wanted: &[&str],
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = build(tmp.path(), &static_client(), "0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
+    let names: std::collections::BTreeSet<String> = entries.into_iter().map(|e| e.0).collect();
+    let moddir = names
+        .iter()
+        .find(|n| n.ends_with("/modules.dep"))
+        .unwrap()
+        .trim_end_matches("modules.dep")
+        .to_string();
+    // The oracle of each closure: the modules' own `depends=` (.modinfo), followed.
+    let modules = inputs_dir().join("lib/modules");
+    let mut todo: Vec<String> = wanted.iter().map(|m| m.to_string()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(module) = todo.pop() {
+        if !seen.insert(module.clone()) {
+            continue;
+        }
+        let file = format!("{module}.ko");
+        let path = find_module(&modules, &file)
+            .or_else(|| find_module(&modules, &file.replace('_', "-")))
+            .unwrap_or_else(|| panic!("{module} is not a module of the inputs' kernel"));
+        let rel = path.strip_prefix(&modules).unwrap();
+        let rel = rel.iter().skip(1).collect::<std::path::PathBuf>();
+        assert!(
+            names.contains(format!("{moddir}{}", rel.display()).as_str()),
+            "{} (of the closure of {wanted:?}) is not in the initrd",
+            rel.display()
+        );
+        let text = std::fs::read(&path).unwrap();
+        for field in text.split(|&b| b == 0) {
+            if let Some(deps) = field.strip_prefix(b"depends=") {
+                let deps = String::from_utf8_lossy(deps).into_owned();
+                todo.extend(
+                    deps.split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_string),
+                );
+            }
+        }
+    }
+    (names, seen)
+}
+
 #[test]
 fn the_drivers_a_rack_holds_go_in_with_their_closure_and_firmware() {
     // Cisco VIC, FastLinQ, Emulex, Solarflare, Chelsio, gVNIC, MANA NICs; MPI3 tri-mode
@@ -537,48 +590,7 @@ fn the_drivers_a_rack_holds_go_in_with_their_closure_and_firmware() {
         "lpfc",
         "scsi_transport_fc",
     ];
-    let tmp = tempfile::tempdir().unwrap();
-    let o = build(tmp.path(), &static_client(), "0");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let entries = unpack(&std::fs::read(tmp.path().join("pxe/initrd.img")).unwrap());
-    let names: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-    let moddir = names
-        .iter()
-        .find(|n| n.ends_with("/modules.dep"))
-        .unwrap()
-        .trim_end_matches("modules.dep")
-        .to_string();
-    // The oracle of each closure: the modules' own `depends=` (.modinfo), followed.
-    let modules = inputs_dir().join("lib/modules");
-    let mut todo: Vec<String> = rack.iter().map(|m| m.to_string()).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(module) = todo.pop() {
-        if !seen.insert(module.clone()) {
-            continue;
-        }
-        let file = format!("{module}.ko");
-        let path = find_module(&modules, &file)
-            .or_else(|| find_module(&modules, &file.replace('_', "-")))
-            .unwrap_or_else(|| panic!("{module} is not a module of the inputs' kernel"));
-        let rel = path.strip_prefix(&modules).unwrap();
-        let rel = rel.iter().skip(1).collect::<std::path::PathBuf>();
-        assert!(
-            names.contains(format!("{moddir}{}", rel.display()).as_str()),
-            "{} (of the closure of the rack's drivers) is not in the initrd",
-            rel.display()
-        );
-        let text = std::fs::read(&path).unwrap();
-        for field in text.split(|&b| b == 0) {
-            if let Some(deps) = field.strip_prefix(b"depends=") {
-                let deps = String::from_utf8_lossy(deps).into_owned();
-                todo.extend(
-                    deps.split(',')
-                        .filter(|d| !d.is_empty())
-                        .map(str::to_string),
-                );
-            }
-        }
-    }
+    let (names, seen) = initrd_with_closure_of(&rack);
     assert!(
         seen.len() > rack.len(),
         "the closure adds modules: {seen:?}"
@@ -592,4 +604,20 @@ fn the_drivers_a_rack_holds_go_in_with_their_closure_and_firmware() {
             );
         }
     }
+}
+
+#[test]
+fn the_drivers_cloud_vms_need_go_in_with_their_closure() {
+    // GCP: virtio-scsi, virtio-net, NVMe, gVNIC; Azure: Hyper-V storage and network,
+    // MANA, NVMe.
+    let (_, seen) = initrd_with_closure_of(&[
+        "virtio_scsi",
+        "virtio_net",
+        "nvme",
+        "gve",
+        "hv_storvsc",
+        "hv_netvsc",
+        "mana",
+    ]);
+    assert!(seen.contains("hv_vmbus"), "the closure: {seen:?}");
 }

@@ -1,6 +1,7 @@
 //! `failback build`: assemble the boot artifacts from the inputs, a preset and
 //! the static client binary.
 
+pub mod cloud;
 mod cpio;
 pub mod esp;
 pub mod firmware;
@@ -69,6 +70,9 @@ pub struct Report {
     pub iso_bytes: u64,
     pub esp_bytes: u64,
     pub iso_seconds: f64,
+    /// (output, bytes) of each cloud image.
+    pub cloud_bytes: Vec<(String, u64)>,
+    pub cloud_seconds: f64,
     pub outputs: Vec<PathBuf>,
     pub seconds: f64,
 }
@@ -152,10 +156,27 @@ pub fn run(opts: &Options) -> Result<Report> {
         opts.serial,
     )?;
     let pxe_files: Vec<String> = pxe_files.iter().map(|f| format!("pxe/{f}")).collect();
+
+    // The cloud images, from the ISO as written.
+    let cloud_started = Instant::now();
+    cloud::write(&opts.out.join(files[2]), &opts.out, opts.source_date_epoch)?;
+    let cloud_seconds = cloud_started.elapsed().as_secs_f64();
+    let cloud_bytes = cloud::FILES
+        .iter()
+        .map(|f| {
+            let path = opts.out.join(f);
+            let len = std::fs::metadata(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            Ok((f.to_string(), len))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     let all: Vec<&str> = files
         .iter()
         .copied()
         .chain(pxe_files.iter().map(String::as_str))
+        .chain(cloud::FILES)
         .collect();
     let sums = output::sha256sums(&opts.out, &all)?;
     output::write_atomic(&opts.out.join("SHA256SUMS"), sums.as_bytes())?;
@@ -174,8 +195,11 @@ pub fn run(opts: &Options) -> Result<Report> {
         iso_bytes: iso.bytes,
         esp_bytes: iso.esp_bytes,
         iso_seconds,
+        cloud_bytes,
+        cloud_seconds,
         outputs: files
             .iter()
+            .chain(&cloud::FILES)
             .chain(&["SHA256SUMS"])
             .map(|f| opts.out.join(f))
             .collect(),
@@ -278,6 +302,17 @@ impl std::fmt::Display for Report {
             mib(self.iso_bytes),
             mib(self.esp_bytes),
             self.iso_seconds
+        )?;
+        let sizes: Vec<String> = self
+            .cloud_bytes
+            .iter()
+            .map(|(f, b)| format!("{} {:.1} MiB", f.trim_start_matches("cloud/"), mib(*b)))
+            .collect();
+        writeln!(
+            f,
+            "cloud images: {} in {:.1} s",
+            sizes.join(", "),
+            self.cloud_seconds
         )?;
         for o in &self.outputs {
             writeln!(f, "wrote {}", o.display())?;

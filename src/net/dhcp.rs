@@ -27,6 +27,8 @@ pub struct Lease {
     pub renewal: Option<Duration>,
     /// T2 (option 59), if the server gave one.
     pub rebinding: Option<Duration>,
+    /// Classless static routes (option 121), which replace `gateway` when given.
+    pub routes: Vec<super::routes::Route>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -278,7 +280,7 @@ fn option_lengths_fit(bytes: &[u8]) -> bool {
     all_fit && run.is_none_or(fits)
 }
 
-const WANTED: [OptionCode; 7] = [
+const WANTED: [OptionCode; 8] = [
     OptionCode::SubnetMask,
     OptionCode::Router,
     OptionCode::DomainNameServer,
@@ -286,6 +288,7 @@ const WANTED: [OptionCode; 7] = [
     OptionCode::AddressLeaseTime,
     OptionCode::Renewal,
     OptionCode::Rebinding,
+    OptionCode::ClasslessStaticRoute,
 ];
 
 fn base(xid: u32, mac: [u8; 6], kind: MessageType) -> v4::Message {
@@ -367,6 +370,7 @@ pub fn parse_lease(msg: &v4::Message) -> Option<Lease> {
         lease_time: seconds(OptionCode::AddressLeaseTime),
         renewal: seconds(OptionCode::Renewal),
         rebinding: seconds(OptionCode::Rebinding),
+        routes: super::routes::classless(opts),
     })
 }
 
@@ -420,6 +424,7 @@ mod tests {
                 lease_time: Some(Duration::from_secs(86400)),
                 renewal: None,
                 rebinding: None,
+                routes: Vec::new(),
             }
         );
         let req = decode(&request(7, MAC, &lease));
@@ -462,6 +467,7 @@ mod tests {
             lease_time: Some(Duration::from_secs(600)),
             renewal: None,
             rebinding: None,
+            routes: Vec::new(),
         }
     }
 

@@ -96,15 +96,22 @@ pub fn set_address(name: &str, address: Ipv4Addr, prefix: u8) -> io::Result<()> 
     ioctl(libc::SIOCSIFNETMASK, &mut req)
 }
 
-/// Adds the default route through `gateway` on `name`.
-pub fn add_default_route(name: &str, gateway: Ipv4Addr) -> io::Result<()> {
+/// Adds `route` on `name`: through its gateway, or on the link when it has none.
+pub fn add_route(name: &str, route: &super::routes::Route) -> io::Result<()> {
     let dev = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut flags = libc::RTF_UP;
+    if route.gateway.is_some() {
+        flags |= libc::RTF_GATEWAY;
+    }
+    if route.prefix == 32 {
+        flags |= libc::RTF_HOST;
+    }
     let mut route = RtEntry {
         rt_pad1: 0,
-        rt_dst: sockaddr(Ipv4Addr::UNSPECIFIED),
-        rt_gateway: sockaddr(gateway),
-        rt_genmask: sockaddr(Ipv4Addr::UNSPECIFIED),
-        rt_flags: (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort,
+        rt_dst: sockaddr(route.destination),
+        rt_gateway: sockaddr(route.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        rt_genmask: sockaddr(netmask(route.prefix)),
+        rt_flags: flags as libc::c_ushort,
         rt_pad2: 0,
         rt_pad3: 0,
         rt_pad4: std::ptr::null_mut(),

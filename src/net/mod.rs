@@ -10,6 +10,7 @@ mod ioctl;
 pub mod netlink;
 pub mod proxy;
 pub mod renew;
+pub mod routes;
 mod settings;
 #[cfg(test)]
 pub(crate) mod test_tls;
@@ -190,7 +191,7 @@ pub fn configure(
                         &link,
                         lease.address,
                         lease.prefix,
-                        lease.gateway,
+                        routes::plan(lease.address, lease.prefix, lease.gateway, &lease.routes),
                         &lease.dns,
                         Method::Dhcp,
                         lease.ntp.clone(),
@@ -206,7 +207,7 @@ pub fn configure(
                 &link,
                 *address,
                 *prefix,
-                *gateway,
+                routes::plan(*address, *prefix, *gateway, &[]),
                 dns,
                 Method::Static,
                 Vec::new(),
@@ -228,7 +229,7 @@ fn apply(
     link: &Link,
     address: Ipv4Addr,
     prefix: u8,
-    gateway: Option<Ipv4Addr>,
+    routes: Vec<routes::Route>,
     dns: &[Ipv4Addr],
     method: Method,
     ntp: Vec<Ipv4Addr>,
@@ -236,10 +237,8 @@ fn apply(
     let name = &link.name;
     ioctl::set_address(name, address, prefix)
         .map_err(|e| format!("{name}: cannot set {address}/{prefix}: {e}"))?;
-    if let Some(gw) = gateway {
-        ioctl::add_default_route(name, gw)
-            .map_err(|e| format!("{name}: cannot route via {gw}: {e}"))?;
-    }
+    routes::add(name, &routes)?;
+    let gateway = routes::default_gateway(&routes);
     fs::write("/etc/resolv.conf", resolv_conf(dns))
         .map_err(|e| format!("cannot write /etc/resolv.conf: {e}"))?;
     Ok(Network {

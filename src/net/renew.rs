@@ -345,10 +345,8 @@ impl Server for LinkServer {
         let name = &self.link.name;
         ioctl::set_address(name, new.address, new.prefix)
             .map_err(|e| format!("cannot set {}/{} on {name}: {e}", new.address, new.prefix))?;
-        if let Some(gw) = new.gateway {
-            ioctl::add_default_route(name, gw)
-                .map_err(|e| format!("cannot route via {gw} on {name}: {e}"))?;
-        }
+        let routes = super::routes::plan(new.address, new.prefix, new.gateway, &new.routes);
+        super::routes::add(name, &routes)?;
         if !new.dns.is_empty() {
             std::fs::write("/etc/resolv.conf", super::resolv_conf(&new.dns))
                 .map_err(|e| format!("cannot write /etc/resolv.conf: {e}"))?;
@@ -409,6 +407,7 @@ mod tests {
             lease_time: Some(Duration::from_secs(seconds)),
             renewal: None,
             rebinding: None,
+            routes: Vec::new(),
         }
     }
 

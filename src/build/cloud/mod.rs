@@ -1,0 +1,50 @@
+//! Cloud images of the hybrid ISO, which is already a disk that BIOS and UEFI boot:
+//! GCE's `disk.raw` in a tar.gz, Azure's fixed VHD and a qcow2 (OpenStack, Proxmox,
+//! libvirt), under `cloud/` of the output directory.
+
+pub mod gce;
+pub mod qcow2;
+pub mod vhd;
+
+use crate::build::output;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The outputs, relative to the output directory.
+pub const FILES: [&str; 3] = [
+    "cloud/failback-gce.tar.gz",
+    "cloud/failback-azure.vhd",
+    "cloud/failback.qcow2",
+];
+
+/// Pads `iso` with zeros to a whole MiB (Azure's rule for disk sizes; qcow2 uses it too).
+fn padded_disk(iso: &[u8]) -> Vec<u8> {
+    let mut disk = iso.to_vec();
+    disk.resize(iso.len().div_ceil(1 << 20).max(1) << 20, 0);
+    disk
+}
+
+/// A UUID (RFC 9562 version 8, custom) from the disk's SHA-256: the same disk, the same id.
+fn unique_id(disk: &[u8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&Sha256::digest(disk)[..16]);
+    id[6] = (id[6] & 0x0f) | 0x80;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// Writes the three cloud images of the ISO at `iso` under `out/cloud/`.
+pub fn write(iso: &Path, out: &Path, epoch: u32) -> Result<(), output::Error> {
+    let iso_bytes = std::fs::read(iso).map_err(|source| output::Error {
+        path: iso.into(),
+        source,
+    })?;
+    let disk = padded_disk(&iso_bytes);
+    let epoch = u64::from(epoch);
+    output::write_atomic_with(&out.join(FILES[0]), |w| gce::write(w, &iso_bytes, epoch))?;
+    output::write_atomic_with(&out.join(FILES[1]), |w| {
+        vhd::write(w, &disk, epoch, unique_id(&disk))
+    })?;
+    output::write_atomic_with(&out.join(FILES[2]), |w| qcow2::write(w, &disk))?;
+    Ok(())
+}

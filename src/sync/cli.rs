@@ -1,13 +1,14 @@
 //! `failback pull`: arguments and reporters around a [`Session`].
 
-use super::session::{AwsFrom, Missing, SourceSettings, confirm};
-use super::{Options, Outcome, PlanSummary, Session};
+use super::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
+use super::{Error, Options, Outcome, PlanSummary, Session};
+use crate::disks;
 use crate::fingerprint::Fingerprint;
-use crate::mapping::map;
+use crate::mapping::{automap, map, safety};
 use crate::report::{ConsoleReporter, Event, Reporter, Style};
 use crate::source::Source;
 use anyhow::{Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How progress is shown.
@@ -40,8 +41,15 @@ pub struct PullArgs {
     #[arg(long)]
     pub endpoint: Option<String>,
     /// NAME=TARGET, NAME=EXCLUDE, a,b lists of those, or a JSON object; repeatable.
-    #[arg(long = "map", required = true)]
+    /// A target is a path or serial:SERIAL, wwn:WWN, path:PCI-PATH (`failback disks`).
+    /// Without it, the mapping is proposed from the local disks as the boot image does:
+    /// by identity (GPT disk GUID, MBR signature), else by size, and asked about.
+    #[arg(long = "map")]
     pub map: Vec<String>,
+    /// With --yes and no --map: also take a volume's only free disk large enough (by
+    /// size alone; without it, unattended runs take only mappings proven by identity).
+    #[arg(long)]
+    pub map_by_size: bool,
     /// Do not ask before writing (unattended: every volume must be mapped or excluded).
     #[arg(long)]
     pub yes: bool,
@@ -73,6 +81,12 @@ pub struct PullArgs {
     /// Blocks planned and pulled at a time (tests: many windows on a small volume).
     #[arg(long, default_value_t = super::options::WINDOW_BLOCKS, hide = true)]
     pub window_blocks: u64,
+    /// sysfs, whose block/ lists the disks a mapping is proposed from (tests).
+    #[arg(long, default_value = "/sys", hide = true)]
+    pub sys: PathBuf,
+    /// Where the disks' device files are (tests).
+    #[arg(long, default_value = "/dev", hide = true)]
+    pub dev_dir: PathBuf,
 }
 
 impl PullArgs {
@@ -129,6 +143,35 @@ pub fn run(args: PullArgs) -> Result<()> {
     )
 }
 
+/// The mapping proposed from this machine's disks (a helper VM with the targets
+/// attached), as the boot image proposes it; reported as the `mapping` event. Disks
+/// that hold the running system or anything mounted are not candidates. Unattended
+/// (`--yes`), only choices proven by identity are taken (and the only fit by size with
+/// `--map-by-size`); otherwise the plan's confirmation names each target.
+fn proposed(
+    s: &Running,
+    opts: &Options,
+    dev: &Path,
+    map_by_size: bool,
+) -> Result<map::Mapping, Error> {
+    let volumes = s.source.volumes()?;
+    let mut disks = disks::discover(&opts.sys.join("block"))?;
+    disks::identify(&mut disks, dev, None);
+    let mountinfo = std::fs::read_to_string(&opts.mountinfo).unwrap_or_default();
+    let boot = safety::boot_disk(&opts.sys);
+    disks.retain(|d| {
+        let path = dev.join(&d.name);
+        !safety::is_boot_disk(&opts.sys, &path, boot)
+            && safety::mounted(&opts.sys, &path, &mountinfo).is_none()
+    });
+    let choices = automap::propose(&volumes, &disks, dev)?;
+    s.reporter.report(&Event::Mapping {
+        choices: choices.clone(),
+        map_by_size,
+    });
+    Ok(automap::to_mapping(&choices, opts.unattended, map_by_size)?)
+}
+
 /// `--fingerprint`, needed with an agent.
 fn fingerprint(given: Option<&str>) -> Result<Fingerprint> {
     let Some(given) = given else {
@@ -173,11 +216,19 @@ fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullA
         mountinfo: args.mountinfo,
         boot_disk: args.boot_disk,
         window_blocks: args.window_blocks.max(1),
+        sys: args.sys.clone(),
         ..Options::default()
     };
     let ask = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stderr(), plans);
     let result = session
-        .run(console, |s| s.pull(&mapping, opts, ask))
+        .run(console, |s| {
+            let mapping = if mapping.is_empty() {
+                proposed(s, &opts, &args.dev_dir, args.map_by_size)?
+            } else {
+                mapping
+            };
+            Ok(s.pull(&mapping, opts, ask)?)
+        })
         .and_then(Outcome::pulled);
     // The console gets the error from main as one line; JSON readers get it as an
     // event too (and the agent did from the session).

@@ -1,7 +1,7 @@
 //! Why a pull stops: every error the sync engine reports.
 
 use crate::disks;
-use crate::mapping::{map, select};
+use crate::mapping::{automap, map, select};
 use crate::source::SourceError;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,8 @@ pub enum Error {
     Map(#[from] map::Error),
     #[error("volume target: {0}")]
     Select(#[from] select::Error),
+    #[error(transparent)]
+    Automap(#[from] automap::Error),
     #[error(transparent)]
     Disks(#[from] disks::Error),
     #[error("--map names volume '{name}', but the agent offers only: {available}")]

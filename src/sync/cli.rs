@@ -227,7 +227,7 @@ fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullA
             } else {
                 mapping
             };
-            Ok(s.pull(&mapping, opts, ask)?)
+            s.pull(&mapping, opts, ask)
         })
         .and_then(Outcome::pulled);
     // The console gets the error from main as one line; JSON readers get it as an

@@ -53,6 +53,21 @@ pub struct Preset {
     /// Per-host settings for PXE fleets, chosen by MAC address.
     #[serde(default)]
     pub hosts: Vec<Host>,
+    /// The collector every pull reports its events to (default: the agent pulled from).
+    pub report: Option<Report>,
+}
+
+/// The preset's `[report]`: a failback agent collecting the fleet's reports (one
+/// without volumes is a collector only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// `https://HOST:PORT` (`failback.report=`).
+    pub url: String,
+    /// Its token (a secret); default: `token`.
+    pub token: Option<String>,
+    /// Its certificate's fingerprint; default: `fingerprint`.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +219,23 @@ impl Preset {
         {
             return bad(format!("proxy = {proxy:?}: use http://HOST:PORT"));
         }
+        if let Some(report) = &self.report {
+            if !report.url.starts_with("https://") {
+                return bad(format!(
+                    "report.url = {:?}: use https://HOST:PORT of a failback agent",
+                    report.url
+                ));
+            }
+            if report.token.is_none() && self.token.is_none() {
+                return bad("[report] needs a token: set report.token (or token)".into());
+            }
+            if report.fingerprint.is_none() && self.fingerprint.is_none() {
+                return bad(
+                    "[report] needs the collector's fingerprint: set report.fingerprint (or fingerprint)"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -295,6 +327,12 @@ ip = "dhcp"
             ("[[hosts]]\nmac = \"52:54:00:12:34\"", "MAC address"),
             ("[map]\nsystem = \"sda\"", "map.system"),
             ("unattended = true", "needs a source"),
+            ("[report]\nurl = \"http://c:1500\"", "report.url"),
+            ("[report]\nurl = \"https://c:1500\"", "needs a token"),
+            (
+                "[report]\nurl = \"https://c:1500\"\ntoken = \"t\"",
+                "fingerprint",
+            ),
             (
                 "[[hosts]]\nmac = \"52:54:00:12:34:56\"\n[[hosts]]\nmac = \"52-54-00-12-34-56\"",
                 "listed twice",

@@ -76,8 +76,12 @@ enum Command {
     },
     /// Pull remote volumes into local disks or images (only the blocks that differ).
     Pull(sync::cli::PullArgs),
-    /// Serve volumes read-only to `failback pull` (the agent).
+    /// Serve volumes read-only to `failback pull` (the agent); without volumes, a
+    /// collector of the fleet's reports with its dashboard.
     Serve(agent::ServeArgs),
+    /// Show the fleet as an agent collecting its reports sees it; fails while any
+    /// host has failed.
+    Status(agent::status::StatusArgs),
 }
 
 fn main() {
@@ -146,5 +150,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Pull(args) => sync::cli::run(args),
         Command::Serve(args) => agent::run(args),
+        Command::Status(args) => agent::status::run(args),
     }
 }

@@ -162,11 +162,21 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
     });
 
     wait_for_entropy(reporter);
-    let pull = pull::PullSettings::resolve(&settings.preset);
+    let report = pull::report_to(&settings.preset, settings.host()).unwrap_or_else(|e| {
+        reporter.report(&Event::Notice {
+            message: format!("no report to the collector: {e:#}"),
+        });
+        crate::sync::session::ReportTo {
+            host: settings.host(),
+            collector: None,
+        }
+    });
+    let pull = pull::PullSettings::resolve(&settings.preset).map(|p| p.reporting(report.clone()));
     if pull.is_none() && settings.interactive() {
         let known = ui::Known {
             preset: &settings.preset,
             ip: &settings.ip,
+            report,
         };
         // The network is reported as soon as it is up, with the clock if NTP set it;
         // else the chosen source's Date sets it and the network is reported again.

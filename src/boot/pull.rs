@@ -9,7 +9,10 @@ use crate::mapping::map::{self, MapTo, Mapping};
 use crate::mapping::select::Selector;
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
-use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
+use crate::source::agent::AgentConfig;
+use crate::sync::session::{
+    AwsFrom, Missing, REPORT_TIMEOUT, ReportTo, Running, SourceSettings, confirm,
+};
 use crate::sync::{Options, Outcome, PlanSummary, Session, Summary};
 use anyhow::{Result, anyhow};
 use std::collections::BTreeMap;
@@ -34,6 +37,28 @@ pub struct PullSettings {
     unattended: bool,
     /// Unattended, the only fit by size is taken too.
     map_by_size: bool,
+    /// The host's name and its collector.
+    report: ReportTo,
+}
+
+/// Where this host reports: its name (`failback.host=`), and the preset's `[report]`
+/// (`failback.report=`) with its token and fingerprint, else the preset's own.
+pub fn report_to(preset: &Preset, host: Option<String>) -> Result<ReportTo> {
+    let collector = match &preset.report {
+        None => None,
+        Some(r) => Some(AgentConfig {
+            url: r.url.clone(),
+            token: r.token.clone().or_else(|| preset.token.clone()).ok_or_else(|| {
+                anyhow!("failback.report= needs a token: set report.token (or token) in the preset")
+            })?,
+            fingerprint: r.fingerprint.or(preset.fingerprint).ok_or_else(|| {
+                anyhow!("failback.report= needs the collector's fingerprint: set report.fingerprint (or fingerprint) in the preset")
+            })?,
+            timeout: REPORT_TIMEOUT,
+            proxy: preset.proxy.clone(),
+        }),
+    };
+    Ok(ReportTo { host, collector })
 }
 
 impl PullSettings {
@@ -82,7 +107,14 @@ impl PullSettings {
             map,
             unattended: false,
             map_by_size: false,
+            report: ReportTo::default(),
         }
+    }
+
+    /// Reports to `report`'s collector under its host name.
+    pub fn reporting(mut self, report: ReportTo) -> Self {
+        self.report = report;
+        self
     }
 
     /// The source's URL and how far the local clock is from the source's: see
@@ -109,6 +141,7 @@ impl PullSettings {
     ) -> Result<Option<Pulled>> {
         let mut mapping = Mapping::new();
         let outcome = Session::open(&self.from)?
+            .reporting(self.report.clone())
             .run(console, |s| self.pull(s, disks, review, &mut mapping))?;
         let Outcome::Pulled(summary) = outcome else {
             return Ok(None);

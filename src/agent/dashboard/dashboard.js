@@ -36,6 +36,7 @@ function bytes(n) {
 
 function seconds(s) {
   if (s === null || s === undefined || !isFinite(s)) return "";
+  if (s < 10) return s.toFixed(1) + " s";
   s = Math.round(s);
   if (s < 90) return s + " s";
   if (s < 5400) return Math.round(s / 60) + " min";

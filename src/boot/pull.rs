@@ -58,7 +58,11 @@ pub fn report_to(preset: &Preset, host: Option<String>) -> Result<ReportTo> {
             proxy: preset.proxy.clone(),
         }),
     };
-    Ok(ReportTo { host, collector })
+    Ok(ReportTo {
+        host,
+        collector,
+        ..ReportTo::default()
+    })
 }
 
 impl PullSettings {
@@ -235,4 +239,35 @@ pub fn configured_map(preset: &Preset) -> Vec<String> {
         .iter()
         .map(|(volume, target)| format!("{volume}={target}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::Cmdline;
+
+    const FP: &str = "e40cb27758bfec9820c4ed9a0d3c1b2a3e4f5061728394a5b6c7d8e9f0a1b2c3";
+
+    #[test]
+    fn failback_report_sends_to_the_collector_with_the_presets_token_and_fingerprint() {
+        let preset =
+            Preset::parse(&format!("token = \"t0k3n\"\nfingerprint = \"{FP}\"\n"), "p").unwrap();
+        let (cmdline, errors) =
+            Cmdline::parse("failback.report=https://collector:1500 failback.host=rack1-07");
+        assert!(errors.is_empty());
+        let report = report_to(&preset.overlay(&cmdline), cmdline.host.clone()).unwrap();
+        assert_eq!(report.host.as_deref(), Some("rack1-07"));
+        let to = report.collector.unwrap();
+        assert_eq!(
+            (to.url.as_str(), to.token.as_str()),
+            ("https://collector:1500", "t0k3n")
+        );
+        assert_eq!(to.fingerprint.to_string(), FP);
+        // Without a token anywhere: one line naming the setting.
+        let bare = Preset::default().overlay(&cmdline);
+        let e = report_to(&bare, None).unwrap_err().to_string();
+        assert!(e.contains("report.token") && !e.contains('\n'), "{e}");
+        // Without [report]: the agent pulled from is the collector.
+        assert!(report_to(&preset, None).unwrap().collector.is_none());
+    }
 }

@@ -139,6 +139,7 @@ pub fn run(args: PullArgs) -> Result<()> {
     let report = ReportTo {
         host: args.host.clone(),
         collector: collector(&args, fingerprint)?,
+        ..ReportTo::default()
     };
     let session = Session::open(&settings)?.reporting(report);
     pull(

@@ -16,7 +16,7 @@ use crate::source::{BlockSource, Source};
 use anyhow::{Context, Result, anyhow};
 use std::fmt::Display;
 use std::io::{BufRead, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Where to pull from and how to reach it.
@@ -133,6 +133,9 @@ pub struct ReportTo {
     pub host: Option<String>,
     /// A collector (`--report`, `[report]`); `None`: the agent pulled from, if any.
     pub collector: Option<AgentConfig>,
+    /// Events told before the session began (PID 1's boot, drivers, disks,
+    /// network): the collector gets them first.
+    pub early: Arc<Mutex<Vec<Event>>>,
 }
 
 /// Limit for one report to a collector other than the source.
@@ -222,6 +225,16 @@ impl Session {
         };
         let mut reporters = vec![console];
         if let Some(c) = &collector {
+            let early = std::mem::take(
+                &mut *self
+                    .report
+                    .early
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            for event in &early {
+                c.report(event);
+            }
             reporters.push(c);
         }
         let reporter = Tee(reporters);

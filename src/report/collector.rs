@@ -4,7 +4,7 @@
 //! waits on, progress at most every [`PROGRESS_EVERY`] per volume, and what the queue
 //! could not hold counted (see [`Collector::finish`]).
 
-use super::{Event, Reporter};
+use super::{Event, Phase, Reporter};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +36,8 @@ pub struct Collector {
     tx: Mutex<Option<SyncSender<Value>>>,
     /// Said when the sending thread has posted everything and stopped.
     stopped: Mutex<Receiver<()>>,
-    /// When each volume's progress was last queued.
-    last_progress: Mutex<HashMap<String, Instant>>,
+    /// When each volume's progress was last queued, and its phase then.
+    last_progress: Mutex<HashMap<String, (Instant, Phase)>>,
     dropped: AtomicU64,
 }
 
@@ -72,9 +72,17 @@ impl Collector {
         json
     }
 
-    /// Whether this progress event is due (its volume's last one is old enough).
+    /// Whether this progress event is due: its volume's last one is old enough, or
+    /// of another phase, or this one ends its phase (bars end drawn full).
     fn progress_due(&self, event: &Event) -> bool {
-        let Event::Progress { volume, .. } = event else {
+        let Event::Progress {
+            volume,
+            phase,
+            done_bytes,
+            total_bytes,
+            ..
+        } = event
+        else {
             return true;
         };
         let mut last = self
@@ -82,13 +90,16 @@ impl Collector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        match last.get(volume) {
-            Some(t) if now.duration_since(*t) < PROGRESS_EVERY => false,
-            _ => {
-                last.insert(volume.clone(), now);
-                true
+        let due = match last.get(volume) {
+            Some((t, p)) if p == phase => {
+                now.duration_since(*t) >= PROGRESS_EVERY || done_bytes >= total_bytes
             }
+            _ => true,
+        };
+        if due {
+            last.insert(volume.clone(), (now, *phase));
         }
+        due
     }
 
     /// Posts what is queued for at most `within`, then stops; returns how many
@@ -137,7 +148,7 @@ mod tests {
     fn progress(volume: &str, done: u64) -> Event {
         Event::Progress {
             volume: volume.into(),
-            phase: super::super::Phase::Pulling,
+            phase: Phase::Pulling,
             done_bytes: done,
             total_bytes: 10,
             wire_bytes: done,
@@ -160,6 +171,19 @@ mod tests {
             c.report(&progress("a", done));
             c.report(&progress("b", done));
         }
+        // A new phase, and the end of one, always go.
+        let hashing = Event::Progress {
+            volume: "a".into(),
+            phase: Phase::Hashing,
+            done_bytes: 1,
+            total_bytes: 10,
+            wire_bytes: 0,
+            retries: 0,
+        };
+        c.report(&hashing);
+        c.report(&progress("a", 5));
+        c.report(&progress("a", 6));
+        c.report(&progress("a", 10));
         c.report(&Event::Notice {
             message: "hi".into(),
         });
@@ -167,11 +191,24 @@ mod tests {
         let posted = posted.lock().unwrap();
         let kinds: Vec<String> = posted
             .iter()
-            .map(|v| format!("{}{}", v["event"], v["volume"]))
+            .map(|v| {
+                format!(
+                    "{} {} {} {}",
+                    v["event"], v["volume"], v["phase"], v["done_bytes"]
+                )
+            })
             .collect();
         assert_eq!(
             kinds,
-            ["\"progress\"\"a\"", "\"progress\"\"b\"", "\"notice\"null"]
+            [
+                r#""progress" "a" "pulling" 0"#,
+                r#""progress" "b" "pulling" 0"#,
+                // A new phase, again a new phase, the end of one.
+                r#""progress" "a" "hashing" 1"#,
+                r#""progress" "a" "pulling" 5"#,
+                r#""progress" "a" "pulling" 10"#,
+                r#""notice" null null null"#,
+            ]
         );
         assert!(
             posted

@@ -3,6 +3,7 @@
 //! the preset baked into the image ([`Preset::overlay`]).
 
 use crate::config::{After, Fingerprint, IpConfig, Preset, Progress, Source};
+use crate::net::vlan_id;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -97,7 +98,7 @@ impl Cmdline {
             };
             let bad = |expected| Error::BadValue {
                 key: key.into(),
-                value: value.into(),
+                value: shown(key, value),
                 expected,
             };
             match key {
@@ -106,14 +107,11 @@ impl Cmdline {
                 "host" => out.host = Some(value.to_string()).filter(|h| !h.is_empty()),
                 "debug" => out.debug = value != "0",
                 "vlan" => {
-                    out.vlan = value
-                        .parse::<u16>()
+                    let id = value.parse::<u16>().map_err(|_| vlan_id(0).unwrap_err());
+                    out.vlan = id
+                        .and_then(vlan_id)
+                        .map_err(|expected| errors.push(bad(expected)))
                         .ok()
-                        .filter(|id| (1..=4094).contains(id))
-                        .or_else(|| {
-                            errors.push(bad("a VLAN id from 1 to 4094"));
-                            None
-                        })
                 }
                 "proxy" => {
                     out.proxy = crate::net::proxy::check(value)
@@ -172,6 +170,16 @@ impl Cmdline {
             }
         }
         (out, errors)
+    }
+}
+
+/// A value as an error may quote it: a secret's not at all, a URL's without
+/// its password.
+fn shown(key: &str, value: &str) -> String {
+    if crate::secret::is_secret_key(key) {
+        crate::secret::REDACTED.to_string()
+    } else {
+        crate::secret::redact_urls(value)
     }
 }
 
@@ -477,6 +485,15 @@ mod tests {
                 "failback.proxy=\"proxy:3128\" is not valid: use http://HOST:PORT",
                 "failback.ntp=\"pool_1\" is not valid: use ADDR[:PORT] or NAME[:PORT]",
             ]
+        );
+    }
+
+    #[test]
+    fn a_refused_proxy_is_quoted_without_its_password() {
+        let (_, errors) = Cmdline::parse("failback.proxy=bob:hunter2@proxy:3128");
+        assert_eq!(
+            errors[0].to_string(),
+            "failback.proxy=\"bob:***@proxy:3128\" is not valid: use http://HOST:PORT"
         );
     }
 }

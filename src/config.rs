@@ -7,6 +7,7 @@
 pub use crate::fingerprint::Fingerprint;
 /// The preset's `ip` and the hosts' `mac`: the network owns its settings.
 pub use crate::net::{IpConfig, Mac};
+use crate::secret::{REDACTED, is_secret_key, redact_setting, redact_url};
 /// Where to pull from: the sources own their addresses.
 pub use crate::source::Source;
 /// The preset's `[aws]`: the EBS source owns its settings.
@@ -168,7 +169,18 @@ impl Preset {
                     .map_or(0, |i| i + 1);
                 let number = text[..start].lines().count() + 1;
                 let line = text[start..].lines().next().unwrap_or_default().trim();
-                message = format!("line {number} `{line}`: {message}");
+                message = format!("line {number} `{}`: {message}", redact_setting(line));
+                // toml may quote the value itself ("invalid type: integer `5`").
+                if let Some((key, value)) = line.split_once('=')
+                    && is_secret_key(key)
+                {
+                    let value = value.trim();
+                    for v in [value, value.trim_matches(['"', '\''])] {
+                        if !v.is_empty() {
+                            message = message.replace(v, REDACTED);
+                        }
+                    }
+                }
             }
             Error::Invalid {
                 path: name.into(),
@@ -211,13 +223,21 @@ impl Preset {
         if let Some(w) = macs.windows(2).find(|w| w[0] == w[1]) {
             return bad(format!("hosts: MAC {} is listed twice", w[0]));
         }
+        if let Some(id) = self.vlan
+            && let Err(expected) = crate::net::vlan_id(id)
+        {
+            return bad(format!("vlan = {id}: use {expected}"));
+        }
         if self.unattended && self.source.is_none() {
             return bad("unattended = true needs a source".into());
         }
         if let Some(proxy) = &self.proxy
             && !(proxy.starts_with("http://") || proxy.starts_with("https://"))
         {
-            return bad(format!("proxy = {proxy:?}: use http://HOST:PORT"));
+            return bad(format!(
+                "proxy = {:?}: use http://HOST:PORT",
+                redact_url(proxy)
+            ));
         }
         // [report]'s token and fingerprint may come from failback.token= and
         // failback.fingerprint= at boot: checked there.
@@ -317,6 +337,8 @@ ip = "dhcp"
             ("ip = \"10.0.0.5\"", "ADDR/PREFIX"),
             ("ip = \"10.0.0.5/33,10.0.0.1\"", "ADDR/PREFIX"),
             ("vlan = 70000", "vlan"),
+            ("vlan = 0", "vlan = 0: use a VLAN id from 1 to 4094"),
+            ("vlan = 4095", "vlan = 4095: use a VLAN id from 1 to 4094"),
             ("[[hosts]]\nmac = \"52:54:00:12:34\"", "MAC address"),
             ("[map]\nsystem = \"sda\"", "map.system"),
             ("unattended = true", "needs a source"),
@@ -329,6 +351,25 @@ ip = "dhcp"
             let e = error(text);
             assert!(e.contains(needle), "{text:?} gave {e:?}");
             assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn errors_never_quote_a_secret() {
+        for text in [
+            "[aws]\nsecret_access_key = \"wJalrXUtnFEMI\" oops\n",
+            "[aws]\nsecret_access_key = 'wJalrXUtnFEMI\n",
+            "[aws]\nsession_token = 12345678\n",
+            "token = \"wJalrXUtnFEMI\nsource = \"https://a:1\"\n",
+            "token = [\"wJalrXUtnFEMI\"]\n",
+            "aws.secret_access_key = \"wJalrXUtnFEMI\" x\n",
+            "proxy = \"bob:wJalrXUtnFEMI@proxy:3128\"\n",
+            "proxy = \"http://bob:wJalrXUtnFEMI@proxy:3128\" x\n",
+        ] {
+            let e = error(text);
+            assert!(!e.contains("wJalrXUtnFEMI"), "{text:?} gave {e:?}");
+            assert!(!e.contains("12345678"), "{text:?} gave {e:?}");
+            assert!(e.contains("***"), "{text:?} gave {e:?}");
         }
     }
 

@@ -16,5 +16,6 @@ pub mod net;
 pub mod parse;
 pub mod report;
 pub mod retry;
+pub mod secret;
 pub mod source;
 pub mod sync;

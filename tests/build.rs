@@ -227,6 +227,60 @@ fn a_preset_is_validated_and_baked_in() {
     assert_eq!(preset.2, text.as_bytes());
 }
 
+#[test]
+fn secrets_in_the_image_or_a_pxe_menu_are_one_warning_and_never_quoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |preset: &Path, out: &Path| {
+        builder(out)
+            .arg("--config")
+            .arg(preset)
+            .args(["--append", "failback.token=append-secret-0123"])
+            .output()
+            .unwrap()
+    };
+    let preset = tmp.path().join("secrets.toml");
+    std::fs::write(
+        &preset,
+        "source = \"https://10.0.2.2:1500\"\ntoken = \"agent-secret-0123\"\n\
+         [aws]\nregion = \"eu-west-1\"\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"wJalrXUtnFEMI\"\n\
+         [[hosts]]\nmac = \"52:54:00:aa:bb:01\"\nargs = \"failback.token=host-secret-0123\"\n",
+    )
+    .unwrap();
+    let o = run(&preset, &tmp.path().join("out"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let warnings: Vec<&str> = all.lines().filter(|l| l.contains("secret")).collect();
+    assert_eq!(warnings.len(), 1, "{all}");
+    for name in [
+        "token",
+        "aws.secret_access_key",
+        "failback.token= (--append)",
+        "failback.token= (host 52:54:00:aa:bb:01)",
+    ] {
+        assert!(warnings[0].contains(name), "{name}: {}", warnings[0]);
+    }
+    for secret in [
+        "agent-secret",
+        "wJalrXUtnFEMI",
+        "append-secret",
+        "host-secret",
+    ] {
+        assert!(!all.contains(secret), "{secret} shown: {all}");
+    }
+
+    // A syntax error on a secret's line names the line, not the secret.
+    std::fs::write(&preset, "[aws]\nsecret_access_key = \"wJalrXUtnFEMI\" x\n").unwrap();
+    let o = run(&preset, &tmp.path().join("bad"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 2 `secret_access_key = ***`"), "{err}");
+    assert!(!err.contains("wJalrXUtnFEMI"), "{err}");
+}
+
 /// The `firmware=` names of a module file (its `.modinfo` strings).
 fn requested_firmware(module: &Path) -> Vec<String> {
     std::fs::read(module)

@@ -9,7 +9,9 @@ mod ebs_server;
 use common::{assert_pulled, disk_image, disk_image_with, text};
 use ebs_server::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
+
 #[test]
 fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
     const BS: u64 = 512 * 1024;
@@ -21,7 +23,7 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
             throttle: 5,
             fail5xx: 3,
             corrupt_once: vec![3, 50, 473],
-            error: None,
+            ..Script::default()
         },
     );
     let endpoint = serve(fake.clone());
@@ -171,4 +173,118 @@ fn refusals_are_one_clear_line_each() {
         assert_eq!(fake.requests.load(SeqCst), 1, "{kind}");
         assert!(started.elapsed().as_secs() < 5);
     }
+}
+
+#[test]
+fn a_volume_that_grew_since_the_base_gets_its_extension_zeroed() {
+    const BS: u64 = 512 * 1024;
+    const N: u64 = (1 << 30) / BS;
+    let old = blocks(BS, (0..20).map(|i| i * 50), 5);
+    let mut new = old.clone();
+    new.extend(blocks(BS, [7, N + 10, N + 500].into_iter(), 9));
+    let mut fake = fake(
+        BS,
+        vec![("snap-old", old), ("snap-new", new.clone())],
+        Script {
+            page: 100,
+            ..Script::default()
+        },
+    );
+    Arc::get_mut(&mut fake)
+        .unwrap()
+        .gib_of
+        .insert("snap-new".into(), 2);
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // The base's gigabyte, then what the larger disk held past it.
+    let target = disk_image_with(
+        dir.path(),
+        "disk.img",
+        2 << 30,
+        0,
+        &image(&fake, "snap-old"),
+    );
+    let garbage = vec![0xee; BS as usize];
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .unwrap();
+    for i in [N, N + 10, N + 100, 2 * N - 1] {
+        std::os::unix::fs::FileExt::write_all_at(&f, &garbage, i * BS).unwrap();
+    }
+    drop(f);
+    let out = pull(
+        &endpoint,
+        "ebs://snap-new?base=snap-old",
+        &target,
+        "snap-new",
+    );
+    assert_ok(&out);
+    // Block by block: the new snapshot, zeros where it holds nothing.
+    let f = std::fs::File::open(&target).unwrap();
+    let mut buf = vec![0u8; BS as usize];
+    let zeros = vec![0u8; BS as usize];
+    for i in 0..2 * N {
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, i * BS).unwrap();
+        let want = new.get(&i).unwrap_or(&zeros);
+        assert!(buf == *want, "block {i} differs from the new snapshot");
+    }
+}
+
+#[test]
+fn listing_pages_that_never_end_are_refused_within_the_block_count() {
+    let fake = fake(
+        512 * 1024,
+        vec![("snap-e1", blocks(512 * 1024, [1].into_iter(), 3))],
+        Script {
+            page: 10,
+            endless: true,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull(&endpoint, "ebs://snap-e1", &target, "snap-e1");
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("still paging after 2048 pages, for a volume of 2048 blocks"),
+        "{stderr}"
+    );
+    assert!(fake.requests.load(SeqCst) <= 2048);
+}
+
+#[test]
+fn a_plain_http_endpoint_is_warned_about_in_one_line() {
+    let fake = fake(
+        512 * 1024,
+        vec![("snap-h1", blocks(512 * 1024, [0].into_iter(), 3))],
+        Script {
+            page: 10,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull(&endpoint, "ebs://snap-h1", &target, "snap-h1");
+    assert_ok(&out);
+    let warnings: Vec<_> = common::events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "notice")
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("plain http://")
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", text(&out));
+    assert_eq!(
+        warnings[0]["message"],
+        format!(
+            "the EBS endpoint {endpoint} is plain http://: block data and checksums can be forged in transit; use https://"
+        )
+    );
 }

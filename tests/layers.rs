@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("parse", 0),
     ("fingerprint", 0),
     ("retry", 0),
+    ("secret", 0),
     ("net", 1),
     ("disks", 1),
     ("source", 2),

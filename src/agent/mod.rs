@@ -168,6 +168,7 @@ fn open_volume(spec: &str) -> Result<Volume> {
 
 /// Runs `failback serve` until killed.
 pub fn run(args: ServeArgs) -> Result<()> {
+    crate::block::fixed_mmap_threshold();
     let mut volumes = BTreeMap::new();
     for spec in &args.volumes {
         let v = open_volume(spec)?;
@@ -443,10 +444,9 @@ fn no_volume(id: &str) -> Resp {
     text(StatusCode::NOT_FOUND, format!("no volume named '{id}'"))
 }
 
-async fn hashes(state: &State, id: &str, query: &str) -> Resp {
-    let Some(v) = state.volumes.get(id) else {
-        return no_volume(id);
-    };
+/// The `start` and `count` of a hashes query (`start=N&count=N`), checked against a
+/// volume of `blocks` blocks; else what the client is told.
+pub fn hashes_range(query: &str, blocks: u64) -> Result<(u64, u64), String> {
     let mut start = None;
     let mut count = None;
     for kv in query.split('&') {
@@ -456,18 +456,25 @@ async fn hashes(state: &State, id: &str, query: &str) -> Resp {
             _ => {}
         }
     }
-    let n = v.info.blocks();
     let (Some(start), Some(count)) = (start, count) else {
-        return text(StatusCode::BAD_REQUEST, "need ?start=N&count=N");
+        return Err("need ?start=N&count=N".into());
     };
-    if count > 4096 || start.checked_add(count).is_none_or(|end| end > n) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "blocks {start}+{count} are out of range (volume has {n}, at most 4096 at once)"
-            ),
-        );
+    if count > 4096 || start.checked_add(count).is_none_or(|end| end > blocks) {
+        return Err(format!(
+            "blocks {start}+{count} are out of range (volume has {blocks}, at most 4096 at once)"
+        ));
     }
+    Ok((start, count))
+}
+
+async fn hashes(state: &State, id: &str, query: &str) -> Resp {
+    let Some(v) = state.volumes.get(id) else {
+        return no_volume(id);
+    };
+    let (start, count) = match hashes_range(query, v.info.blocks()) {
+        Ok(range) => range,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
     let file = v.file.clone();
     let size = v.info.size;
     let res = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
@@ -500,6 +507,20 @@ async fn body(state: &State, req: Request<Incoming>, max: usize) -> Option<Bytes
     }
 }
 
+/// The indexes a blocks request body (`{"indexes":[..]}`) asks for, checked against a
+/// volume of `blocks` blocks; else what the client is told.
+pub fn block_indexes(body: &[u8], blocks: u64) -> Result<Vec<u64>, String> {
+    let Ok(ask) = serde_json::from_slice::<BlockRequest>(body) else {
+        return Err("body must be {\"indexes\":[...]}".into());
+    };
+    if ask.indexes.len() > 1024 || ask.indexes.iter().any(|&i| i >= blocks) {
+        return Err(format!(
+            "at most 1024 blocks per request, each below {blocks}"
+        ));
+    }
+    Ok(ask.indexes)
+}
+
 async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
     let Some(v) = state.volumes.get(&id) else {
         return no_volume(&id);
@@ -511,16 +532,10 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
             "request body too large, too slow or broken",
         );
     };
-    let Ok(ask) = serde_json::from_slice::<BlockRequest>(&body) else {
-        return text(StatusCode::BAD_REQUEST, "body must be {\"indexes\":[...]}");
+    let indexes = match block_indexes(&body, v.info.blocks()) {
+        Ok(indexes) => indexes,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    let n = v.info.blocks();
-    if ask.indexes.len() > 1024 || ask.indexes.iter().any(|&i| i >= n) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("at most 1024 blocks per request, each below {n}"),
-        );
-    }
     let Ok(permit) = state.streams.clone().try_acquire_owned() else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -530,7 +545,7 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
             ),
         );
     };
-    let body = blocks::stream(v.file.clone(), v.info.size, ask.indexes, zstd_ok, permit);
+    let body = blocks::stream(v.file.clone(), v.info.size, indexes, zstd_ok, permit);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/octet-stream")
@@ -554,11 +569,9 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
             "event too large, too slow or broken",
         );
     };
-    let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&body) else {
+    let Some((ev, _)) = posted_event(&body) else {
         return text(StatusCode::BAD_REQUEST, "body must be a JSON event");
     };
-    // An event this agent does not know (a newer client's, a broken one) is still
-    // taken and kept; it is shown as the JSON posted.
     let ip = peer.ip().to_string();
     let (host, finished) = {
         let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -573,4 +586,15 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
         (state.log)(format!("cannot keep the result of {host}: {e:#}"));
     }
     text(StatusCode::OK, "ok")
+}
+
+/// A client's posted event (any JSON) and the line that shows it (without the
+/// client's name); `None` when the body is not JSON. An event this agent does not
+/// know (a newer client's, a broken one) is still taken and kept; it is shown as the
+/// JSON posted.
+pub fn posted_event(body: &[u8]) -> Option<(serde_json::Value, String)> {
+    let ev = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let typed = <crate::report::Event as serde::Deserialize>::deserialize(&ev).ok();
+    let line = log::describe(typed.as_ref(), &ev);
+    Some((ev, line))
 }

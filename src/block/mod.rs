@@ -101,6 +101,17 @@ impl LinearDigest {
     }
 }
 
+/// Buffers of 128 KiB and more are mapped and unmapped each time they are made and
+/// dropped. Each window's threads make their buffers anew; glibc's threshold, which
+/// rises to the largest buffer freed, would put them in per-thread arenas that keep
+/// what they held, and the client's RSS grew with the number of windows (19 MiB at
+/// 1 GiB, 39 MiB at 16 TiB; 15 MiB at 16 TiB with the threshold fixed). The agent's
+/// block reads alike (48 MiB at 16 TiB, 11 MiB fixed).
+pub fn fixed_mmap_threshold() {
+    // SAFETY: mallopt only changes a setting of the allocator; any thread may call it.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod iso_types;
 pub mod modules;
 pub mod output;
 pub mod pxe;
+pub mod secrets;
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub struct Report {
     pub non_free_left_out: bool,
     /// Where busybox was looked for, when it was not found: the image has no shell.
     pub no_shell: Option<PathBuf>,
+    /// Secrets the image or the boot menus carry.
+    pub exposed: secrets::Exposed,
     pub iso_bytes: u64,
     pub esp_bytes: u64,
     pub iso_seconds: f64,
@@ -84,6 +87,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
         None => (None, Vec::new()),
     };
+    let preset_text = preset.as_deref().map(String::from_utf8_lossy);
+    let exposed = secrets::Exposed::find(preset_text.as_deref(), &hosts, &opts.append);
     let kernel = inputs::locate_kernel(
         &opts.inputs,
         opts.kernel.as_deref(),
@@ -165,6 +170,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         firmware_dirs,
         non_free_left_out: !opts.non_free_firmware && non_free.is_dir(),
         no_shell: busybox.is_none().then(|| opts.inputs.join("bin/busybox")),
+        exposed,
         iso_bytes: iso.bytes,
         esp_bytes: iso.esp_bytes,
         iso_seconds,
@@ -216,6 +222,7 @@ impl Report {
                 path.display()
             ));
         }
+        out.extend(self.exposed.warning());
         out
     }
 }

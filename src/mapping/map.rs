@@ -49,7 +49,8 @@ pub fn parse(values: &[String]) -> Result<Mapping, Error> {
     let mut map = Mapping::new();
     let mut add = |name: &str, to: &str, raw: &str| -> Result<(), Error> {
         let (name, to) = (name.trim(), to.trim());
-        if name.is_empty() || to.is_empty() {
+        // A name opening with `{` would read back as JSON (`a=x,{b=y` written first).
+        if name.is_empty() || to.is_empty() || name.starts_with('{') {
             return Err(Error::Form(raw.to_string()));
         }
         let to = if to == "EXCLUDE" {
@@ -65,9 +66,8 @@ pub fn parse(values: &[String]) -> Result<Mapping, Error> {
     for raw in values {
         let v = raw.trim();
         if v.starts_with('{') {
-            let obj: BTreeMap<String, String> =
-                serde_json::from_str(v).map_err(|_| Error::Form(raw.clone()))?;
-            for (name, to) in &obj {
+            let Pairs(pairs) = serde_json::from_str(v).map_err(|_| Error::Form(raw.clone()))?;
+            for (name, to) in &pairs {
                 add(name, to, raw)?;
             }
         } else {
@@ -101,6 +101,30 @@ pub fn resolve(
         .collect()
 }
 
+/// A JSON object's members in order, repeats kept (a map would keep only the
+/// last of a name given twice, silently).
+struct Pairs(Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Pairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = m.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,10 +149,17 @@ mod tests {
     fn bad_forms_and_repeats_are_refused() {
         assert!(matches!(parse(&["root".into()]), Err(Error::Form(_))));
         assert!(matches!(parse(&["=x".into()]), Err(Error::Form(_))));
+        assert!(matches!(parse(&[",{a=/x".into()]), Err(Error::Form(_))));
         assert!(matches!(parse(&["{not json".into()]), Err(Error::Form(_))));
         assert!(matches!(
             parse(&["a=/x".into(), r#"{"a":"/y"}"#.into()]),
             Err(Error::Twice(n)) if n == "a"
         ));
+        // Within one JSON object too, as within one DRS-style list.
+        assert!(matches!(
+            parse(&[r#"{"a":"/x","b":"EXCLUDE","a":"/y"}"#.into()]),
+            Err(Error::Twice(n)) if n == "a"
+        ));
+        assert!(matches!(parse(&["a=/x,a=/y".into()]), Err(Error::Twice(n)) if n == "a"));
     }
 }

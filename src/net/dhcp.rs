@@ -217,7 +217,7 @@ fn exchange(
             let Some(n) = super::recv_or_timeout(socket, &mut buf)? else {
                 break;
             };
-            let Ok(msg) = v4::Message::decode(&mut Decoder::new(&buf[..n])) else {
+            let Some(msg) = decode(&buf[..n]) else {
                 continue;
             };
             let kind = msg.opts().msg_type();
@@ -230,6 +230,52 @@ fn exchange(
         }
     }
     Ok(None)
+}
+
+/// A DHCP message, `None` for bytes that are not one (or that dhcproto would panic on).
+pub fn decode(bytes: &[u8]) -> Option<v4::Message> {
+    if !option_lengths_fit(bytes) {
+        return None;
+    }
+    v4::Message::decode(&mut Decoder::new(bytes)).ok()
+}
+
+/// Whether the options dhcproto 0.15 takes to have a fixed length have it: it
+/// `debug_assert!`s them (a debug build panics on a hostile reply, found by the
+/// dhcp_reply fuzz target) and computes `len - 1` (option 151) and `len - 3` (81).
+/// Consecutive options of one code are one option (RFC 3396), as dhcproto reads them.
+fn option_lengths_fit(bytes: &[u8]) -> bool {
+    let fits = |(code, len): (u8, usize)| match code {
+        80 => len == 0,
+        94 => len == 3,
+        152..=155 => len == 4,
+        81 => len >= 3,
+        151 => len >= 1,
+        _ => true,
+    };
+    let mut all_fit = true;
+    let mut run: Option<(u8, usize)> = None;
+    // Options start after the fixed fields and the magic cookie (RFC 2131 section 3).
+    let mut at = 240;
+    while let Some(&code) = bytes.get(at) {
+        if let Some(done) = run.filter(|(c, _)| *c != code) {
+            all_fit &= fits(done);
+            run = None;
+        }
+        match code {
+            0 => at += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = bytes.get(at + 1) else {
+                    break;
+                };
+                let before = run.map_or(0, |(_, l)| l);
+                run = Some((code, before + usize::from(len)));
+                at += 2 + usize::from(len);
+            }
+        }
+    }
+    all_fit && run.is_none_or(fits)
 }
 
 const WANTED: [OptionCode; 7] = [

@@ -29,10 +29,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A failed request as one line for the operator: the error with its causes, or,
 /// when it was the `proxy` that could not be reached, that and the fix. The URL
-/// stays in the line if `e` carries it (see [`reqwest::Error::without_url`]).
+/// stays in the line if `e` carries it (see [`reqwest::Error::without_url`]),
+/// without a password.
 pub fn describe(e: &reqwest::Error, proxy: Option<&str>) -> String {
     let chain = error_chain(e);
-    super::proxy::unreachable(proxy, &chain).unwrap_or(chain)
+    let line = super::proxy::unreachable(proxy, &chain).unwrap_or(chain);
+    crate::secret::redact_urls(&line)
 }
 
 /// Who decides on the server's certificate.

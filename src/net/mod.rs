@@ -15,7 +15,7 @@ mod settings;
 pub(crate) mod test_tls;
 
 use serde::{Deserialize, Serialize};
-pub use settings::{IpConfig, Mac};
+pub use settings::{IpConfig, Mac, vlan_id};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -87,11 +87,8 @@ impl Configured {
         first_renewal: Option<Duration>,
         notice: impl Fn(String) + Send + 'static,
     ) {
-        if let Some((link, mut lease)) = self.lease.take() {
-            if first_renewal.is_some() {
-                lease.renewal = first_renewal;
-            }
-            renew::spawn(link, lease, notice);
+        if let Some((link, lease)) = self.lease.take() {
+            renew::spawn(link, lease, first_renewal, notice);
         }
     }
 }

@@ -18,7 +18,8 @@ pub fn check(url: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "proxy {url:?} is not a proxy URL: use http://HOST:PORT"
+            "proxy {:?} is not a proxy URL: use http://HOST:PORT",
+            redact(url)
         ))
     }
 }
@@ -34,7 +35,7 @@ pub fn configure(
     };
     check(url)?;
     let p = reqwest::Proxy::https(url)
-        .map_err(|e| format!("proxy {url:?}: {e}"))?
+        .map_err(|e| crate::secret::redact_urls(&format!("proxy {:?}: {e}", redact(url))))?
         .no_proxy(reqwest::NoProxy::from_env());
     Ok(builder.proxy(p))
 }
@@ -62,14 +63,7 @@ pub fn unreachable(proxy: Option<&str>, chain: &str) -> Option<String> {
 
 /// The proxy URL without a password.
 pub fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(_)) => {
-            let (userinfo, host) = rest.rsplit_once('@').expect("an @");
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_string(),
-    }
+    crate::secret::redact_url(url)
 }
 
 #[cfg(test)]
@@ -86,6 +80,18 @@ mod tests {
                 .contains("http://HOST:PORT")
         );
         assert!(check("http://").is_err());
+    }
+
+    #[test]
+    fn a_malformed_proxy_url_is_refused_without_its_password() {
+        for url in ["bob:hunter2@proxy:3128", "ftp://bob:hunter2@proxy:3128"] {
+            let err = check(url).unwrap_err();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("bob:***@proxy:3128"), "{err}");
+        }
+        let builder = reqwest::blocking::Client::builder();
+        let err = configure(builder, Some("http://bob:hunter2@[::1")).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

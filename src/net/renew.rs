@@ -4,6 +4,10 @@
 //! unanswered attempt is repeated after half the time left in its phase, at
 //! least a minute apart. A pull can take hours, leases can be short.
 //!
+//! A broken or hostile server cannot make the client spin: the times it gives
+//! are floored ([`MIN_LEASE_TIME`]), and the notices are rate-limited
+//! ([`NoticeBudget`]).
+//!
 //! The timing is a pure function of the elapsed time ([`next_action`]); the
 //! loop ([`Renewer`]) runs against a [`Clock`] and a [`Server`], so tests use
 //! a fake clock instead of waiting for a lease to age.
@@ -14,6 +18,10 @@ use std::time::{Duration, Instant};
 
 /// Attempts in one phase are at least this far apart (RFC 2131: 60 s).
 pub const MIN_RETRY: Duration = Duration::from_secs(60);
+
+/// The least T1, T2 and lease time taken from a server: a T1 of 0 would
+/// otherwise make a tight REQUEST/ACK loop.
+pub const MIN_LEASE_TIME: Duration = Duration::from_secs(60);
 
 /// When the lease must be renewed, rebound, and when it is gone; measured
 /// from the moment it was granted.
@@ -26,17 +34,23 @@ pub struct Times {
 
 impl Times {
     /// T1 and T2 from the lease (options 58, 59), else 1/2 and 7/8 of its
-    /// time. `None` for an infinite lease (0xffffffff) or one without a time.
+    /// time, each at least [`MIN_LEASE_TIME`]. `None` for an infinite lease
+    /// (0xffffffff) or one without a time.
     pub fn of(lease: &Lease) -> Option<Times> {
-        let expiry = lease.lease_time?;
-        if expiry.as_secs() >= u64::from(u32::MAX) || expiry.is_zero() {
+        let expiry = lease.lease_time?.max(MIN_LEASE_TIME);
+        if expiry.as_secs() >= u64::from(u32::MAX) {
             return None;
         }
         let t2 = lease
             .rebinding
             .filter(|t| *t <= expiry)
-            .unwrap_or(expiry * 7 / 8);
-        let t1 = lease.renewal.filter(|t| *t <= t2).unwrap_or(expiry / 2);
+            .unwrap_or(expiry * 7 / 8)
+            .max(MIN_LEASE_TIME);
+        let t1 = lease
+            .renewal
+            .filter(|t| *t <= t2)
+            .unwrap_or(expiry / 2)
+            .max(MIN_LEASE_TIME);
         Some(Times {
             t1: t1.min(t2),
             t2,
@@ -111,6 +125,10 @@ pub struct Renewer<C: Clock, S: Server> {
     pub lease: Lease,
     granted: Duration,
     last_try: Option<Duration>,
+    /// The test knob `failback.dhcp_renew=`: replaces the first T1, below
+    /// the floor if asked; gone once the lease is granted again.
+    first_renewal: Option<Duration>,
+    notices: NoticeBudget,
 }
 
 impl<C: Clock, S: Server> Renewer<C, S> {
@@ -124,14 +142,42 @@ impl<C: Clock, S: Server> Renewer<C, S> {
             lease,
             granted,
             last_try: None,
+            first_renewal: None,
+            notices: NoticeBudget::new(granted),
         }
     }
 
+    /// Makes the first renewal `after` the grant instead of at T1.
+    pub fn with_first_renewal(mut self, after: Option<Duration>) -> Self {
+        self.first_renewal = after;
+        self
+    }
+
+    fn times(&self) -> Option<Times> {
+        let mut times = Times::of(&self.lease)?;
+        if let Some(first) = self.first_renewal {
+            times.t1 = first.min(times.t2);
+        }
+        Some(times)
+    }
+
     /// One step: sleeps, or makes one attempt. Returns what the operator
-    /// should be told (empty: nothing); `None` for a lease without an end:
-    /// nothing left to do, the caller stops.
+    /// should be told (empty: nothing, or too much said lately); `None` for
+    /// a lease without an end: nothing left to do, the caller stops.
     pub fn step(&mut self) -> Option<String> {
-        let times = Times::of(&self.lease)?;
+        let text = self.attempt()?;
+        if text.is_empty() {
+            return Some(text);
+        }
+        Some(
+            self.notices
+                .pass(self.clock.now(), text)
+                .unwrap_or_default(),
+        )
+    }
+
+    fn attempt(&mut self) -> Option<String> {
+        let times = self.times()?;
         let elapsed = self.clock.now().saturating_sub(self.granted);
         let rebind = match next_action(&times, elapsed, self.last_try) {
             Action::Sleep(d) => {
@@ -167,6 +213,7 @@ impl<C: Clock, S: Server> Renewer<C, S> {
         let old = std::mem::replace(&mut self.lease, new);
         self.granted = self.clock.now();
         self.last_try = None;
+        self.first_renewal = None;
         let new = &self.lease;
         let seconds = new.lease_time.map_or(0, |t| t.as_secs());
         let changed = old.address != new.address
@@ -209,6 +256,53 @@ impl<C: Clock, S: Server> Renewer<C, S> {
                 )
             }
         }
+    }
+}
+
+/// How many notices the renewal may print: a burst of [`NoticeBudget::BURST`],
+/// then one per [`NoticeBudget::REFILL`]; what it holds back is counted in the
+/// next one shown. Normal leases print one notice per renewal, hours apart.
+#[derive(Debug)]
+pub struct NoticeBudget {
+    left: u32,
+    refilled_at: Duration,
+    held_back: u32,
+}
+
+impl NoticeBudget {
+    pub const BURST: u32 = 5;
+    pub const REFILL: Duration = Duration::from_secs(600);
+
+    pub fn new(now: Duration) -> Self {
+        NoticeBudget {
+            left: Self::BURST,
+            refilled_at: now,
+            held_back: 0,
+        }
+    }
+
+    /// `text` if it may be shown at `now` (with the count of those held
+    /// back before it), else `None`.
+    pub fn pass(&mut self, now: Duration, text: String) -> Option<String> {
+        let earned = now.saturating_sub(self.refilled_at).as_secs() / Self::REFILL.as_secs();
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.left = self.left.saturating_add(earned).min(Self::BURST);
+            self.refilled_at = if self.left == Self::BURST {
+                now
+            } else {
+                self.refilled_at + Self::REFILL * earned
+            };
+        }
+        if self.left == 0 {
+            self.held_back = self.held_back.saturating_add(1);
+            return None;
+        }
+        self.left -= 1;
+        Some(match std::mem::take(&mut self.held_back) {
+            0 => text,
+            n => format!("{text} ({n} earlier DHCP notices not shown)"),
+        })
     }
 }
 
@@ -265,7 +359,13 @@ impl Server for LinkServer {
 
 /// Runs the renewal of `lease` on `link` in a background thread for the rest
 /// of the process; `notice` receives what the operator should be told.
-pub fn spawn(link: Link, lease: Lease, notice: impl Fn(String) + Send + 'static) {
+/// `first_renewal`: see [`Renewer::with_first_renewal`].
+pub fn spawn(
+    link: Link,
+    lease: Lease,
+    first_renewal: Option<Duration>,
+    notice: impl Fn(String) + Send + 'static,
+) {
     if Times::of(&lease).is_none() {
         return;
     }
@@ -277,7 +377,8 @@ pub fn spawn(link: Link, lease: Lease, notice: impl Fn(String) + Send + 'static)
     let spawned = std::thread::Builder::new()
         .name("dhcp-renew".into())
         .spawn(move || {
-            let mut renewer = Renewer::new(SystemClock(Instant::now()), server, interface, lease);
+            let mut renewer = Renewer::new(SystemClock(Instant::now()), server, interface, lease)
+                .with_first_renewal(first_renewal);
             while let Some(text) = renewer.step() {
                 if !text.is_empty() {
                     notice(text);
@@ -357,6 +458,39 @@ mod tests {
             Action::Sleep(s(62.5))
         );
         assert_eq!(next_action(&t, s(1000.0), Some(s(990.0))), Action::Expired);
+    }
+
+    #[test]
+    fn times_a_server_gives_are_floored_at_a_minute() {
+        let mut l = lease([10, 0, 2, 15], 0);
+        l.renewal = Some(s(0.0));
+        l.rebinding = Some(s(0.0));
+        let t = Times::of(&l).expect("a lease of 0 s still gets renewed");
+        assert_eq!((t.t1, t.t2, t.expiry), (s(60.0), s(60.0), s(60.0)));
+        let mut l = lease([10, 0, 2, 15], 1000);
+        l.renewal = Some(s(1.0));
+        l.rebinding = Some(s(2.0));
+        let t = Times::of(&l).unwrap();
+        assert_eq!((t.t1, t.t2, t.expiry), (s(60.0), s(60.0), s(1000.0)));
+    }
+
+    #[test]
+    fn the_notice_budget_allows_a_burst_then_one_per_ten_minutes_and_counts_the_rest() {
+        let mut b = NoticeBudget::new(s(0.0));
+        let shown: Vec<_> = (0..8)
+            .filter_map(|i| b.pass(s(f64::from(i) * 60.0), format!("n{i}")))
+            .collect();
+        assert_eq!(shown, ["n0", "n1", "n2", "n3", "n4"]);
+        assert_eq!(b.pass(s(599.0), "early".into()), None);
+        assert_eq!(
+            b.pass(s(600.0), "later".into()).as_deref(),
+            Some("later (4 earlier DHCP notices not shown)")
+        );
+        assert_eq!(b.pass(s(1100.0), "again".into()), None);
+        assert_eq!(
+            b.pass(s(1200.0), "ok".into()).as_deref(),
+            Some("ok (1 earlier DHCP notices not shown)")
+        );
     }
 
     /// A clock that only moves when slept on.
@@ -485,6 +619,42 @@ mod tests {
             "DHCP on eth0: address 10.0.2.15/24 changed to 10.0.2.42/24 (gateway 10.0.2.2) for 1000 s"
         );
         assert_eq!(r.lease.address, Ipv4Addr::new(10, 0, 2, 42));
+    }
+
+    #[test]
+    fn a_server_giving_t1_of_zero_gets_a_request_a_minute_and_few_notices() {
+        let mut hostile = lease([10, 0, 2, 15], 1);
+        hostile.renewal = Some(s(0.0));
+        hostile.rebinding = Some(s(0.0));
+        let (mut r, calls, _) = renewer((0..1000).map(|_| Ok(Some(hostile.clone()))).collect());
+        r.lease = hostile.clone();
+        let mut notices = Vec::new();
+        for _ in 0..200 {
+            let text = r.step().expect("a finite lease keeps the loop going");
+            if !text.is_empty() {
+                notices.push(text);
+            }
+            if r.clock.now() >= s(3600.0) {
+                break;
+            }
+        }
+        let calls = calls.borrow();
+        assert!(calls.len() <= 61, "{} requests in an hour", calls.len());
+        for pair in calls.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= 60.0, "{pair:?}");
+        }
+        // 5 at once, then one per 10 minutes.
+        assert!(notices.len() <= 11, "{notices:#?}");
+    }
+
+    #[test]
+    fn the_first_renewal_knob_is_not_floored() {
+        let (r, calls, _) = renewer(vec![Ok(Some(lease([10, 0, 2, 15], 1000)))]);
+        let mut r = r.with_first_renewal(Some(s(3.0)));
+        run(&mut r, 20.0);
+        assert_eq!(*calls.borrow(), [(3.0, "renew")]);
+        // The next T1 is the lease's own again: 13 + 500.
+        assert_eq!(r.times().unwrap().t1, s(500.0));
     }
 
     #[test]

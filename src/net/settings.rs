@@ -86,6 +86,16 @@ impl fmt::Display for IpConfig {
 }
 string_newtype!(IpConfig, IpConfig::parse);
 
+/// An 802.1Q VLAN id the kernel takes (0 and 4095 are reserved), else what
+/// would be right: one check for the preset and the kernel command line.
+pub fn vlan_id(id: u16) -> Result<u16, &'static str> {
+    if (1..=4094).contains(&id) {
+        Ok(id)
+    } else {
+        Err("a VLAN id from 1 to 4094")
+    }
+}
+
 /// An Ethernet MAC address, kept as `aa:bb:cc:dd:ee:ff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

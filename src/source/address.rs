@@ -42,9 +42,10 @@ impl Source {
         }
         match s.strip_prefix("https://") {
             Some(host) if !host.is_empty() => Ok(Source::Agent(s)),
+            // A URL's password stays out of the refusal.
             _ => invalid(
                 "a source",
-                &s,
+                &crate::secret::redact_urls(&s),
                 "use https://HOST:PORT (the agent) or ebs://snap-ID",
             ),
         }
@@ -67,3 +68,15 @@ impl fmt::Display for Source {
     }
 }
 string_newtype!(Source, Source::parse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_source_is_quoted_without_a_password() {
+        let err = Source::parse("http://bob:hunter2@10.0.0.5:1500".into()).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("bob:***@10.0.0.5:1500"), "{err}");
+    }
+}

@@ -198,13 +198,7 @@ impl BlockSource for AgentSource {
         let path = format!("/v1/volumes/{volume}/hashes?start={start}&count={count}");
         let resp = self.send(self.client.get(self.url(&path)))?;
         let body = resp.bytes().map_err(|e| self.transport(e))?;
-        if u64::try_from(body.len()).ok() != count.checked_mul(32) {
-            return Err(self.protocol(format!("{} bytes of hashes for {count} blocks", body.len())));
-        }
-        Ok(body
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("32 bytes"))
-            .collect())
+        wire::hashes(&body, count).map_err(|m| self.protocol(m))
     }
 
     fn blocks(

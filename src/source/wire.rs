@@ -1,7 +1,8 @@
 //! The agent's block stream: `POST /v1/volumes/{id}/blocks` answers with frames
-//! `index: u64 LE | encoding: u8 | length: u32 LE | payload`, one per requested block.
+//! `index: u64 LE | encoding: u8 | length: u32 LE | payload`, one per requested block;
+//! `GET /v1/volumes/{id}/hashes` answers with 32 bytes of SHA-256 per block ([`hashes`]).
 
-use crate::block::BLOCK_SIZE;
+use crate::block::{BLOCK_SIZE, Hash};
 use std::io::{self, Read};
 
 /// Frame header size in bytes.
@@ -97,6 +98,17 @@ pub fn read_frame(
         index,
         wire_bytes: (HEADER + length) as u64,
     }))
+}
+
+/// The hashes in the body of an answer to a hashes request for `count` blocks.
+pub fn hashes(body: &[u8], count: u64) -> Result<Vec<Hash>, String> {
+    if u64::try_from(body.len()).ok() != count.checked_mul(32) {
+        return Err(format!("{} bytes of hashes for {count} blocks", body.len()));
+    }
+    Ok(body
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect())
 }
 
 #[cfg(test)]

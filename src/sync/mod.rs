@@ -123,7 +123,7 @@ impl<'a> Puller<'a> {
         confirm: &mut dyn FnMut(&[PlanSummary]) -> bool,
     ) -> Result<Summary, Error> {
         let start = Instant::now();
-        fixed_mmap_threshold();
+        crate::block::fixed_mmap_threshold();
         let volumes = self.retrying("list volumes", &AtomicU64::default(), || {
             self.source.volumes()
         })?;
@@ -219,16 +219,6 @@ impl<'a> Puller<'a> {
     ) -> Result<T, Error> {
         retry::retrying(self.opts.max_attempts, what, retries, f)
     }
-}
-
-/// Buffers of 128 KiB and more are mapped and unmapped each time they are made and
-/// dropped. Each window's threads make their buffers anew; glibc's threshold, which
-/// rises to the largest buffer freed, would put them in per-thread arenas that keep
-/// what they held, and the client's RSS grew with the number of windows (19 MiB at
-/// 1 GiB, 39 MiB at 16 TiB; 15 MiB at 16 TiB with the threshold fixed).
-fn fixed_mmap_threshold() {
-    // SAFETY: mallopt only changes a setting of the allocator; any thread may call it.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
 }
 
 #[cfg(test)]

@@ -152,20 +152,24 @@ pub struct Session {
     /// The source as reports name it.
     name: String,
     report: ReportTo,
+    /// Told on the console before the pull (an EBS endpoint over plain http).
+    warnings: Vec<String>,
 }
 
 impl Session {
     /// Opens the source (no connection yet); an agent is also the collector of
     /// this session's report unless [`Session::reporting`] names another.
     pub fn open(settings: &SourceSettings) -> Result<Self> {
+        let mut warnings = Vec::new();
         let (source, agent): (Arc<dyn BlockSource>, _) = match &settings.source {
             Source::Agent(url) => {
                 let source = Arc::new(AgentSource::new(settings.agent(url)?)?);
                 (source.clone(), Some(source))
             }
             Source::Ebs { snapshot, base } => {
-                let source = EbsSource::new(settings.ebs(snapshot, base)?)?;
-                (Arc::new(source), None)
+                let cfg = settings.ebs(snapshot, base)?;
+                warnings.extend(cfg.warning());
+                (Arc::new(EbsSource::new(cfg)?), None)
             }
         };
         Ok(Session {
@@ -173,6 +177,7 @@ impl Session {
             agent,
             name: settings.source.to_string(),
             report: ReportTo::default(),
+            warnings,
         })
     }
 
@@ -238,6 +243,11 @@ impl Session {
             reporters.push(c);
         }
         let reporter = Tee(reporters);
+        for message in &self.warnings {
+            reporter.report(&Event::Notice {
+                message: message.clone(),
+            });
+        }
         let result = work(&Running {
             source: &*self.source,
             reporter: &reporter,

@@ -1,6 +1,6 @@
 //! A small test-only EBS server on 127.0.0.1 (ListSnapshotBlocks, ListChangedBlocks,
 //! GetSnapshotBlock with checksums, SigV4 checked by its credential scope), scripted to
-//! misbehave: what moto cannot do. Used by tests/ebs_fake.rs and the dashboard test.
+//! misbehave: what moto cannot do. Used by tests/ebs_fake.rs and tests/dashboard.rs.
 #![allow(dead_code)] // each test binary uses its own part
 
 use sha2::{Digest, Sha256};
@@ -27,11 +27,15 @@ pub struct Script {
     pub corrupt_once: Vec<u64>,
     /// Every request answers this (status, error type, message).
     pub error: Option<(u16, &'static str, &'static str)>,
+    /// Every listing page hands out a new NextToken, forever.
+    pub endless: bool,
 }
 
 pub struct Fake {
     pub block_size: u64,
     pub gib: u64,
+    /// Snapshot id -> its VolumeSize, where not `gib` (a volume that grew).
+    pub gib_of: BTreeMap<String, u64>,
     /// Snapshot id -> blocks.
     pub snaps: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
     pub script: Mutex<Script>,
@@ -85,14 +89,21 @@ impl Fake {
             .filter_map(|kv| kv.split_once('='))
             .collect();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // Like moto, ListChangedBlocks gives the size of the first (base) snapshot.
+        let sized = q
+            .get("firstSnapshotId")
+            .or(parts.get(1))
+            .copied()
+            .unwrap_or_default();
         let page_of = |items: Vec<serde_json::Value>| {
-            let start: usize = q
-                .get("pageToken")
-                .map_or(0, |t| t.trim_start_matches("p").parse().unwrap());
+            let start: usize = q.get("pageToken").map_or(0, |t| {
+                let t = t.trim_start_matches("p");
+                t.split('.').next().unwrap().parse().unwrap()
+            });
             let end = (start + script.page).min(items.len());
             let mut v = serde_json::json!({
                 "BlockSize": self.block_size,
-                "VolumeSize": self.gib,
+                "VolumeSize": self.gib_of.get(sized).copied().unwrap_or(self.gib),
                 "ExpiryTime": 1.7e9,
             });
             let key = if path.ends_with("changedblocks") {
@@ -103,6 +114,10 @@ impl Fake {
             v[key] = serde_json::Value::Array(items[start..end].to_vec());
             if end < items.len() {
                 v["NextToken"] = format!("p{end}").into();
+            } else if script.endless && self.requests.load(SeqCst) < 5000 {
+                // (5000: so that a client that never stops does not hang the test)
+                let n = self.requests.load(SeqCst);
+                v["NextToken"] = format!("p{end}.{n}").into();
             }
             v
         };
@@ -189,6 +204,9 @@ pub fn serve(fake: Arc<Fake>) -> String {
 }
 
 pub fn handle(conn: TcpStream, fake: &Fake) {
+    // Head and body go in two writes: without this, each answer waits for a
+    // delayed ACK (40 ms), and thousands of pages take minutes.
+    let _ = conn.set_nodelay(true);
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
@@ -280,6 +298,7 @@ pub fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script)
     Arc::new(Fake {
         block_size: bs,
         gib: 1,
+        gib_of: BTreeMap::new(),
         snaps: snaps.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         script: Mutex::new(script),
         gets: AtomicUsize::new(0),

@@ -78,7 +78,7 @@ impl Client {
             None => format!("/snapshots/{}/blocks", encode(snap)),
             Some(_) => format!("/snapshots/{}/changedblocks", encode(snap)),
         };
-        let mut pages = Pages::default();
+        let mut pages = Pages::new(snap);
         let mut token: Option<String> = None;
         loop {
             let mut query = vec![("maxResults", "10000".to_string())];
@@ -95,6 +95,18 @@ impl Client {
                 None => return pages.finish(&what),
             }
         }
+    }
+
+    /// The VolumeSize (GiB) of `snapshot`, from the first page of its
+    /// ListSnapshotBlocks (ListChangedBlocks does not say whose size it gives).
+    pub fn volume_gib(&self, snapshot: &str) -> Result<u64, Error> {
+        let what = format!("ListSnapshotBlocks {snapshot}");
+        let path = format!("/snapshots/{}/blocks", encode(snapshot));
+        let resp = self.request(&what, &path, &[("maxResults", "100".to_string())])?;
+        let body = resp.bytes().map_err(|e| self.transport(&what, e))?;
+        let mut pages = Pages::new(snapshot);
+        pages.add(&what, &body)?;
+        Ok(pages.volume_gib())
     }
 
     /// GetSnapshotBlock, checked against x-amz-Data-Length and x-amz-Checksum.
@@ -117,29 +129,14 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let length = header("x-amz-Data-Length").and_then(|v| v.trim().parse::<u64>().ok());
-            let checksum = header("x-amz-Checksum");
-            let algorithm = header("x-amz-Checksum-Algorithm");
+            let headers = BlockHeaders {
+                length: header("x-amz-Data-Length"),
+                checksum: header("x-amz-Checksum"),
+                algorithm: header("x-amz-Checksum-Algorithm"),
+            };
             let data = resp.bytes().map_err(|e| self.transport(&what, e))?;
-            let sha: Hash = Sha256::digest(&data).into();
-            if length != Some(data.len() as u64) || data.len() as u64 != block_size {
-                Err(Error::Length {
-                    snapshot: snap.clone(),
-                    index,
-                    got: data.len(),
-                    header: length,
-                    block_size,
-                })
-            } else if algorithm.is_some_and(|a| !a.eq_ignore_ascii_case("SHA256"))
-                || checksum.as_deref().and_then(decode_sha256) != Some(sha)
-            {
-                Err(Error::Checksum {
-                    snapshot: snap.clone(),
-                    index,
-                })
-            } else {
-                Ok((data.into(), sha))
-            }
+            let sha = check_block(snap, index, block_size, &headers, &data)?;
+            Ok((data.into(), sha))
         })
     }
 
@@ -232,6 +229,51 @@ impl Client {
             what: what.into(),
             message,
         }
+    }
+}
+
+/// The headers of a GetSnapshotBlock answer that vouch for its data.
+#[derive(Debug, Default)]
+pub(super) struct BlockHeaders {
+    pub length: Option<String>,
+    pub checksum: Option<String>,
+    pub algorithm: Option<String>,
+}
+
+/// Checks block `index` of `snapshot` against its headers and the block size;
+/// gives its SHA-256 (the checksum it matched).
+pub(super) fn check_block(
+    snapshot: &str,
+    index: u64,
+    block_size: u64,
+    headers: &BlockHeaders,
+    data: &[u8],
+) -> Result<Hash, Error> {
+    let length = headers
+        .length
+        .as_deref()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let sha: Hash = Sha256::digest(data).into();
+    if length != Some(data.len() as u64) || data.len() as u64 != block_size {
+        Err(Error::Length {
+            snapshot: snapshot.to_string(),
+            index,
+            got: data.len(),
+            header: length,
+            block_size,
+        })
+    } else if headers
+        .algorithm
+        .as_deref()
+        .is_some_and(|a| !a.eq_ignore_ascii_case("SHA256"))
+        || headers.checksum.as_deref().and_then(decode_sha256) != Some(sha)
+    {
+        Err(Error::Checksum {
+            snapshot: snapshot.to_string(),
+            index,
+        })
+    } else {
+        Ok(sha)
     }
 }
 

@@ -76,6 +76,14 @@ pub enum Error {
         "EBS snapshot {snapshot} reports BlockSize {size}: failback reads block sizes that divide 524288"
     )]
     BlockSize { snapshot: String, size: u64 },
+    #[error(
+        "EBS snapshot {snapshot} reports VolumeSize {gib} GiB: more than EBS's largest volume ({max} GiB)"
+    )]
+    VolumeSize {
+        snapshot: String,
+        gib: u64,
+        max: u64,
+    },
     #[error("SigV4 signing failed: {0}")]
     Sign(String),
     /// A TLS refusal for the certificate's dates: the local clock (one line).

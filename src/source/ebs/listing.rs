@@ -6,6 +6,9 @@
 //! snapshot reporting a smaller size that divides 512 KiB is read as groups of
 //! its blocks. An engine block is fetched when the snapshot holds any block of
 //! its group, else it is zeros.
+//!
+//! Sizes from the service are checked: a VolumeSize beyond EBS's largest volume
+//! is refused, and the pages of one call end within the volume's block count.
 
 use super::Error;
 use crate::block::BLOCK_SIZE;
@@ -61,14 +64,55 @@ pub(super) struct BlockList {
     pub entries: Vec<(u64, Option<String>)>,
 }
 
-/// The pages of one listing call, read one after the other.
-#[derive(Default)]
+/// EBS's largest volume (io2 Block Express: 64 TiB), in GiB.
+pub(super) const MAX_VOLUME_GIB: u64 = 64 << 10;
+
+/// The size in bytes of a volume of `gib` GiB, refused beyond [`MAX_VOLUME_GIB`].
+pub(super) fn volume_bytes(snapshot: &str, gib: u64) -> Result<u64, Error> {
+    match gib.checked_mul(1 << 30) {
+        Some(bytes) if gib <= MAX_VOLUME_GIB => Ok(bytes),
+        _ => Err(Error::VolumeSize {
+            snapshot: snapshot.to_string(),
+            gib,
+            max: MAX_VOLUME_GIB,
+        }),
+    }
+}
+
+/// Engine blocks per API block of `bs` bytes, refused unless `bs` divides 512 KiB.
+fn ratio(snapshot: &str, bs: u64) -> Result<u64, Error> {
+    if bs == 0 || bs > BLOCK_SIZE || !BLOCK_SIZE.is_multiple_of(bs) {
+        return Err(Error::BlockSize {
+            snapshot: snapshot.to_string(),
+            size: bs,
+        });
+    }
+    Ok(BLOCK_SIZE / bs)
+}
+
+/// The pages of one listing call of `snapshot`, read one after the other.
 pub(super) struct Pages {
+    snapshot: String,
     list: BlockList,
     seen_tokens: BTreeSet<String>,
+    pages: u64,
+    /// API blocks in the volume, from the first page: no call lists more
+    /// blocks, nor needs more pages (a server handing out new NextTokens
+    /// forever would otherwise keep the client paging forever).
+    blocks: u64,
 }
 
 impl Pages {
+    pub fn new(snapshot: &str) -> Self {
+        Pages {
+            snapshot: snapshot.to_string(),
+            list: BlockList::default(),
+            seen_tokens: BTreeSet::new(),
+            pages: 0,
+            blocks: 0,
+        }
+    }
+
     /// Adds a page (the JSON body of an answer to `what`); gives the NextToken
     /// to ask the next page with, `None` after the last page.
     pub fn add(&mut self, what: &str, body: &[u8]) -> Result<Option<String>, Error> {
@@ -77,6 +121,14 @@ impl Pages {
             message,
         };
         let page: Page = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
+        self.pages += 1;
+        if self.pages == 1 {
+            let (Some(bs), Some(gib)) = (page.block_size, page.volume_size) else {
+                return Err(malformed("no BlockSize or VolumeSize".into()));
+            };
+            ratio(&self.snapshot, bs)?;
+            self.blocks = volume_bytes(&self.snapshot, gib)? / bs;
+        }
         let out = &mut self.list;
         if let Some(bs) = page.block_size {
             out.block_size = bs;
@@ -94,7 +146,20 @@ impl Pages {
                 .into_iter()
                 .map(|b| (b.block_index, b.second_block_token)),
         );
-        match page.next_token.filter(|t| !t.is_empty()) {
+        if out.entries.len() as u64 > self.blocks {
+            return Err(malformed(format!(
+                "more blocks listed than the volume's {}",
+                self.blocks
+            )));
+        }
+        let next = page.next_token.filter(|t| !t.is_empty());
+        if next.is_some() && self.pages >= self.blocks.max(1) {
+            return Err(malformed(format!(
+                "still paging after {} pages, for a volume of {} blocks",
+                self.pages, self.blocks
+            )));
+        }
+        match next {
             Some(t) if !self.seen_tokens.insert(t.clone()) => {
                 Err(malformed("NextToken repeats an earlier page".into()))
             }
@@ -110,7 +175,23 @@ impl Pages {
                 message: "no BlockSize or VolumeSize".into(),
             });
         }
+        // Beyond EBS's largest volume the size in bytes may wrap, and the plan of
+        // every block would not fit in memory.
+        if self.list.volume_gib > MAX_VOLUME_GIB {
+            return Err(Error::Malformed {
+                what: what.to_string(),
+                message: format!(
+                    "VolumeSize {} GiB is beyond EBS's largest volume ({MAX_VOLUME_GIB} GiB)",
+                    self.list.volume_gib
+                ),
+            });
+        }
         Ok(self.list)
+    }
+
+    /// The VolumeSize (GiB) the pages so far reported.
+    pub fn volume_gib(&self) -> u64 {
+        self.list.volume_gib
     }
 }
 
@@ -119,12 +200,16 @@ pub(super) enum Listed {
     /// ListSnapshotBlocks (no base snapshot): every block of the volume is looked at.
     Snapshot(BlockList),
     /// ListChangedBlocks against a base snapshot: only the changed blocks are
-    /// looked at. With API blocks smaller than the engine's, a changed group
-    /// needs the tokens of all its blocks, changed or not: `all`
-    /// (ListSnapshotBlocks) gives them (see [`Listed::needs_all`]).
+    /// looked at, and the blocks past the end of the base (`base_gib` GiB) when
+    /// the volume grew: neither snapshot may hold them, and then nothing lists
+    /// them, yet the target holds whatever was there. With API blocks smaller
+    /// than the engine's, a changed group needs the tokens of all its blocks,
+    /// changed or not: `all` (ListSnapshotBlocks) gives them (see
+    /// [`Listed::needs_all`]).
     Changes {
         changed: BlockList,
         all: Option<BlockList>,
+        base_gib: u64,
     },
 }
 
@@ -138,24 +223,19 @@ impl Listed {
 /// The listing of `snapshot`: its size, its blocks' tokens, and which engine
 /// blocks to fetch or to zero.
 pub(super) fn plan(snapshot: &str, listed: &Listed) -> Result<Listing, Error> {
-    let (list, changed) = match listed {
-        Listed::Snapshot(all) => (all, None),
-        Listed::Changes { changed, all: None } => (changed, Some(changed)),
+    let (list, changed, base_gib) = match listed {
+        Listed::Snapshot(all) => (all, None, 0),
         Listed::Changes {
             changed,
-            all: Some(all),
-        } => (all, Some(changed)),
+            all,
+            base_gib,
+        } => (all.as_ref().unwrap_or(changed), Some(changed), *base_gib),
     };
     let bs = list.block_size;
-    if bs == 0 || bs > BLOCK_SIZE || !BLOCK_SIZE.is_multiple_of(bs) {
-        return Err(Error::BlockSize {
-            snapshot: snapshot.to_string(),
-            size: bs,
-        });
-    }
-    let ratio = BLOCK_SIZE / bs;
-    let size = list.volume_gib << 30;
+    let ratio = ratio(snapshot, bs)?;
+    let size = volume_bytes(snapshot, list.volume_gib)?;
     let n = size.div_ceil(BLOCK_SIZE);
+    let base_n = volume_bytes(snapshot, base_gib)?.div_ceil(BLOCK_SIZE);
     let mut tokens = HashMap::new();
     for (i, t) in &list.entries {
         if let Some(t) = t {
@@ -165,11 +245,19 @@ pub(super) fn plan(snapshot: &str, listed: &Listed) -> Result<Listing, Error> {
     // Engine blocks worth a look, then split by whether any part is present.
     let look: BTreeSet<u64> = match changed {
         None => (0..n).collect(),
-        Some(c) => c.entries.iter().map(|(i, _)| i / ratio).collect(),
+        Some(c) => c
+            .entries
+            .iter()
+            .map(|(i, _)| i / ratio)
+            .chain(base_n..n)
+            .collect(),
     };
+    // Engine blocks holding any API block: from the tokens, not by trying each API
+    // block of each group (a BlockSize of 1 made that 2^19 lookups a block).
+    let held: BTreeSet<u64> = tokens.keys().map(|j| j / ratio).collect();
     let mut candidates = Candidates::default();
     for i in look.into_iter().filter(|&i| i < n) {
-        if (i * ratio..(i + 1) * ratio).any(|j| tokens.contains_key(&j)) {
+        if held.contains(&i) {
             candidates.fetch.push(i);
         } else {
             candidates.zero.push(i);
@@ -202,7 +290,7 @@ mod tests {
     }
 
     fn read(what: &str, pages: &[&str]) -> Result<BlockList, Error> {
-        let mut p = Pages::default();
+        let mut p = Pages::new("snap-1");
         for (k, page) in pages.iter().enumerate() {
             let next = p.add(what, page.as_bytes())?;
             assert_eq!(next.is_some(), k + 1 < pages.len(), "page {k}: {next:?}");
@@ -236,7 +324,7 @@ mod tests {
     #[test]
     fn malformed_pages_are_refused() {
         let page = r#"{"Blocks":[],"BlockSize":524288,"VolumeSize":1,"NextToken":"again"}"#;
-        let mut p = Pages::default();
+        let mut p = Pages::new("snap-1");
         assert_eq!(
             p.add("X", page.as_bytes()).unwrap().as_deref(),
             Some("again")
@@ -251,6 +339,17 @@ mod tests {
         );
         let err = read("X", &["<html>"]).unwrap_err();
         assert!(matches!(err, Error::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_volume_size_beyond_ebs_largest_is_refused() {
+        // 2^34 GiB would wrap the size in bytes; 2^20 GiB would plan 2^31 blocks.
+        for gib in [1u64 << 34, 1 << 20] {
+            let page = format!(r#"{{"Blocks":[],"BlockSize":524288,"VolumeSize":{gib}}}"#);
+            let err = read("X", &[&page]).unwrap_err();
+            assert!(err.to_string().contains("VolumeSize"), "{gib}: {err}");
+        }
+        assert!(read("X", &[r#"{"BlockSize":524288,"VolumeSize":65536}"#]).is_ok());
     }
 
     #[test]
@@ -289,6 +388,7 @@ mod tests {
             &Listed::Changes {
                 changed: changed.clone(),
                 all: None,
+                base_gib: 1,
             },
         )
         .unwrap();
@@ -307,6 +407,7 @@ mod tests {
             &Listed::Changes {
                 changed,
                 all: Some(all),
+                base_gib: 1,
             },
         )
         .unwrap();
@@ -314,6 +415,77 @@ mod tests {
         assert_eq!(got.candidates.fetch, [2]);
         assert_eq!(got.candidates.zero, [3]);
         assert_eq!(got.tokens.get(&8).map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn a_volume_that_grew_since_the_base_zeros_its_unlisted_extension() {
+        // 1 GiB base, 2 GiB now: nothing lists the extension's empty blocks.
+        let mut changed = list(BLOCK_SIZE, &[(3, Some("t3")), (N + 5, Some("t"))]);
+        changed.volume_gib = 2;
+        let got = plan(
+            "snap-1",
+            &Listed::Changes {
+                changed,
+                all: None,
+                base_gib: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(got.size, 2 << 30);
+        assert_eq!(got.candidates.fetch, [3, N + 5]);
+        let zero = &got.candidates.zero;
+        assert_eq!(zero.len() as u64, N - 1, "the extension but block N + 5");
+        assert_eq!((zero[0], zero[zero.len() - 1]), (N, 2 * N - 1));
+    }
+
+    #[test]
+    fn a_volume_size_beyond_ebs_is_refused_not_wrapped() {
+        for gib in [MAX_VOLUME_GIB + 1, (1 << 34) + 1, u64::MAX] {
+            let mut l = list(BLOCK_SIZE, &[]);
+            l.volume_gib = gib;
+            let err = plan("snap-1", &Listed::Snapshot(l)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("EBS snapshot snap-1 reports VolumeSize {gib} GiB")),
+                "{err}"
+            );
+            let page = format!(r#"{{"Blocks":[],"BlockSize":524288,"VolumeSize":{gib}}}"#);
+            let err = read("X", &[page.as_str()]).unwrap_err();
+            assert!(matches!(err, Error::VolumeSize { .. }), "{err}");
+        }
+        assert!(plan("snap-1", &Listed::Snapshot(list(BLOCK_SIZE, &[]))).is_ok());
+    }
+
+    #[test]
+    fn paging_ends_within_the_volumes_block_count() {
+        // 1 GiB of 512 KiB blocks: 2048 blocks, so at most 2048 pages.
+        let mut p = Pages::new("snap-1");
+        let mut pages = 0;
+        let err = loop {
+            pages += 1;
+            assert!(pages <= 5000, "still paging");
+            let page = format!(
+                r#"{{"Blocks":[],"BlockSize":524288,"VolumeSize":1,"NextToken":"p{pages}"}}"#
+            );
+            if let Err(e) = p.add("X", page.as_bytes()) {
+                break e;
+            }
+        };
+        assert_eq!(pages, 2048);
+        assert!(
+            err.to_string().contains("still paging after 2048 pages"),
+            "{err}"
+        );
+        // More blocks than the volume holds.
+        let blocks: Vec<String> = (0..2049)
+            .map(|i| format!(r#"{{"BlockIndex":{i},"BlockToken":"t"}}"#))
+            .collect();
+        let page = format!(
+            r#"{{"Blocks":[{}],"BlockSize":524288,"VolumeSize":1}}"#,
+            blocks.join(",")
+        );
+        let err = read("X", &[page.as_str()]).unwrap_err();
+        assert!(err.to_string().contains("more blocks listed"), "{err}");
     }
 
     #[test]

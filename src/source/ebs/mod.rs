@@ -23,6 +23,8 @@
 
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod settings;
 
@@ -104,7 +106,10 @@ impl EbsSource {
         let listed = match &self.cfg().base {
             None => Listed::Snapshot(self.client.list(None)?),
             Some(base) => {
-                let changed = self.client.list(Some(base))?;
+                let mut changed = self.client.list(Some(base))?;
+                // The volume may have grown since the base: each snapshot's own size.
+                changed.volume_gib = self.client.volume_gib(&self.cfg().snapshot)?;
+                let base_gib = self.client.volume_gib(base)?;
                 // Groups of smaller blocks: a changed group needs the tokens of
                 // all its blocks, changed or not.
                 let all = if Listed::needs_all(&changed) {
@@ -112,7 +117,11 @@ impl EbsSource {
                 } else {
                     None
                 };
-                Listed::Changes { changed, all }
+                Listed::Changes {
+                    changed,
+                    all,
+                    base_gib,
+                }
             }
         };
         listing::plan(&self.cfg().snapshot, &listed)

@@ -2,11 +2,13 @@
 //! the command line, the AWS environment variables and the preset.
 
 use super::Error;
+use crate::secret::{REDACTED, redact_url};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// The preset's `[aws]` section: what PID 1, which has no AWS environment, pulls with.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The preset's `[aws]` section: what PID 1, which has no AWS environment, pulls
+/// with. `Debug` shows the key id only.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Aws {
     pub region: Option<String>,
@@ -15,6 +17,19 @@ pub struct Aws {
     pub session_token: Option<String>,
     /// Endpoint URL override (e.g. a VPC endpoint).
     pub endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for Aws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| REDACTED);
+        f.debug_struct("Aws")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 /// AWS credentials; `Debug` shows the key id only.
@@ -29,10 +44,10 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
+            .field("secret_access_key", &REDACTED)
             .field(
                 "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
+                &self.session_token.as_ref().map(|_| REDACTED),
             )
             .finish()
     }
@@ -80,7 +95,7 @@ impl EbsConfig {
             .or_else(|| preset.and_then(|p| p.endpoint.clone()))
             .unwrap_or_else(|| format!("https://ebs.{region}.amazonaws.com"));
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            return Err(Error::BadEndpoint(endpoint));
+            return Err(Error::BadEndpoint(redact_url(&endpoint)));
         }
         let (access_key_id, secret_access_key, session_token) =
             match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
@@ -112,6 +127,20 @@ impl EbsConfig {
     }
 }
 
+impl EbsConfig {
+    /// What the operator should be told about these settings before the pull:
+    /// a plain `http://` endpoint (tests, or a proxy the operator runs) lets
+    /// anyone on the way forge the blocks together with their checksums.
+    pub fn warning(&self) -> Option<String> {
+        self.endpoint.starts_with("http://").then(|| {
+            format!(
+                "the EBS endpoint {} is plain http://: block data and checksums can be forged in transit; use https://",
+                redact_url(&self.endpoint)
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +163,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.endpoint, "https://ebs.eu-west-3.amazonaws.com");
+        assert_eq!(c.warning(), None);
         assert!(!format!("{c:?}").contains("very-secret"));
         let c = cfg(&[
             ("AWS_REGION", "eu-west-3"),
@@ -144,10 +174,34 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.endpoint, "http://127.0.0.1:2");
+        assert!(
+            c.warning().is_some_and(
+                |w| w.starts_with("the EBS endpoint http://127.0.0.1:2 is plain http://")
+            ),
+            "{:?}",
+            c.warning()
+        );
         assert!(matches!(
             cfg(&[("AWS_REGION", "x")]),
             Err(Error::NoCredentials)
         ));
         assert!(matches!(cfg(&[]), Err(Error::NoRegion)));
+    }
+
+    #[test]
+    fn the_presets_aws_section_debugs_without_its_secrets() {
+        let aws = Aws {
+            region: Some("eu-west-3".into()),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("wJalrXUtnFEMI".into()),
+            session_token: Some("FwoGZXIvYXdzEXAMPLE".into()),
+            endpoint: None,
+        };
+        let shown = format!("{aws:?}");
+        assert!(
+            !shown.contains("wJalrXUtnFEMI") && !shown.contains("FwoGZXIvYXdzEXAMPLE"),
+            "{shown}"
+        );
+        assert!(shown.contains("AKIDEXAMPLE"), "{shown}");
     }
 }

@@ -12,16 +12,33 @@ use std::path::PathBuf;
 #[command(
     name = "failback",
     version,
-    about = "Fail back disks from AWS to the original hosts"
+    about = "Fail back disks from AWS to the original hosts",
+    long_about = "Fail back disks from AWS to the original hosts: `serve` on the recovery \
+        instance in AWS, `build` a boot image (ISO, PXE tree, cloud images) on any Linux \
+        host, boot it on the original host (or `pull` from a running Linux), and only the \
+        blocks that differ come back, each verified.",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The whole story, one line per role (`failback COMMAND --help` for each).
+const EXAMPLES: &str = "Examples:
+  failback serve --volume system=/dev/nvme0n1 --volume data=/dev/nvme1n1
+  failback build --config failback.toml --out out
+  failback pull --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a --map system=/dev/sda
+  failback disks
+  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a";
+
 #[derive(Subcommand)]
 enum Command {
-    /// Build the boot image: PXE tree (kernel + initramfs) and checksums.
+    /// Build the boot image: hybrid ISO (BIOS, UEFI, Secure Boot; CD and USB), PXE
+    /// tree and checksums, from the Debian inputs (scripts/fetch-inputs.sh).
+    #[command(after_help = "Examples:
+  failback build --config failback.toml
+  failback build --out out --serial ttyS1 --append failback.progress=json")]
     Build {
         /// Unpacked Debian packages (scripts/fetch-inputs.sh).
         #[arg(long, default_value = "inputs")]
@@ -65,7 +82,11 @@ enum Command {
     /// Run as PID 1 in the initramfs (automatic when started as /init).
     #[command(hide = true)]
     Init,
-    /// List local disks with their identity.
+    /// List local disks with their identity (size, model, serial, wwn, by-path name,
+    /// GPT disk GUID and MBR signature when readable): the names a mapping can use.
+    #[command(after_help = "Examples:
+  failback disks
+  failback disks --json")]
     Disks {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -75,9 +96,26 @@ enum Command {
         sys_block: PathBuf,
     },
     /// Pull remote volumes into local disks or images (only the blocks that differ).
+    #[command(after_help = "Examples:
+  failback pull --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a --map system=/dev/sda --map data=serial:S4EVNF0M
+  failback pull --source ebs://snap-0123456789abcdef0 --map snap-0123456789abcdef0=/dev/sdb --dry-run
+  failback pull --source ebs://snap-0123456789abcdef1?base=snap-0123456789abcdef0 --map snap-0123456789abcdef1=/dev/sdb --yes
+
+  failback pull --source ebs://snap-0123456789abcdef0 --map snap-0123456789abcdef0=/dev/sdb --yes --host db-3 --report https://10.0.0.5:1500 --report-fingerprint e40c-b277-58bf-ec98-20c4-ed9a
+
+The token is read from FAILBACK_TOKEN (or --token); AWS credentials and region from the
+usual AWS_* variables; the collector's token from FAILBACK_REPORT_TOKEN.")]
     Pull(sync::cli::PullArgs),
-    /// Serve volumes read-only to `failback pull` (the agent); without volumes, a
-    /// collector of the fleet's reports with its dashboard.
+    /// Serve volumes read-only to `failback pull` (the agent, on the recovery instance);
+    /// without volumes, a collector of the fleet's reports with its dashboard.
+    #[command(after_help = "Examples:
+  failback serve --volume system=/dev/nvme0n1 --volume data=/dev/nvme1n1
+  failback serve --volume disk=/srv/disk.img --listen 127.0.0.1:1500 --state-dir /var/lib/failback
+  failback serve --listen 0.0.0.0:1500 --log json
+
+It prints its certificate's fingerprint (type its first groups on the client) and, the first
+time, the token it made (kept in the state directory). Without --volume it is a collector
+only: pulls report to it with --report, and its dashboard is at https://HOST:PORT/.")]
     Serve(agent::ServeArgs),
     /// Show the fleet as an agent collecting its reports sees it; fails while any
     /// host has failed.
@@ -151,5 +189,50 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => sync::cli::run(args),
         Command::Serve(args) => agent::run(args),
         Command::Status(args) => agent::status::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The `failback ...` lines of a help text's examples, as words.
+    fn examples(help: &str) -> Vec<Vec<String>> {
+        help.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("failback "))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    }
+
+    #[test]
+    fn every_command_has_examples_and_they_parse() {
+        let mut cli = Cli::command();
+        let top = cli.render_long_help().to_string();
+        let mut all = examples(&top);
+        assert!(all.len() >= 3, "failback --help shows the story: {top}");
+        for sub in cli.get_subcommands_mut().filter(|c| !c.is_hide_set()) {
+            let name = sub.get_name().to_string();
+            if name == "help" {
+                continue;
+            }
+            let help = sub.render_long_help().to_string();
+            let own = examples(&help);
+            assert!(
+                !own.is_empty(),
+                "failback {name} --help has no example:\n{help}"
+            );
+            assert!(
+                own.iter().all(|words| words[1] == name),
+                "failback {name}'s examples are its own: {own:?}"
+            );
+            all.extend(own);
+        }
+        for words in all {
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("the example `{}` does not parse: {e}", words.join(" "));
+            }
+        }
     }
 }

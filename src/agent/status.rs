@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Arguments of `failback status`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a"
+    after_help = "Examples:\n  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a\n  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a --json\n\nThe token is read from FAILBACK_TOKEN (or --token). The exit status is 1 while any host has failed."
 )]
 pub struct StatusArgs {
     /// The agent collecting the fleet's reports (https://HOST:PORT).

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # The tests' tools: QEMU and OVMF boot the image; xorriso, isoinfo (genisoimage), sgdisk
 # (gdisk), fsck.vfat (dosfstools) and qemu-img (qemu-utils, for the cloud images) are oracles;
-# python3-venv holds moto's server.
+# python3-venv holds moto's server; chromium (headless) opens the fleet dashboard
+# (tests/dashboard.rs).
 tools=(qemu-system-x86 qemu-utils ovmf file xorriso genisoimage gdisk dosfstools python3-venv
-    debian-archive-keyring)
+    debian-archive-keyring chromium)
 missing=()
 for pkg in "${tools[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")

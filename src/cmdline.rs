@@ -53,6 +53,8 @@ pub struct Cmdline {
     pub map_by_size: Option<bool>,
     /// `failback.image=ID`: the id of the image booted, to know its own boot medium.
     pub image: Option<String>,
+    /// `failback.report=`: the collector's URL (`https://HOST:PORT`).
+    pub report: Option<String>,
     /// Kernel-style `MODULE.PARAM[=VALUE]` words: what modprobe would pass to MODULE
     /// (name with `_` for `-`) when loading it, as one `finit_module` argument.
     pub module_params: BTreeMap<String, String>,
@@ -156,6 +158,14 @@ impl Cmdline {
                 "unattended" => out.unattended = Some(value != "0"),
                 "map_by_size" => out.map_by_size = Some(value != "0"),
                 "image" => out.image = Some(value.to_string()).filter(|i| !i.is_empty()),
+                "report" => {
+                    out.report = Some(value.to_string())
+                        .filter(|u| u.starts_with("https://"))
+                        .or_else(|| {
+                            errors.push(bad("https://HOST:PORT of a failback agent"));
+                            None
+                        })
+                }
                 _ => {}
             }
         }
@@ -239,6 +249,7 @@ impl fmt::Display for Cmdline {
             self.map_by_size.map(|m| u8::from(m).to_string()),
         );
         word("image", text(&self.image));
+        word("report", text(&self.report));
         word("debug", self.debug.then(|| "1".to_string()));
         f.write_str(&words.join(" "))
     }
@@ -272,6 +283,14 @@ impl Preset {
         }
         if let Some(map_by_size) = cmdline.map_by_size {
             out.map_by_size = map_by_size;
+        }
+        if let Some(url) = &cmdline.report {
+            let report = out.report.get_or_insert_with(|| crate::config::Report {
+                url: String::new(),
+                token: None,
+                fingerprint: None,
+            });
+            report.url.clone_from(url);
         }
         out
     }
@@ -351,7 +370,8 @@ mod tests {
              failback.progress=json failback.after=reboot failback.vlan=42 \
              failback.proxy=http://proxy:3128 failback.ntp=ntp.example:123 \
              failback.dhcp_timeout=30 failback.dhcp_renew=5 failback.unattended=1 \
-             failback.map_by_size=1 failback.image=0123abcd failback.debug=1";
+             failback.map_by_size=1 failback.image=0123abcd failback.report=https://collector:1500 \
+             failback.debug=1";
         let (c, errors) = Cmdline::parse(text);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(c.dhcp_timeout, Some(Duration::from_secs(30)));

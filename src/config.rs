@@ -54,6 +54,21 @@ pub struct Preset {
     /// Per-host settings for PXE fleets, chosen by MAC address.
     #[serde(default)]
     pub hosts: Vec<Host>,
+    /// The collector every pull reports its events to (default: the agent pulled from).
+    pub report: Option<Report>,
+}
+
+/// The preset's `[report]`: a failback agent collecting the fleet's reports (one
+/// without volumes is a collector only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// `https://HOST:PORT` (`failback.report=`).
+    pub url: String,
+    /// Its token (a secret); default: `token`.
+    pub token: Option<String>,
+    /// Its certificate's fingerprint; default: `fingerprint`.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +239,16 @@ impl Preset {
                 redact_url(proxy)
             ));
         }
+        // [report]'s token and fingerprint may come from failback.token= and
+        // failback.fingerprint= at boot: checked there.
+        if let Some(report) = &self.report
+            && !report.url.starts_with("https://")
+        {
+            return bad(format!(
+                "report.url = {:?}: use https://HOST:PORT of a failback agent",
+                report.url
+            ));
+        }
         Ok(())
     }
 }
@@ -317,6 +342,7 @@ ip = "dhcp"
             ("[[hosts]]\nmac = \"52:54:00:12:34\"", "MAC address"),
             ("[map]\nsystem = \"sda\"", "map.system"),
             ("unattended = true", "needs a source"),
+            ("[report]\nurl = \"http://c:1500\"", "report.url"),
             (
                 "[[hosts]]\nmac = \"52:54:00:12:34:56\"\n[[hosts]]\nmac = \"52-54-00-12-34-56\"",
                 "listed twice",

@@ -29,7 +29,8 @@ const EXAMPLES: &str = "Examples:
   failback serve --volume system=/dev/nvme0n1 --volume data=/dev/nvme1n1
   failback build --config failback.toml --out out
   failback pull --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a --map system=/dev/sda
-  failback disks";
+  failback disks
+  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a";
 
 #[derive(Subcommand)]
 enum Command {
@@ -100,17 +101,25 @@ enum Command {
   failback pull --source ebs://snap-0123456789abcdef0 --map snap-0123456789abcdef0=/dev/sdb --dry-run
   failback pull --source ebs://snap-0123456789abcdef1?base=snap-0123456789abcdef0 --map snap-0123456789abcdef1=/dev/sdb --yes
 
+  failback pull --source ebs://snap-0123456789abcdef0 --map snap-0123456789abcdef0=/dev/sdb --yes --host db-3 --report https://10.0.0.5:1500 --report-fingerprint e40c-b277-58bf-ec98-20c4-ed9a
+
 The token is read from FAILBACK_TOKEN (or --token); AWS credentials and region from the
-usual AWS_* variables.")]
+usual AWS_* variables; the collector's token from FAILBACK_REPORT_TOKEN.")]
     Pull(sync::cli::PullArgs),
-    /// Serve volumes read-only to `failback pull` (the agent, on the recovery instance).
+    /// Serve volumes read-only to `failback pull` (the agent, on the recovery instance);
+    /// without volumes, a collector of the fleet's reports with its dashboard.
     #[command(after_help = "Examples:
   failback serve --volume system=/dev/nvme0n1 --volume data=/dev/nvme1n1
   failback serve --volume disk=/srv/disk.img --listen 127.0.0.1:1500 --state-dir /var/lib/failback
+  failback serve --listen 0.0.0.0:1500 --log json
 
 It prints its certificate's fingerprint (type its first groups on the client) and, the first
-time, the token it made (kept in the state directory).")]
+time, the token it made (kept in the state directory). Without --volume it is a collector
+only: pulls report to it with --report, and its dashboard is at https://HOST:PORT/.")]
     Serve(agent::ServeArgs),
+    /// Show the fleet as an agent collecting its reports sees it; fails while any
+    /// host has failed.
+    Status(agent::status::StatusArgs),
 }
 
 fn main() {
@@ -179,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Pull(args) => sync::cli::run(args),
         Command::Serve(args) => agent::run(args),
+        Command::Status(args) => agent::status::run(args),
     }
 }
 

@@ -70,8 +70,14 @@ fn pull_makes_the_target_identical_and_sends_only_what_differs() {
     // The agent printed the client's progress, and never the token.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let log = s.served.agent.output();
-    assert!(log.contains("volume_done"), "agent log: {log}");
-    assert!(log.contains("\"event\":\"plan\""), "agent log: {log}");
+    // One readable line per event, the client named by its host name.
+    assert!(log.contains(" done: digest "), "agent log: {log}");
+    assert!(log.contains("matches the source"), "agent log: {log}");
+    assert!(log.contains(": plan root -> "), "agent log: {log}");
+    assert!(
+        !log.contains("\"event\""),
+        "no JSON on the agent's console: {log}"
+    );
     assert!(
         log.contains("over the wire"),
         "progress lines, agent log: {log}"

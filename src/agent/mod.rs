@@ -5,18 +5,26 @@
 //! - `GET  /v1/volumes/{id}/hashes?start=&count=` -> 32-byte SHA-256 per block
 //! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`])
 //! - `POST /v1/sessions/{id}/progress` <- a client's event; `GET /v1/sessions`
+//! - `GET /metrics` (Prometheus text); `GET /` the dashboard (the page asks for the token)
+//!
+//! Without volumes it is a collector only: the fleet's reports, nothing to pull.
 
 mod blocks;
+mod dashboard;
+pub mod fleet;
 mod gate;
 pub mod limits;
+mod log;
+mod metrics;
+mod results;
 mod sessions;
 mod stall;
+pub mod status;
 pub mod tls;
 
 use crate::block;
 use crate::block::BLOCK_SIZE;
 use crate::disks::identity;
-use crate::report::{Event, progress_amounts};
 use crate::source::VolumeInfo;
 use crate::source::wire::ACCEPT_ZSTD;
 use anyhow::{Context, Result, bail};
@@ -25,7 +33,6 @@ use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use limits::Limits;
-use serde::Deserialize;
 use sessions::Sessions;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -40,9 +47,13 @@ use std::time::Duration;
 /// Arguments of `failback serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A volume to serve, NAME=PATH (image file or block device); repeatable.
-    #[arg(long = "volume", required = true)]
+    /// A volume to serve, NAME=PATH (image file or block device); repeatable. None:
+    /// a collector only (the fleet's reports, the dashboard, nothing to pull).
+    #[arg(long = "volume")]
     pub volumes: Vec<String>,
+    /// How clients' events are printed: text (one readable line each) or json.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log: log::LogStyle,
     /// Address and port to listen on.
     #[arg(long, default_value = "0.0.0.0:1500")]
     pub listen: SocketAddr,
@@ -102,6 +113,9 @@ struct State {
     /// Places for block streams under way.
     streams: Arc<tokio::sync::Semaphore>,
     log: Box<dyn Fn(String) + Send + Sync>,
+    log_style: log::LogStyle,
+    /// Where `results.jsonl` is appended.
+    state_dir: PathBuf,
 }
 
 type Resp = Response<BoxBody<Bytes, Infallible>>;
@@ -222,6 +236,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
             None => println!("  token:       as given"),
         }
+        if volumes.is_empty() {
+            println!("  no volumes: a collector only (reports, dashboard at https://{local}/)");
+        }
         for v in volumes.values() {
             println!(
                 "  volume {}: {} bytes ({} blocks), read-only",
@@ -237,6 +254,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             sessions: Mutex::new(Sessions::new(limits.sessions, limits.session_bytes)),
             streams: Arc::new(tokio::sync::Semaphore::new(limits.streams)),
             log: Box::new(|line| println!("{line}")),
+            log_style: args.log,
+            state_dir,
         });
         serve(listener, Arc::new(config), state).await
     })
@@ -355,6 +374,12 @@ async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Resp {
+    // The dashboard's page holds no data: it asks for the token, then calls the API.
+    if req.method() == Method::GET
+        && let Some(page) = dashboard::page(req.uri().path())
+    {
+        return page;
+    }
     if !token_ok(&req, &state.token) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }
@@ -402,6 +427,14 @@ async fn handle(
                 .unwrap_or_else(|p| p.into_inner())
                 .to_json();
             full(StatusCode::OK, "application/json", json)
+        }
+        (&Method::GET, ["metrics"]) => {
+            let sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics::render(sessions.hosts()),
+            )
         }
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
@@ -520,17 +553,6 @@ async fn blocks(state: Arc<State>, id: String, req: Request<Incoming>) -> Resp {
         .expect("static response parts")
 }
 
-/// `text` as it may be shown on the console: without control characters (escape
-/// sequences, carriage returns, bells) or bidirectional overrides, which a client
-/// could use to forge or hide lines.
-fn printable(text: &str) -> String {
-    text.chars()
-        .filter(|&c| {
-            !c.is_control() && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        })
-        .collect()
-}
-
 async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Incoming>) -> Resp {
     if !sessions::valid_id(&id) {
         return text(
@@ -547,85 +569,32 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
             "event too large, too slow or broken",
         );
     };
-    let Some((ev, line)) = posted_event(&body) else {
+    let Some((ev, _)) = posted_event(&body) else {
         return text(StatusCode::BAD_REQUEST, "body must be a JSON event");
     };
-    (state.log)(printable(&format!("client {id} ({}): {line}", peer.ip())));
-    state
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .record(&id, ev, body.len());
+    let ip = peer.ip().to_string();
+    let (host, finished) = {
+        let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let finished = sessions.record(&id, &ip, &ev, fleet::now());
+        let host = sessions.host_name(&id).unwrap_or(&id).to_string();
+        (host, finished)
+    };
+    (state.log)(log::line(state.log_style, &id, &host, &ip, &ev));
+    if let Some(done) = finished
+        && let Err(e) = results::append(&state.state_dir, &done.result())
+    {
+        (state.log)(format!("cannot keep the result of {host}: {e:#}"));
+    }
     text(StatusCode::OK, "ok")
 }
 
-/// A client's posted event (any JSON) and the line that shows it; `None` when the
-/// body is not JSON. An event this agent does not know (a newer client's, a broken
-/// one) is still taken and kept; it is shown as the JSON posted.
+/// A client's posted event (any JSON) and the line that shows it (without the
+/// client's name); `None` when the body is not JSON. An event this agent does not
+/// know (a newer client's, a broken one) is still taken and kept; it is shown as the
+/// JSON posted.
 pub fn posted_event(body: &[u8]) -> Option<(serde_json::Value, String)> {
     let ev = serde_json::from_slice::<serde_json::Value>(body).ok()?;
-    let typed = Event::deserialize(&ev).ok();
-    let line = describe(typed.as_ref(), &ev);
+    let typed = <crate::report::Event as serde::Deserialize>::deserialize(&ev).ok();
+    let line = log::describe(typed.as_ref(), &ev);
     Some((ev, line))
-}
-
-/// A short line for a client's event: progress in words, any other event as the
-/// JSON `posted` (also when it is not an [`Event`] this agent knows: `event` is `None`).
-fn describe(event: Option<&Event>, posted: &serde_json::Value) -> String {
-    match event {
-        Some(progress @ Event::Progress { volume, phase, .. }) => {
-            let (amount, wire) = progress_amounts(progress).unwrap_or_default();
-            format!("{volume} {phase} {amount} ({wire})")
-        }
-        _ => posted.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the agent prints for a posted event.
-    fn line(posted: serde_json::Value) -> String {
-        describe(Event::deserialize(&posted).ok().as_ref(), &posted)
-    }
-
-    #[test]
-    fn progress_is_described_in_words() {
-        let posted = serde_json::json!({
-            "event": "progress", "volume": "system", "phase": "pulling",
-            "done_bytes": 3u64 << 20, "total_bytes": 8u64 << 20,
-            "wire_bytes": 1u64 << 19, "retries": 2,
-        });
-        assert_eq!(
-            line(posted),
-            "system pulling 3.0 MiB of 8.0 MiB (0.5 MiB over the wire, 2 retries)"
-        );
-    }
-
-    #[test]
-    fn other_and_unknown_events_are_shown_as_posted() {
-        for posted in [
-            serde_json::json!({"event": "notice", "message": "hello"}),
-            serde_json::json!({"event": "plan", "volume": "v", "target": "/dev/vdb",
-                "size": 1, "blocks": 1, "differing": 0, "zero_blocks": 0,
-                "bytes_to_pull": 0, "dry_run": false}),
-            // A newer client's event, and a phase this agent does not know.
-            serde_json::json!({"event": "teleported", "volume": "v"}),
-            serde_json::json!({"event": "progress", "volume": "v", "phase": "trimming",
-                "done_bytes": 0, "total_bytes": 0, "wire_bytes": 0, "retries": 0}),
-            serde_json::json!({"no": "event"}),
-            serde_json::json!([1, 2]),
-        ] {
-            assert_eq!(line(posted.clone()), posted.to_string());
-        }
-    }
-
-    #[test]
-    fn control_characters_never_reach_the_console() {
-        assert_eq!(
-            printable("\u{1b}[2J\u{1b}[1;31m FORGED\r\n\u{7}\u{202e}ok é"),
-            "[2J[1;31m FORGEDok é"
-        );
-    }
 }

@@ -1,7 +1,9 @@
-//! The clients' sessions as the agent keeps them: the last event of each, for
-//! `GET /v1/sessions`. Bounded in number and in bytes; past either, the session
-//! that finished longest ago goes first, then the one quiet longest.
+//! The clients' sessions as the agent keeps them: each host's state folded from its
+//! events ([`Host`]), for `GET /v1/sessions`, the dashboard and the metrics. Bounded in
+//! number and in bytes; past either, the session that finished longest ago goes
+//! first, then the one quiet longest.
 
+use super::fleet::Host;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -17,8 +19,8 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 struct Entry {
-    event: Value,
-    /// Bytes of the event as posted.
+    host: Host,
+    /// Bytes of the host's state as JSON.
     bytes: usize,
     /// When it was last updated (a counter, not a clock).
     seq: u64,
@@ -46,24 +48,42 @@ impl Sessions {
         }
     }
 
-    /// Keeps `event` (`bytes` long as posted) as the last of session `id`, making
-    /// room first if needed.
-    pub fn record(&mut self, id: &str, event: Value, bytes: usize) {
+    /// Folds `event` into session `id` (new ones come from `ip`), making room if
+    /// needed; returns the host's state when this event finished it.
+    pub fn record(&mut self, id: &str, ip: &str, event: &Value, now: f64) -> Option<Host> {
         self.seq += 1;
-        let finished = matches!(event["event"].as_str(), Some("done" | "error"));
+        let mut host = match self.map.remove(id) {
+            Some(old) => {
+                self.bytes -= old.bytes;
+                old.host
+            }
+            None => Host::new(id, ip, now),
+        };
+        let finished_now = host.apply(event, now);
+        let bytes = serde_json::to_vec(&host).map_or(0, |j| j.len());
         let entry = Entry {
-            event,
+            finished: host.state.finished(),
+            host,
             bytes,
             seq: self.seq,
-            finished,
         };
-        if let Some(old) = self.map.insert(id.to_string(), entry) {
-            self.bytes -= old.bytes;
-        }
+        let result = finished_now.then(|| entry.host.clone());
+        self.map.insert(id.to_string(), entry);
         self.bytes += bytes;
         while self.map.len() > self.max || (self.bytes > self.max_bytes && self.map.len() > 1) {
             self.evict(id);
         }
+        result
+    }
+
+    /// The host name session `id` goes by.
+    pub fn host_name(&self, id: &str) -> Option<&str> {
+        self.map.get(id).map(|e| e.host.host.as_str())
+    }
+
+    /// Every host kept, by session id.
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> + Clone {
+        self.map.values().map(|e| &e.host)
     }
 
     /// Drops the session that finished longest ago, else the one quiet longest;
@@ -80,12 +100,12 @@ impl Sessions {
         }
     }
 
-    /// Session id -> last event, as JSON.
+    /// Session id -> host state, as JSON.
     pub fn to_json(&self) -> Vec<u8> {
-        let view: BTreeMap<&str, &Value> = self
+        let view: BTreeMap<&str, &Host> = self
             .map
             .iter()
-            .map(|(k, e)| (k.as_str(), &e.event))
+            .map(|(k, e)| (k.as_str(), &e.host))
             .collect();
         serde_json::to_vec(&view).unwrap_or_default()
     }
@@ -100,32 +120,54 @@ mod tests {
         s.map.keys().map(String::as_str).collect()
     }
 
+    fn done() -> Value {
+        json!({"event": "done", "volumes": 1, "pulled_blocks": 0, "wire_bytes": 0,
+            "retries": 0, "seconds": 1.0, "dry_run": false})
+    }
+
+    fn busy() -> Value {
+        json!({"event": "notice", "message": "working"})
+    }
+
+    fn record(s: &mut Sessions, id: &str, event: &Value) -> Option<Host> {
+        s.record(id, "10.0.0.1", event, 0.0)
+    }
+
     #[test]
     fn finished_sessions_go_first_then_the_quietest() {
         let mut s = Sessions::new(3, 1 << 20);
-        s.record("a", json!({"event": "done"}), 10);
-        s.record("b", json!({"event": "progress"}), 10);
-        s.record("c", json!({"event": "error"}), 10);
-        s.record("d", json!({"event": "progress"}), 10);
+        assert!(record(&mut s, "a", &done()).is_some());
+        record(&mut s, "b", &busy());
+        record(&mut s, "c", &json!({"event": "error", "message": "m"}));
+        record(&mut s, "d", &busy());
         assert_eq!(ids(&s), ["b", "c", "d"]);
-        s.record("e", json!({"event": "progress"}), 10);
+        record(&mut s, "e", &busy());
         assert_eq!(ids(&s), ["b", "d", "e"]);
-        s.record("f", json!({"event": "progress"}), 10);
+        record(&mut s, "f", &busy());
         assert_eq!(ids(&s), ["d", "e", "f"]);
         // An update is no new session, and counts its bytes once.
-        s.record("d", json!({"event": "done"}), 20);
-        assert_eq!((ids(&s), s.bytes), (vec!["d", "e", "f"], 40));
+        let finished = record(&mut s, "d", &done()).expect("finished now");
+        assert_eq!(finished.session, "d");
+        let sizes: usize = s.map.values().map(|e| e.bytes).sum();
+        assert_eq!((ids(&s), s.bytes), (vec!["d", "e", "f"], sizes));
     }
 
     #[test]
     fn the_byte_budget_bounds_them_too() {
-        let mut s = Sessions::new(100, 100);
+        let one = serde_json::to_vec(&Host::new("a", "10.0.0.1", 0.0))
+            .unwrap()
+            .len()
+            + 20;
+        let mut s = Sessions::new(100, 2 * one);
         for id in ["a", "b", "c"] {
-            s.record(id, json!({}), 40);
+            record(&mut s, id, &busy());
         }
-        assert_eq!((ids(&s), s.bytes), (vec!["b", "c"], 80));
+        assert_eq!(ids(&s), ["b", "c"]);
         // One larger than the budget stays alone.
-        s.record("big", json!({}), 500);
+        let big = json!({"event": "error", "message": "x".repeat(900)});
+        let mut s = Sessions::new(100, one);
+        record(&mut s, "a", &busy());
+        record(&mut s, "big", &big);
         assert_eq!(ids(&s), ["big"]);
     }
 

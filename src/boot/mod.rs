@@ -118,7 +118,13 @@ pub fn main() -> ! {
 /// The client flow: what PID 1 does between boot and `failback.after`; returns what
 /// to do then (`failback.after`, unless a reboot would boot this image again).
 /// `consoles`: the consoles PID 1 mirrors its output to (none: only /dev/console).
-fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> Result<After> {
+fn run(settings: &Settings, console: &dyn Reporter, consoles: Vec<String>) -> Result<After> {
+    // What happens before the pull reaches its collector too, once the pull begins.
+    let early = Early {
+        console,
+        kept: Default::default(),
+    };
+    let reporter: &dyn Reporter = &early;
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("cannot read the kernel release")?;
     let modules_dir = Path::new("/lib/modules").join(release.trim());
@@ -162,11 +168,22 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
     });
 
     wait_for_entropy(reporter);
-    let pull = pull::PullSettings::resolve(&settings.preset);
+    let mut report = pull::report_to(&settings.preset, settings.host()).unwrap_or_else(|e| {
+        reporter.report(&Event::Notice {
+            message: format!("no report to the collector: {e:#}"),
+        });
+        crate::sync::session::ReportTo {
+            host: settings.host(),
+            ..Default::default()
+        }
+    });
+    report.early = early.kept.clone();
+    let pull = pull::PullSettings::resolve(&settings.preset).map(|p| p.reporting(report.clone()));
     if pull.is_none() && settings.interactive() {
         let known = ui::Known {
             preset: &settings.preset,
             ip: &settings.ip,
+            report,
         };
         // The network is reported as soon as it is up, with the clock if NTP set it;
         // else the chosen source's Date sets it and the network is reported again.
@@ -215,6 +232,32 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
     };
     let pulled = pull.run(reporter, &disks)?;
     Ok(next(settings, reporter, &pulled, &disks))
+}
+
+/// The console, keeping the events told before a pull (boot, drivers, disks,
+/// network, notices) for its collector.
+struct Early<'a> {
+    console: &'a dyn Reporter,
+    kept: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+}
+
+impl Reporter for Early<'_> {
+    fn report(&self, event: &Event) {
+        self.console.report(event);
+        let early = matches!(
+            event,
+            Event::Boot { .. }
+                | Event::Drivers { .. }
+                | Event::Disks { .. }
+                | Event::Network { .. }
+                | Event::Notice { .. }
+                | Event::Waiting { .. }
+        );
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if early && kept.len() < 32 {
+            kept.push(event.clone());
+        }
+    }
 }
 
 /// What follows a pull: `failback.after`, with the next boot prepared for a reboot

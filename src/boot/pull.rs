@@ -9,7 +9,10 @@ use crate::mapping::map::{self, MapTo, Mapping};
 use crate::mapping::select::Selector;
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
-use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
+use crate::source::agent::AgentConfig;
+use crate::sync::session::{
+    AwsFrom, Missing, REPORT_TIMEOUT, ReportTo, Running, SourceSettings, confirm,
+};
 use crate::sync::{Options, Outcome, PlanSummary, Session, Summary};
 use anyhow::{Result, anyhow};
 use std::collections::BTreeMap;
@@ -34,6 +37,32 @@ pub struct PullSettings {
     unattended: bool,
     /// Unattended, the only fit by size is taken too.
     map_by_size: bool,
+    /// The host's name and its collector.
+    report: ReportTo,
+}
+
+/// Where this host reports: its name (`failback.host=`), and the preset's `[report]`
+/// (`failback.report=`) with its token and fingerprint, else the preset's own.
+pub fn report_to(preset: &Preset, host: Option<String>) -> Result<ReportTo> {
+    let collector = match &preset.report {
+        None => None,
+        Some(r) => Some(AgentConfig {
+            url: r.url.clone(),
+            token: r.token.clone().or_else(|| preset.token.clone()).ok_or_else(|| {
+                anyhow!("failback.report= needs a token: set report.token (or token) in the preset")
+            })?,
+            fingerprint: r.fingerprint.or(preset.fingerprint).ok_or_else(|| {
+                anyhow!("failback.report= needs the collector's fingerprint: set report.fingerprint (or fingerprint) in the preset")
+            })?,
+            timeout: REPORT_TIMEOUT,
+            proxy: preset.proxy.clone(),
+        }),
+    };
+    Ok(ReportTo {
+        host,
+        collector,
+        ..ReportTo::default()
+    })
 }
 
 impl PullSettings {
@@ -82,7 +111,14 @@ impl PullSettings {
             map,
             unattended: false,
             map_by_size: false,
+            report: ReportTo::default(),
         }
+    }
+
+    /// Reports to `report`'s collector under its host name.
+    pub fn reporting(mut self, report: ReportTo) -> Self {
+        self.report = report;
+        self
     }
 
     /// The source's URL and how far the local clock is from the source's: see
@@ -109,6 +145,7 @@ impl PullSettings {
     ) -> Result<Option<Pulled>> {
         let mut mapping = Mapping::new();
         let outcome = Session::open(&self.from)?
+            .reporting(self.report.clone())
             .run(console, |s| self.pull(s, disks, review, &mut mapping))?;
         let Outcome::Pulled(summary) = outcome else {
             return Ok(None);
@@ -202,4 +239,35 @@ pub fn configured_map(preset: &Preset) -> Vec<String> {
         .iter()
         .map(|(volume, target)| format!("{volume}={target}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::Cmdline;
+
+    const FP: &str = "e40cb27758bfec9820c4ed9a0d3c1b2a3e4f5061728394a5b6c7d8e9f0a1b2c3";
+
+    #[test]
+    fn failback_report_sends_to_the_collector_with_the_presets_token_and_fingerprint() {
+        let preset =
+            Preset::parse(&format!("token = \"t0k3n\"\nfingerprint = \"{FP}\"\n"), "p").unwrap();
+        let (cmdline, errors) =
+            Cmdline::parse("failback.report=https://collector:1500 failback.host=rack1-07");
+        assert!(errors.is_empty());
+        let report = report_to(&preset.overlay(&cmdline), cmdline.host.clone()).unwrap();
+        assert_eq!(report.host.as_deref(), Some("rack1-07"));
+        let to = report.collector.unwrap();
+        assert_eq!(
+            (to.url.as_str(), to.token.as_str()),
+            ("https://collector:1500", "t0k3n")
+        );
+        assert_eq!(to.fingerprint.to_string(), FP);
+        // Without a token anywhere: one line naming the setting.
+        let bare = Preset::default().overlay(&cmdline);
+        let e = report_to(&bare, None).unwrap_err().to_string();
+        assert!(e.contains("report.token") && !e.contains('\n'), "{e}");
+        // Without [report]: the agent pulled from is the collector.
+        assert!(report_to(&preset, None).unwrap().collector.is_none());
+    }
 }

@@ -51,6 +51,8 @@ impl Lines for Console {
 pub struct Known<'a> {
     /// The preset with the kernel command line's `failback.*` put over it.
     pub preset: &'a Preset,
+    /// The host's name and its collector.
+    pub report: crate::sync::session::ReportTo,
     /// The network configuration given (or DHCP).
     pub ip: &'a IpConfig,
 }
@@ -290,6 +292,7 @@ impl Flow<'_, '_> {
             0 => self.agent(map),
             _ => self.ebs(map),
         }
+        .map(|s| s.reporting(self.known.report.clone()))
     }
 
     fn agent(&mut self, map: Vec<String>) -> Result<PullSettings> {
@@ -534,6 +537,7 @@ mod tests {
         let known = Known {
             preset: &preset,
             ip: &IpConfig::Dhcp,
+            report: Default::default(),
         };
         let mut input = script(answers);
         let mut out = Vec::new();

@@ -161,4 +161,12 @@ args = "console=ttyS0 failback.token=agent-token-0123456789"
         assert_eq!(found.warning(), None);
         assert_eq!(Exposed::find(None, &[], "").warning(), None);
     }
+
+    #[test]
+    fn the_collectors_token_is_a_secret_too() {
+        let preset = "[report]\nurl = \"https://10.0.0.5:1500\"\ntoken = \"c0llect0r\"\n";
+        let found = Exposed::find(Some(preset), &[], "");
+        assert_eq!(found.image, ["report.token"]);
+        assert!(!found.warning().unwrap().contains("c0llect0r"));
+    }
 }

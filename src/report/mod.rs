@@ -2,10 +2,10 @@
 //!
 //! Library code never prints: it hands an [`Event`] to a [`Reporter`]. The console
 //! reporter prints one JSON object per line (`failback.progress=json`) or a readable
-//! line; the progress bars and the agent report implement the same trait.
+//! line; the progress bars and the report to a collector implement the same trait.
 
-pub mod agent;
 pub mod bars;
+pub mod collector;
 mod console;
 mod event;
 
@@ -17,7 +17,7 @@ pub trait Reporter: Send + Sync {
     fn report(&self, event: &Event);
 }
 
-/// Sends every event to several reporters (console and agent).
+/// Sends every event to several reporters (console and collector).
 pub struct Tee<'a>(pub Vec<&'a dyn Reporter>);
 
 impl Reporter for Tee<'_> {

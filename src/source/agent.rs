@@ -159,6 +159,13 @@ impl AgentSource {
         }
     }
 
+    /// The JSON answer of `GET path` (`failback status` reads `/v1/sessions`).
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SourceError> {
+        let resp = self.send(self.client.get(self.url(path)))?;
+        resp.json::<T>()
+            .map_err(|e| self.protocol(format!("{path}: {e}")))
+    }
+
     /// Sends one event to the agent (`POST /v1/sessions/{id}/progress`).
     pub fn report(&self, session: &str, event: &impl serde::Serialize) -> Result<(), SourceError> {
         let req = self

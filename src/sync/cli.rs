@@ -1,12 +1,15 @@
 //! `failback pull`: arguments and reporters around a [`Session`].
 
-use super::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
+use super::session::{
+    AwsFrom, Missing, REPORT_TIMEOUT, ReportTo, Running, SourceSettings, confirm,
+};
 use super::{Error, Options, Outcome, PlanSummary, Session};
 use crate::disks;
 use crate::fingerprint::Fingerprint;
 use crate::mapping::{automap, map, safety};
 use crate::report::{ConsoleReporter, Event, Reporter, Style};
 use crate::source::Source;
+use crate::source::agent::AgentConfig;
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +81,21 @@ pub struct PullArgs {
     /// Treat this path as the boot disk (tests).
     #[arg(long, hide = true)]
     pub boot_disk: Option<PathBuf>,
+    /// This host's name in reports (default: the machine's host name).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// A failback agent to report this pull's events to (https://HOST:PORT; a
+    /// `failback serve` without volumes is a collector only). Default: the agent
+    /// pulled from, if the source is one.
+    #[arg(long, env = "FAILBACK_REPORT")]
+    pub report: Option<String>,
+    /// The token of --report (better passed as FAILBACK_REPORT_TOKEN; default: --token).
+    #[arg(long, env = "FAILBACK_REPORT_TOKEN", hide_env_values = true)]
+    pub report_token: Option<String>,
+    /// The fingerprint of --report, as its `failback serve` prints it (default:
+    /// --fingerprint).
+    #[arg(long, env = "FAILBACK_REPORT_FINGERPRINT")]
+    pub report_fingerprint: Option<String>,
     /// Blocks planned and pulled at a time (tests: many windows on a small volume).
     #[arg(long, default_value_t = super::options::WINDOW_BLOCKS, hide = true)]
     pub window_blocks: u64,
@@ -134,7 +152,12 @@ pub fn run(args: PullArgs) -> Result<()> {
         timeout: Duration::from_secs(args.timeout.max(1)),
         missing: MISSING,
     };
-    let session = Session::open(&settings)?;
+    let report = ReportTo {
+        host: args.host.clone(),
+        collector: collector(&args, fingerprint)?,
+        ..ReportTo::default()
+    };
+    let session = Session::open(&settings)?.reporting(report);
     pull(
         session,
         mapping,
@@ -170,6 +193,40 @@ fn proposed(
         map_by_size,
     });
     Ok(automap::to_mapping(&choices, opts.unattended, map_by_size)?)
+}
+
+/// The collector `--report` names, with its token and fingerprint (by default the
+/// pull's own).
+fn collector(args: &PullArgs, pulled: Option<Fingerprint>) -> Result<Option<AgentConfig>> {
+    let Some(url) = &args.report else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        bail!("--report '{url}' is not an agent: give https://HOST:PORT of a `failback serve`");
+    }
+    let token = args.report_token.clone().or_else(|| args.token.clone());
+    let Some(token) = token else {
+        bail!("--report needs a token: give --report-token (or FAILBACK_REPORT_TOKEN)");
+    };
+    let fingerprint = match &args.report_fingerprint {
+        Some(f) => f.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--report-fingerprint '{f}' is not a SHA-256 fingerprint: give what the collector's `failback serve` prints (at least its first 24 hex digits)"
+            )
+        })?,
+        None => pulled.ok_or_else(|| {
+            anyhow::anyhow!(
+                "--report needs the collector's fingerprint: give --report-fingerprint as its `failback serve` prints it"
+            )
+        })?,
+    };
+    Ok(Some(AgentConfig {
+        url: url.clone(),
+        token,
+        fingerprint,
+        timeout: REPORT_TIMEOUT,
+        proxy: args.proxy(),
+    }))
 }
 
 /// `--fingerprint`, needed with an agent.

@@ -1,13 +1,14 @@
 //! One pull, whoever starts it (`failback pull` or PID 1): the source opened from its
-//! settings (the agent, or an EBS snapshot), the console teed with a report to the
-//! agent under a random session id, a [`Puller`] run, and the end told to the agent (an
-//! error, or a plan the operator declined) before its report is finished. The plan's
-//! confirmation prompt is here too, for both.
+//! settings (the agent, or an EBS snapshot), the console teed with a report to a
+//! collector (the agent pulled from, or the one `--report` names) under a random session
+//! id, a [`Puller`] run, and the end told to the collector (an error, or a plan the
+//! operator declined) before its report is finished. The plan's confirmation prompt is
+//! here too, for both.
 
 use super::{Error, Options, PlanSummary, Puller, Summary};
 use crate::fingerprint::Fingerprint;
 use crate::mapping::map::Mapping;
-use crate::report::agent::AgentReporter;
+use crate::report::collector::{Collector, Stamp};
 use crate::report::{Event, Reporter, Tee};
 use crate::source::agent::{AgentConfig, AgentSource};
 use crate::source::ebs::{Aws, EbsConfig, EbsSource};
@@ -15,7 +16,7 @@ use crate::source::{BlockSource, Source};
 use anyhow::{Context, Result, anyhow};
 use std::fmt::Display;
 use std::io::{BufRead, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Where to pull from and how to reach it.
@@ -125,27 +126,45 @@ impl Outcome {
     }
 }
 
-/// A source opened for one pull, and the report to the agent (when it is one).
+/// Where a session's events go besides the console.
+#[derive(Debug, Clone, Default)]
+pub struct ReportTo {
+    /// The host's name, carried in every report; `None`: the machine's host name.
+    pub host: Option<String>,
+    /// A collector (`--report`, `[report]`); `None`: the agent pulled from, if any.
+    pub collector: Option<AgentConfig>,
+    /// Events told before the session began (PID 1's boot, drivers, disks,
+    /// network): the collector gets them first.
+    pub early: Arc<Mutex<Vec<Event>>>,
+}
+
+/// Limit for one report to a collector other than the source.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the end of a pull waits for its last reports to reach the collector.
+const REPORT_DRAIN: Duration = Duration::from_secs(5);
+
+/// A source opened for one pull, and the report to its collector.
 pub struct Session {
     source: Arc<dyn BlockSource>,
-    agent: Option<AgentReporter>,
+    /// The agent pulled from: the collector unless another is given.
+    agent: Option<Arc<AgentSource>>,
+    /// The source as reports name it.
+    name: String,
+    report: ReportTo,
     /// Told on the console before the pull (an EBS endpoint over plain http).
     warnings: Vec<String>,
 }
 
 impl Session {
-    /// Opens the source (no connection yet); an agent also gets a report of this
-    /// session under a random id.
+    /// Opens the source (no connection yet); an agent is also the collector of
+    /// this session's report unless [`Session::reporting`] names another.
     pub fn open(settings: &SourceSettings) -> Result<Self> {
         let mut warnings = Vec::new();
         let (source, agent): (Arc<dyn BlockSource>, _) = match &settings.source {
             Source::Agent(url) => {
                 let source = Arc::new(AgentSource::new(settings.agent(url)?)?);
-                let mut id = [0u8; 8];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-                    .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
-                let agent = AgentReporter::new(source.clone(), hex::encode(id));
-                (source, Some(agent))
+                (source.clone(), Some(source))
             }
             Source::Ebs { snapshot, base } => {
                 let cfg = settings.ebs(snapshot, base)?;
@@ -156,21 +175,72 @@ impl Session {
         Ok(Session {
             source,
             agent,
+            name: settings.source.to_string(),
+            report: ReportTo::default(),
             warnings,
         })
     }
 
-    /// Runs `work` with the source and `console` teed with the agent's report; then
-    /// tells the agent how it ended if it did not pull (the error in full, or the
-    /// declined plan) and finishes that report.
+    /// Names the host in the reports, and the collector to send them to.
+    pub fn reporting(mut self, to: ReportTo) -> Self {
+        self.report = to;
+        self
+    }
+
+    /// The report of this session under a random id, to the collector given, else
+    /// to the agent pulled from; `None`: nobody to report to.
+    fn collector(&self) -> Result<Option<Collector>> {
+        let collector = match &self.report.collector {
+            Some(cfg) => Some(Arc::new(AgentSource::new(cfg.clone())?)),
+            None => self.agent.clone(),
+        };
+        let Some(collector) = collector else {
+            return Ok(None);
+        };
+        let mut id = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| anyhow!("no randomness from the kernel for a session id"))?;
+        let id = hex::encode(id);
+        let stamp = Stamp {
+            host: self.report.host.clone().unwrap_or_else(host_name),
+            source: self.name.clone(),
+        };
+        let post = move |event: &serde_json::Value| {
+            collector.report(&id, event).map_err(|e| e.to_string())
+        };
+        Ok(Some(Collector::new(stamp, Box::new(post))))
+    }
+
+    /// Runs `work` with the source and `console` teed with the collector's report;
+    /// then tells the collector how it ended if it did not pull (the error in full,
+    /// or the declined plan) and finishes that report.
     pub fn run<E: Display>(
         self,
         console: &dyn Reporter,
         work: impl FnOnce(&Running) -> Result<Outcome, E>,
     ) -> Result<Outcome, E> {
+        let collector = match self.collector() {
+            Ok(c) => c,
+            Err(e) => {
+                console.report(&Event::Notice {
+                    message: format!("no report to the collector: {e:#}"),
+                });
+                None
+            }
+        };
         let mut reporters = vec![console];
-        if let Some(agent) = &self.agent {
-            reporters.push(agent);
+        if let Some(c) = &collector {
+            let early = std::mem::take(
+                &mut *self
+                    .report
+                    .early
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            for event in &early {
+                c.report(event);
+            }
+            reporters.push(c);
         }
         let reporter = Tee(reporters);
         for message in &self.warnings {
@@ -182,19 +252,35 @@ impl Session {
             source: &*self.source,
             reporter: &reporter,
         });
-        if let Some(agent) = &self.agent {
+        if let Some(c) = &collector {
             let message = match &result {
                 Err(e) => Some(format!("{e:#}")),
                 Ok(Outcome::Declined) => Some(Error::Declined.to_string()),
                 Ok(Outcome::Pulled(_)) => None,
             };
             if let Some(message) = message {
-                agent.report(&Event::Error { message });
+                c.report(&Event::Error { message });
             }
-            agent.finish();
+            let dropped = c.finish(REPORT_DRAIN);
+            if dropped > 0 {
+                console.report(&Event::Notice {
+                    message: format!(
+                        "the collector was slow or down: {dropped} events of this pull's report were dropped"
+                    ),
+                });
+            }
         }
         result
     }
+}
+
+/// The machine's host name, for reports that were given none.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h != "(none)")
+        .unwrap_or_else(|| "unnamed".into())
 }
 
 /// A session under way: its source, and where its events go.

@@ -31,6 +31,9 @@ struct Script {
     error: Option<(u16, &'static str, &'static str)>,
     /// Every listing page hands out a new NextToken, forever.
     endless: bool,
+    /// After this many GetSnapshotBlock requests, every BlockToken handed out
+    /// so far expires (answers 400 INVALID_BLOCK_TOKEN).
+    expire_after_gets: Option<usize>,
 }
 
 struct Fake {
@@ -44,6 +47,14 @@ struct Fake {
     gets: AtomicUsize,
     authorized: AtomicUsize,
     requests: AtomicUsize,
+    /// The generation of the BlockTokens handed out (a token of an older one expired).
+    generation: AtomicUsize,
+    /// GetSnapshotBlock requests refused for an expired token.
+    expired: AtomicUsize,
+    /// Blocks whose token was handed out and not yet used, and the most at once:
+    /// a bound on the tokens the client holds.
+    outstanding: Mutex<std::collections::BTreeSet<u64>>,
+    most_outstanding: AtomicUsize,
 }
 
 fn b64(data: &[u8]) -> String {
@@ -98,11 +109,30 @@ impl Fake {
             .copied()
             .unwrap_or_default();
         let page_of = |items: Vec<serde_json::Value>| {
-            let start: usize = q.get("pageToken").map_or(0, |t| {
-                let t = t.trim_start_matches("p");
-                t.split('.').next().unwrap().parse().unwrap()
-            });
-            let end = (start + script.page).min(items.len());
+            let start: usize = q.get("pageToken").map_or_else(
+                || {
+                    // Like EBS: from the first block at or past StartingBlockIndex.
+                    let from: u64 = q
+                        .get("startingBlockIndex")
+                        .map_or(0, |v| v.parse().unwrap());
+                    items.partition_point(|b| b["BlockIndex"].as_u64().unwrap() < from)
+                },
+                |t| {
+                    let t = t.trim_start_matches("p");
+                    t.split('.').next().unwrap().parse().unwrap()
+                },
+            );
+            let max: usize = q
+                .get("maxResults")
+                .map_or(usize::MAX, |v| v.parse().unwrap());
+            let end = (start + script.page.min(max)).min(items.len());
+            let mut outstanding = self.outstanding.lock().unwrap();
+            for b in &items[start..end] {
+                if b.get("BlockToken").or(b.get("SecondBlockToken")).is_some() {
+                    outstanding.insert(b["BlockIndex"].as_u64().unwrap());
+                }
+            }
+            self.most_outstanding.fetch_max(outstanding.len(), SeqCst);
             let mut v = serde_json::json!({
                 "BlockSize": self.block_size,
                 "VolumeSize": self.gib_of.get(sized).copied().unwrap_or(self.gib),
@@ -123,11 +153,12 @@ impl Fake {
             }
             v
         };
+        let generation = self.generation.load(SeqCst);
         match parts.as_slice() {
             ["snapshots", snap, "blocks"] => {
                 let items = self.snaps[*snap]
                     .keys()
-                    .map(|i| serde_json::json!({"BlockIndex": i, "BlockToken": format!("t+/{i}=")}))
+                    .map(|i| serde_json::json!({"BlockIndex": i, "BlockToken": format!("t+/{i}={generation}")}))
                     .collect();
                 json(page_of(items))
             }
@@ -142,7 +173,7 @@ impl Fake {
                 {
                     match (base.get(i), new.get(i)) {
                         (a, Some(b)) if a != Some(b) => items.push(serde_json::json!({
-                            "BlockIndex": i, "SecondBlockToken": format!("t+/{i}=")})),
+                            "BlockIndex": i, "SecondBlockToken": format!("t+/{i}={generation}")})),
                         (Some(_), None) => items.push(serde_json::json!({
                             "BlockIndex": i, "FirstBlockToken": "x"})),
                         _ => {}
@@ -153,8 +184,23 @@ impl Fake {
             ["snapshots", snap, "blocks", index] => {
                 let i: u64 = index.parse().unwrap();
                 // The token travels percent-encoded ('+', '/', '=').
-                assert_eq!(q["blockToken"], format!("t%2B%2F{i}%3D"));
-                self.gets.fetch_add(1, SeqCst);
+                let token_gen = q["blockToken"]
+                    .strip_prefix(&format!("t%2B%2F{i}%3D"))
+                    .and_then(|g| g.parse::<usize>().ok());
+                let token_gen = token_gen.unwrap_or_else(|| panic!("token {}", q["blockToken"]));
+                let gets = self.gets.fetch_add(1, SeqCst) + 1;
+                if script.expire_after_gets == Some(gets) {
+                    self.generation.fetch_add(1, SeqCst);
+                }
+                if token_gen < self.generation.load(SeqCst) {
+                    self.expired.fetch_add(1, SeqCst);
+                    return (
+                        400,
+                        vec![("x-amzn-ErrorType".into(), "ValidationException".into())],
+                        br#"{"message":"The block token has expired.","Reason":"INVALID_BLOCK_TOKEN"}"#.to_vec(),
+                    );
+                }
+                self.outstanding.lock().unwrap().remove(&i);
                 if script.throttle > 0 {
                     script.throttle -= 1;
                     return (
@@ -276,8 +322,14 @@ fn image(fake: &Fake, snap: &str) -> Vec<u8> {
 }
 
 fn pull(endpoint: &str, source: &str, target: &Path, map: &str) -> Output {
+    pull_with(endpoint, source, target, map, &[])
+}
+
+/// [`pull`] with more arguments.
+fn pull_with(endpoint: &str, source: &str, target: &Path, map: &str, more: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_failback"))
         .args(["pull", "--source", source, "--endpoint", endpoint, "--yes"])
+        .args(more)
         .args(["--progress", "json", "--timeout", "10"])
         .arg("--map")
         .arg(format!("{map}={}", target.display()))
@@ -302,6 +354,10 @@ fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> 
         gets: AtomicUsize::new(0),
         authorized: AtomicUsize::new(0),
         requests: AtomicUsize::new(0),
+        generation: AtomicUsize::new(0),
+        expired: AtomicUsize::new(0),
+        outstanding: Mutex::new(Default::default()),
+        most_outstanding: AtomicUsize::new(0),
     })
 }
 
@@ -554,7 +610,10 @@ fn listing_pages_that_never_end_are_refused_within_the_block_count() {
         stderr.contains("still paging after 2048 pages, for a volume of 2048 blocks"),
         "{stderr}"
     );
-    assert!(fake.requests.load(SeqCst) <= 2048);
+    // The first page (the volume's size), the head's listing (for its
+    // identity), then at most 2048 pages.
+    let requests = fake.requests.load(SeqCst);
+    assert!(requests <= 2 + 2048, "{requests} requests");
 }
 
 #[test]
@@ -589,4 +648,73 @@ fn a_plain_http_endpoint_is_warned_about_in_one_line() {
             "the EBS endpoint {endpoint} is plain http://: block data and checksums can be forged in transit; use https://"
         )
     );
+}
+
+#[test]
+fn a_volume_of_many_windows_is_listed_window_by_window_holding_few_tokens() {
+    const BS: u64 = 512 * 1024;
+    // 512 blocks over 1 GiB (every 4th), pulled in windows of 16 blocks (4 tokens
+    // each), listed in pages of 10: 128 windows.
+    let fake = fake(
+        BS,
+        vec![("snap-w1", blocks(BS, (0..512).map(|i| i * 4 + 1), 5))],
+        Script {
+            page: 10,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull_with(
+        &endpoint,
+        "ebs://snap-w1",
+        &target,
+        "snap-w1",
+        &["--window-blocks", "16"],
+    );
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-w1"),
+        "target differs",
+        &[],
+    );
+    assert_eq!(fake.gets.load(SeqCst), 512, "each block fetched once");
+    // Tokens handed out and not yet used: at most the few windows held and a
+    // page past the last one, never the volume's 512.
+    let most = fake.most_outstanding.load(SeqCst);
+    assert!(most <= 3 * 4 + 10, "{most} tokens outstanding at once");
+}
+
+#[test]
+fn an_expired_block_token_is_listed_again_and_the_pull_completes() {
+    const BS: u64 = 512 * 1024;
+    let fake = fake(
+        BS,
+        vec![("snap-x1", blocks(BS, (0..60).map(|i| i * 31 + 2), 7))],
+        Script {
+            page: 25,
+            expire_after_gets: Some(20),
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull(&endpoint, "ebs://snap-x1", &target, "snap-x1");
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-x1"),
+        "target differs",
+        &[],
+    );
+    let expired = fake.expired.load(SeqCst);
+    assert!(expired >= 1, "no token expired");
+    // Each refusal lists its batch again: the blocks are fetched once more, not
+    // given up on.
+    assert_eq!(fake.gets.load(SeqCst), 60 + expired);
 }

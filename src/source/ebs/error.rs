@@ -56,6 +56,9 @@ pub enum Error {
         kind: String,
         message: String,
     },
+    /// A BlockToken or NextToken past its time (7 days, 1 hour): listed again.
+    #[error("EBS refused an expired token in {what}: the blocks are listed again (AWS: {message})")]
+    TokenExpired { what: String, message: String },
     #[error("EBS sent a malformed answer to {what}: {message}")]
     Malformed { what: String, message: String },
     #[error(
@@ -150,6 +153,17 @@ impl Error {
                 message,
             },
             "ExpiredTokenException" | "ExpiredToken" => Error::Expired,
+            "ValidationException"
+                if matches!(
+                    field("Reason").as_deref(),
+                    Some("INVALID_BLOCK_TOKEN" | "INVALID_PAGE_TOKEN")
+                ) =>
+            {
+                Error::TokenExpired {
+                    what: what.into(),
+                    message,
+                }
+            }
             "UnrecognizedClientException"
             | "InvalidSignatureException"
             | "IncompleteSignatureException"

@@ -34,6 +34,8 @@ struct Script {
     /// After this many GetSnapshotBlock requests, every BlockToken handed out
     /// so far expires (answers 400 INVALID_BLOCK_TOKEN).
     expire_after_gets: Option<usize>,
+    /// The first NextToken presented is refused as expired (400 INVALID_PAGE_TOKEN).
+    expire_a_page_token: bool,
 }
 
 struct Fake {
@@ -154,6 +156,16 @@ impl Fake {
             v
         };
         let generation = self.generation.load(SeqCst);
+        if script.expire_a_page_token && q.contains_key("pageToken") {
+            script.expire_a_page_token = false;
+            self.expired.fetch_add(1, SeqCst);
+            return (
+                400,
+                vec![("x-amzn-ErrorType".into(), "ValidationException".into())],
+                br#"{"message":"The pagination token has expired.","Reason":"INVALID_PAGE_TOKEN"}"#
+                    .to_vec(),
+            );
+        }
         match parts.as_slice() {
             ["snapshots", snap, "blocks"] => {
                 let items = self.snaps[*snap]
@@ -689,14 +701,16 @@ fn a_volume_of_many_windows_is_listed_window_by_window_holding_few_tokens() {
 }
 
 #[test]
-fn an_expired_block_token_is_listed_again_and_the_pull_completes() {
+fn expired_tokens_are_listed_again_and_the_pull_completes() {
     const BS: u64 = 512 * 1024;
+    // The BlockTokens expire after 20 blocks; the first NextToken is refused too.
     let fake = fake(
         BS,
         vec![("snap-x1", blocks(BS, (0..60).map(|i| i * 31 + 2), 7))],
         Script {
             page: 25,
             expire_after_gets: Some(20),
+            expire_a_page_token: true,
             ..Script::default()
         },
     );
@@ -713,8 +727,8 @@ fn an_expired_block_token_is_listed_again_and_the_pull_completes() {
         &[],
     );
     let expired = fake.expired.load(SeqCst);
-    assert!(expired >= 1, "no token expired");
-    // Each refusal lists its batch again: the blocks are fetched once more, not
-    // given up on.
-    assert_eq!(fake.gets.load(SeqCst), 60 + expired);
+    assert!(expired >= 2, "no BlockToken expired");
+    // Each refused block lists its batch again and is fetched once more, not
+    // given up on (the page token's refusal is no GetSnapshotBlock).
+    assert_eq!(fake.gets.load(SeqCst), 60 + expired - 1);
 }

@@ -57,6 +57,8 @@ struct Fake {
     /// a bound on the tokens the client holds.
     outstanding: Mutex<std::collections::BTreeSet<u64>>,
     most_outstanding: AtomicUsize,
+    /// Listing calls (first pages: requests without a pageToken).
+    lists: AtomicUsize,
 }
 
 fn b64(data: &[u8]) -> String {
@@ -110,6 +112,9 @@ impl Fake {
             .or(parts.get(1))
             .copied()
             .unwrap_or_default();
+        if !q.contains_key("pageToken") && path.ends_with("blocks") {
+            self.lists.fetch_add(1, SeqCst);
+        }
         let page_of = |items: Vec<serde_json::Value>| {
             let start: usize = q.get("pageToken").map_or_else(
                 || {
@@ -339,8 +344,28 @@ fn pull(endpoint: &str, source: &str, target: &Path, map: &str) -> Output {
 
 /// [`pull`] with more arguments.
 fn pull_with(endpoint: &str, source: &str, target: &Path, map: &str, more: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_failback"))
-        .args(["pull", "--source", source, "--endpoint", endpoint, "--yes"])
+    let mut more = more.to_vec();
+    more.push("--yes");
+    pull_command(endpoint, source, target, map, &more)
+        .output()
+        .unwrap()
+}
+
+/// [`pull`] with a plan reviewed first: 'yes' typed at the question.
+fn pull_reviewed(endpoint: &str, source: &str, target: &Path, map: &str, more: &[&str]) -> Output {
+    let mut child = pull_command(endpoint, source, target, map, more)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn pull_command(endpoint: &str, source: &str, target: &Path, map: &str, more: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_failback"));
+    c.args(["pull", "--source", source, "--endpoint", endpoint])
         .args(more)
         .args(["--progress", "json", "--timeout", "10"])
         .arg("--map")
@@ -351,9 +376,8 @@ fn pull_with(endpoint: &str, source: &str, target: &Path, map: &str, more: &[&st
         .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_SESSION_TOKEN", "session-token-secret")
-        .env("AWS_REGION", "eu-west-1")
-        .output()
-        .unwrap()
+        .env("AWS_REGION", "eu-west-1");
+    c
 }
 
 fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> Arc<Fake> {
@@ -370,6 +394,7 @@ fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> 
         expired: AtomicUsize::new(0),
         outstanding: Mutex::new(Default::default()),
         most_outstanding: AtomicUsize::new(0),
+        lists: AtomicUsize::new(0),
     })
 }
 
@@ -731,4 +756,47 @@ fn expired_tokens_are_listed_again_and_the_pull_completes() {
     // Each refused block lists its batch again and is fetched once more, not
     // given up on (the page token's refusal is no GetSnapshotBlock).
     assert_eq!(fake.gets.load(SeqCst), 60 + expired - 1);
+}
+
+#[test]
+fn a_reviewed_plan_lists_each_window_at_most_twice() {
+    const BS: u64 = 512 * 1024;
+    // Windows of 64 blocks: the first 4 are kept with the reviewed plan, their
+    // tokens let go by then (a few windows' only are held); their 64 blocks each
+    // come in batches of 16.
+    let fake = fake(
+        BS,
+        vec![(
+            "snap-r1",
+            blocks(BS, (0..300).chain((0..60).map(|i| 400 + i * 27)), 9),
+        )],
+        Script {
+            page: 40,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull_reviewed(
+        &endpoint,
+        "ebs://snap-r1",
+        &target,
+        "snap-r1",
+        &["--window-blocks", "64"],
+    );
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-r1"),
+        "target differs",
+        &[],
+    );
+    // Each block once, and block 0 once more for the volume's identity.
+    assert_eq!(fake.gets.load(SeqCst), 360 + 1);
+    // The volume's size and the head (2), then each of the 32 windows listed
+    // when planned and at most once more when pulled: not once a batch.
+    let lists = fake.lists.load(SeqCst);
+    assert!(lists <= 2 + 2 * 32, "{lists} listing calls");
 }

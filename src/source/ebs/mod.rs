@@ -46,6 +46,7 @@ use client::Client;
 use held::{Held, TOKEN_AGE, Tokens};
 use listing::{Listed, Shape};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -54,6 +55,11 @@ pub struct EbsSource {
     client: Client,
     shape: OnceLock<Shape>,
     held: Held,
+    /// The longest range of blocks candidates were asked for: the engine's window.
+    window_len: AtomicU64,
+    /// Held by the thread listing tokens that were not held, so that the others
+    /// waiting for the same window find its listing rather than list it again.
+    relisting: Mutex<()>,
     head: Mutex<Option<Identity>>,
 }
 
@@ -64,6 +70,8 @@ impl EbsSource {
             client: Client::new(cfg)?,
             shape: OnceLock::new(),
             held: Held::new(TOKEN_AGE),
+            window_len: AtomicU64::new(0),
+            relisting: Mutex::new(()),
             head: Mutex::new(None),
         })
     }
@@ -125,12 +133,29 @@ impl EbsSource {
         Ok((tokens, l.candidates))
     }
 
-    /// The tokens of engine blocks `blocks`: held, or listed now.
+    /// The tokens of engine blocks `blocks`: held, or listed now with the rest of
+    /// their window (a reviewed plan's windows are pulled long after they were
+    /// listed, and their tokens let go meanwhile).
     fn tokens(&self, blocks: Range<u64>) -> Result<Arc<Tokens>, Error> {
-        match self.held.get(&blocks, Instant::now()) {
-            Some(t) => Ok(t),
-            None => Ok(self.list(blocks)?.0),
+        if let Some(t) = self.held.get(&blocks, Instant::now()) {
+            return Ok(t);
         }
+        let _one = self.relisting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.held.get(&blocks, Instant::now()) {
+            return Ok(t);
+        }
+        Ok(self.list(self.window_of(&blocks)?)?.0)
+    }
+
+    /// The engine's window holding `blocks`, widened to cover them: windows lie
+    /// end to end from block 0, as long as the longest range candidates were
+    /// asked for (a guess: any range covering `blocks` is right, a wider one
+    /// only lists more).
+    fn window_of(&self, blocks: &Range<u64>) -> Result<Range<u64>, Error> {
+        let len = self.window_len.load(Relaxed).max(1);
+        let start = blocks.start / len * len;
+        let end = blocks.end.max(start + len).min(self.shape()?.blocks());
+        Ok(start..end.max(blocks.end))
     }
 
     /// API block `j` of engine block `i` (with `tokens`, which hold its token if
@@ -213,6 +238,8 @@ impl BlockSource for EbsSource {
     }
 
     fn candidates(&self, _volume: &str, blocks: Range<u64>) -> Result<Candidates, SourceError> {
+        self.window_len
+            .fetch_max(blocks.end.saturating_sub(blocks.start), Relaxed);
         Ok(self.list(blocks)?.1)
     }
 

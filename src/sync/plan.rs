@@ -108,17 +108,16 @@ impl<'a> Planning<'a> {
     }
 
     /// Reports the hashing of the whole volume on a thread of `s` until it is all
-    /// hashed or the volume stops: the target's blocks (all, or a learning
-    /// source's candidates), counted once though an agent's volume is hashed on
-    /// both sides.
+    /// hashed or the volume stops: the target's blocks, counted once though an
+    /// agent's volume is hashed on both sides; a learning source's blocks outside
+    /// its candidates count as hashed when their window is listed (its total is
+    /// not known before the last window).
     pub fn spawn_ticker<'s>(&'s self, s: &'s Scope<'s, '_>)
     where
         'a: 's,
     {
         let (v, feed) = (self.v, self.v.feed);
         let job = v.job;
-        // A learning source's blocks outside its candidates count as hashed
-        // (see `window`): the whole volume, on one side.
         let local_total = job.info.size;
         // An agent's volume is hashed on both sides, an EBS snapshot's on the local side only.
         let sides = if v.learn { 1 } else { 2 };

@@ -800,3 +800,41 @@ fn a_reviewed_plan_lists_each_window_at_most_twice() {
     let lists = fake.lists.load(SeqCst);
     assert!(lists <= 2 + 2 * 32, "{lists} listing calls");
 }
+
+#[test]
+fn a_sparse_volumes_empty_windows_are_not_listed_yet_zeroed() {
+    const BS: u64 = 512 * 1024;
+    // 3 blocks in 1 GiB, windows of 16 blocks: 128 windows, 2 of them hold blocks.
+    let fake = fake(
+        BS,
+        vec![("snap-s1", blocks(BS, [5, 6, 1500].into_iter(), 11))],
+        Script {
+            page: 10,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // Stale data in an empty window: it must become zeros all the same.
+    let garbage = [0xee; BS as usize];
+    let target = disk_image_with(dir.path(), "disk.img", 1 << 30, 700 * BS, &garbage);
+    let out = pull_with(
+        &endpoint,
+        "ebs://snap-s1",
+        &target,
+        "snap-s1",
+        &["--window-blocks", "16"],
+    );
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-s1"),
+        "target differs",
+        &[],
+    );
+    // The volume's size, the head, the windows of blocks 5-6 and 1500: each
+    // listing says where the next block is, and the windows before it are empty.
+    let lists = fake.lists.load(SeqCst);
+    assert!(lists <= 4, "{lists} listing calls");
+}

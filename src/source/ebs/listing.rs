@@ -104,6 +104,9 @@ pub(super) struct BlockList {
     pub volume_gib: u64,
     /// Index -> token (`None`: present in the base, absent from the snapshot).
     pub entries: Vec<(u64, Option<String>)>,
+    /// The first block listed past the range (`u64::MAX`: the listing ended
+    /// first): nothing lies between the range's end and it.
+    pub next: u64,
 }
 
 /// EBS's largest volume (io2 Block Express: 64 TiB), in GiB.
@@ -154,7 +157,10 @@ impl Pages {
         Pages {
             snapshot: snapshot.to_string(),
             range,
-            list: BlockList::default(),
+            list: BlockList {
+                next: u64::MAX,
+                ..BlockList::default()
+            },
             seen_tokens: BTreeSet::new(),
             pages: 0,
             listed: 0,
@@ -202,7 +208,15 @@ impl Pages {
                 self.blocks
             )));
         }
-        let past = entries.iter().any(|(i, _)| *i >= self.range.end);
+        let past = entries
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| *i >= self.range.end)
+            .min();
+        if let Some(i) = past {
+            out.next = out.next.min(i);
+        }
+        let past = past.is_some();
         let range = &self.range;
         out.entries
             .extend(entries.into_iter().filter(|(i, _)| range.contains(i)));
@@ -337,6 +351,7 @@ mod tests {
                 .iter()
                 .map(|(i, t)| (*i, t.map(str::to_string)))
                 .collect(),
+            next: u64::MAX,
         }
     }
 
@@ -391,7 +406,9 @@ mod tests {
         let page = r#"{"Blocks":[{"BlockIndex":7,"BlockToken":"t7"},{"BlockIndex":9,"BlockToken":"t9"}],"NextToken":"p3"}"#;
         assert_eq!(p.add("X", page.as_bytes()).unwrap(), None);
         let got = p.finish("X").unwrap();
-        assert_eq!(got, list(BLOCK_SIZE, &[(5, Some("t5")), (7, Some("t7"))]));
+        let mut want = list(BLOCK_SIZE, &[(5, Some("t5")), (7, Some("t7"))]);
+        want.next = 9;
+        assert_eq!(got, want);
         assert_eq!(Pages::new("snap-1", 4..8).resume_at(), 4);
     }
 

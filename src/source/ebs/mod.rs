@@ -60,6 +60,9 @@ pub struct EbsSource {
     /// Held by the thread listing tokens that were not held, so that the others
     /// waiting for the same window find its listing rather than list it again.
     relisting: Mutex<()>,
+    /// API blocks the last listing showed to hold nothing (from its range's end
+    /// to the next block it listed): snapshots do not change.
+    empty: Mutex<Range<u64>>,
     head: Mutex<Option<Identity>>,
 }
 
@@ -72,6 +75,7 @@ impl EbsSource {
             held: Held::new(TOKEN_AGE),
             window_len: AtomicU64::new(0),
             relisting: Mutex::new(()),
+            empty: Mutex::new(0..0),
             head: Mutex::new(None),
         })
     }
@@ -106,24 +110,47 @@ impl EbsSource {
     }
 
     /// Lists engine blocks `blocks` (or their changes since the base): their
-    /// candidates, and their tokens, which are held.
+    /// candidates, and their tokens, which are held. A range the last listing
+    /// showed to hold nothing is not asked about (a sparse volume's empty windows).
     fn list(&self, blocks: Range<u64>) -> Result<(Arc<Tokens>, Candidates), Error> {
         let shape = self.shape()?;
         let api = shape.api_range(&blocks);
+        let nothing = || listing::BlockList {
+            block_size: shape.api_block,
+            ..Default::default()
+        };
+        let known_empty = {
+            let empty = self.empty.lock().unwrap_or_else(|p| p.into_inner());
+            empty.start <= api.start && api.end <= empty.end
+        };
         let listed = match &self.cfg().base {
-            None => Listed::Snapshot(self.client.list(None, api)?),
+            None if known_empty => Listed::Snapshot(nothing()),
+            None => Listed::Snapshot(self.client.list(None, api.clone())?),
+            Some(_) if known_empty => Listed::Changes {
+                changed: nothing(),
+                all: Listed::needs_all(&shape).then(nothing),
+            },
             Some(base) => {
                 let changed = self.client.list(Some(base), api.clone())?;
                 // Groups of smaller blocks: a changed group needs the tokens of
                 // all its blocks, changed or not.
                 let all = if Listed::needs_all(&shape) {
-                    Some(self.client.list(None, api)?)
+                    Some(self.client.list(None, api.clone())?)
                 } else {
                     None
                 };
                 Listed::Changes { changed, all }
             }
         };
+        if !known_empty {
+            let next = match &listed {
+                Listed::Snapshot(l) => l.next,
+                Listed::Changes { changed, all } => {
+                    changed.next.min(all.as_ref().map_or(u64::MAX, |a| a.next))
+                }
+            };
+            *self.empty.lock().unwrap_or_else(|p| p.into_inner()) = api.end..next;
+        }
         let l = listing::plan(&self.cfg().snapshot, &shape, blocks.clone(), &listed)?;
         let tokens = self.held.put(Tokens {
             blocks,

@@ -99,11 +99,16 @@ PY
 # `time`), maximum RSS of the agent (VmHWM before it stops). Only the data blocks
 # and the stale one are compared afterwards (reading 16 TiB of zeros takes hours).
 # BENCH_DIR (default /tmp/failback-bench), FAILBACK_BIN (default: cargo build --release).
+# Then EBS: moto (the moto venv, scripts/moto-venv.sh) on 127.0.0.1 with snapshots of
+# 1 GiB, 1 TiB and 16383 GiB (BENCH_SCALE_EBS_GIB; empty: none) holding the same 16
+# blocks spread from the first to the last, pulled onto an empty sparse target with
+# one stale block (which must become zeros): the client's wall time, maximum RSS
+# and CPU. BENCH_SCALE_SIZES empty: the EBS rows only.
 bench_scale() {
     local root dir fb sizes bs=$((512 * 1024)) token=bench-token-0123456789 port=15520
     root=$(cd "$(dirname "$0")/.." && pwd)
     dir=${BENCH_DIR:-/tmp/failback-bench}/scale
-    sizes=${BENCH_SCALE_SIZES:-1024 1048576 16777215}
+    sizes=${BENCH_SCALE_SIZES-1024 1048576 16777215}
     [[ -x /usr/bin/time ]] || { echo "bench: /usr/bin/time is missing: apt-get install -y time" >&2; exit 1; }
     if [[ -n ${FAILBACK_BIN:-} ]]; then
         fb=$FAILBACK_BIN
@@ -163,7 +168,72 @@ bench_scale() {
         echo "| $mib MiB | $(echo "$t1 - $t0" | bc -l | xargs printf '%.1f') | $((rss / 1024)) MiB | $cpu | $((agent_kb / 1024)) MiB | $pulled |"
     done
     rm -f remote.img target.img
+    bench_scale_ebs
     exit 0
+}
+
+# The EBS rows of `scale` (see above), in `scale`'s directory with its helpers.
+bench_scale_ebs() {
+    local gibs=${BENCH_SCALE_EBS_GIB-1 1024 16383} ebs_port=15521 gib blocks k b
+    [[ -n $gibs ]] || return 0
+    "$root/scripts/moto-venv.sh"
+    local py=${MOTO_VENV:-$root/.venv-moto}/bin/python ep=http://127.0.0.1:$ebs_port
+    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+    unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_EBS
+    "$py" "$root/tests/ebs_support/moto_server.py" "$ebs_port" >moto.log 2>&1 &
+    local moto=$!
+    trap '[[ -n $agent ]] && kill "$agent" 2>/dev/null; kill '"$moto"' 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$ebs_port) 2>/dev/null && break; sleep 0.2; done
+    for ((k = 0; k < 16; k++)); do stream "data$k" $bs >"data$k.bin"; done
+    echo
+    echo "| EBS snapshot (moto) | wall s | client max RSS | client CPU s | blocks pulled |"
+    echo "|---|---|---|---|---|"
+    for gib in $gibs; do
+        blocks=$((gib * 2048))
+        local args=() checked=() snap
+        for ((k = 0; k < 16; k++)); do
+            b=$(((blocks - 1) * k / 15))
+            args+=("$b" "data$k.bin")
+            checked+=("$b")
+        done
+        # StartSnapshot, PutSnapshotBlock for the 16 blocks, CompleteSnapshot.
+        snap=$("$py" - "$ep" "$gib" "${args[@]}" <<'PY'
+import base64, hashlib, sys
+import boto3
+ep, gib, rest = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+ebs = boto3.client("ebs", endpoint_url=ep, region_name="us-east-1")
+snap = ebs.start_snapshot(VolumeSize=gib)["SnapshotId"]
+for index, path in zip(rest[::2], rest[1::2]):
+    data = open(path, "rb").read()
+    ebs.put_snapshot_block(SnapshotId=snap, BlockIndex=int(index), BlockData=data,
+        DataLength=len(data), ChecksumAlgorithm="SHA256",
+        Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode())
+ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=16)
+print(snap)
+PY
+        )
+        rm -f target.img
+        truncate -s "${gib}G" target.img
+        b=$((blocks / 3 + 1))
+        stream stale $bs | put target.img "$b"
+        t0=$(date +%s.%N)
+        /usr/bin/time -v -o client.time "$fb" pull --source "ebs://$snap" --endpoint "$ep" \
+            --map "$snap=$dir/target.img" --yes --progress json >pull.json 2>pull.err ||
+            { echo "bench: the EBS pull of $gib GiB failed: $(tail -3 pull.err)" >&2; exit 1; }
+        t1=$(date +%s.%N)
+        for ((k = 0; k < 16; k++)); do
+            cmp -s "data$k.bin" <(block target.img "${checked[$k]}") ||
+                { echo "bench: block ${checked[$k]} of the $gib GiB target differs" >&2; exit 1; }
+        done
+        cmp -s <(head -c $bs /dev/zero) <(block target.img "$b") ||
+            { echo "bench: the stale block $b of the $gib GiB target is not zeros" >&2; exit 1; }
+        local rss cpu pulled
+        rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' client.time)
+        cpu=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {printf "%.2f", u + s}' client.time)
+        pulled=$(grep '"event":"done"' pull.json | sed 's/.*"pulled_blocks":\([0-9]*\).*/\1/')
+        echo "| $gib GiB | $(echo "$t1 - $t0" | bc -l | xargs printf '%.1f') | $((rss / 1024)) MiB | $cpu | $pulled |"
+    done
+    rm -f target.img data*.bin
 }
 [[ $what == scale ]] && { bench_scale; exit 0; }
 

@@ -252,7 +252,10 @@ fn listing_pages_that_never_end_are_refused_within_the_block_count() {
         stderr.contains("still paging after 2048 pages, for a volume of 2048 blocks"),
         "{stderr}"
     );
-    assert!(fake.requests.load(SeqCst) <= 2048);
+    // The first page (the volume's size), the head's listing (for its
+    // identity), then at most 2048 pages.
+    let requests = fake.requests.load(SeqCst);
+    assert!(requests <= 2 + 2048, "{requests} requests");
 }
 
 #[test]
@@ -287,4 +290,156 @@ fn a_plain_http_endpoint_is_warned_about_in_one_line() {
             "the EBS endpoint {endpoint} is plain http://: block data and checksums can be forged in transit; use https://"
         )
     );
+}
+
+#[test]
+fn a_volume_of_many_windows_is_listed_window_by_window_holding_few_tokens() {
+    const BS: u64 = 512 * 1024;
+    // 512 blocks over 1 GiB (every 4th), pulled in windows of 16 blocks (4 tokens
+    // each), listed in pages of 10: 128 windows.
+    let fake = fake(
+        BS,
+        vec![("snap-w1", blocks(BS, (0..512).map(|i| i * 4 + 1), 5))],
+        Script {
+            page: 10,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull_with(
+        &endpoint,
+        "ebs://snap-w1",
+        &target,
+        "snap-w1",
+        &["--window-blocks", "16"],
+    );
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-w1"),
+        "target differs",
+        &[],
+    );
+    assert_eq!(fake.gets.load(SeqCst), 512, "each block fetched once");
+    // Tokens handed out and not yet used: at most the few windows held and a
+    // page past the last one, never the volume's 512.
+    let most = fake.most_outstanding.load(SeqCst);
+    assert!(most <= 3 * 4 + 10, "{most} tokens outstanding at once");
+}
+
+#[test]
+fn expired_tokens_are_listed_again_and_the_pull_completes() {
+    const BS: u64 = 512 * 1024;
+    // The BlockTokens expire after 20 blocks; the first NextToken is refused too.
+    let fake = fake(
+        BS,
+        vec![("snap-x1", blocks(BS, (0..60).map(|i| i * 31 + 2), 7))],
+        Script {
+            page: 25,
+            expire_after_gets: Some(20),
+            expire_a_page_token: true,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull(&endpoint, "ebs://snap-x1", &target, "snap-x1");
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-x1"),
+        "target differs",
+        &[],
+    );
+    let expired = fake.expired.load(SeqCst);
+    assert!(expired >= 2, "no BlockToken expired");
+    // Each refused block lists its batch again and is fetched once more, not
+    // given up on (the page token's refusal is no GetSnapshotBlock).
+    assert_eq!(fake.gets.load(SeqCst), 60 + expired - 1);
+}
+
+#[test]
+fn a_reviewed_plan_lists_each_window_at_most_twice() {
+    const BS: u64 = 512 * 1024;
+    // Windows of 64 blocks: the first 4 are kept with the reviewed plan, their
+    // tokens let go by then (a few windows' only are held); their 64 blocks each
+    // come in batches of 16.
+    let fake = fake(
+        BS,
+        vec![(
+            "snap-r1",
+            blocks(BS, (0..300).chain((0..60).map(|i| 400 + i * 27)), 9),
+        )],
+        Script {
+            page: 40,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let out = pull_reviewed(
+        &endpoint,
+        "ebs://snap-r1",
+        &target,
+        "snap-r1",
+        &["--window-blocks", "64"],
+    );
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-r1"),
+        "target differs",
+        &[],
+    );
+    // Each block once, and block 0 once more for the volume's identity.
+    assert_eq!(fake.gets.load(SeqCst), 360 + 1);
+    // The volume's size and the head (2), then each of the 32 windows listed
+    // when planned and at most once more when pulled: not once a batch.
+    let lists = fake.lists.load(SeqCst);
+    assert!(lists <= 2 + 2 * 32, "{lists} listing calls");
+}
+
+#[test]
+fn a_sparse_volumes_empty_windows_are_not_listed_yet_zeroed() {
+    const BS: u64 = 512 * 1024;
+    // 3 blocks in 1 GiB, windows of 16 blocks: 128 windows, 2 of them hold blocks.
+    let fake = fake(
+        BS,
+        vec![("snap-s1", blocks(BS, [5, 6, 1500].into_iter(), 11))],
+        Script {
+            page: 10,
+            ..Script::default()
+        },
+    );
+    let endpoint = serve(fake.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // Stale data in an empty window: it must become zeros all the same.
+    let garbage = [0xee; BS as usize];
+    let target = disk_image_with(dir.path(), "disk.img", 1 << 30, 700 * BS, &garbage);
+    let out = pull_with(
+        &endpoint,
+        "ebs://snap-s1",
+        &target,
+        "snap-s1",
+        &["--window-blocks", "16"],
+    );
+    assert_ok(&out);
+    assert_pulled(
+        &out,
+        &target,
+        &image(&fake, "snap-s1"),
+        "target differs",
+        &[],
+    );
+    // The volume's size, the head, the windows of blocks 5-6 and 1500: each
+    // listing says where the next block is, and the windows before it are empty.
+    let lists = fake.lists.load(SeqCst);
+    assert!(lists <= 4, "{lists} listing calls");
 }

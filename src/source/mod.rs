@@ -2,8 +2,8 @@
 //! of every 512 KiB block and hands over the blocks themselves. The agent over HTTPS
 //! ([`agent::AgentSource`]) is one. An EBS snapshot ([`ebs::EbsSource`]) learns a
 //! block's SHA-256 only with the block itself (GetSnapshotBlock's `x-amz-Checksum`),
-//! so it offers [`BlockSource::candidates`] instead of hashes: the blocks that may
-//! differ and those known to be zeros.
+//! so it offers [`BlockSource::candidates`] instead of hashes, window by window: the
+//! blocks that may differ and those known to be zeros.
 
 mod address;
 pub mod agent;
@@ -14,6 +14,7 @@ pub use address::Source;
 
 use crate::block::{BLOCK_SIZE, Hash};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// One remote volume.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -122,12 +123,23 @@ pub trait BlockSource: Send + Sync {
     /// SHA-256 of blocks `start..start+count` of `volume`, in order.
     fn hashes(&self, volume: &str, start: u64, count: u64) -> Result<Vec<Hash>, SourceError>;
 
-    /// For sources that learn a block's hash only with the block (EBS): which blocks
-    /// to fetch and which are zeros. `Ok(None)` (the default): plan with
-    /// [`hashes`](Self::hashes). When this gives `Some`, `hashes` is not called and
-    /// [`blocks`](Self::blocks) delivers only blocks it has verified itself.
-    fn candidates(&self, _volume: &str) -> Result<Option<Candidates>, SourceError> {
-        Ok(None)
+    /// Whether the source learns a block's hash only with the block (EBS): then
+    /// the engine plans with [`candidates`](Self::candidates), `hashes` is not
+    /// called and [`blocks`](Self::blocks) delivers only blocks it has verified
+    /// itself. `false` (the default): plan with [`hashes`](Self::hashes).
+    fn learns(&self) -> bool {
+        false
+    }
+
+    /// For a source that [`learns`](Self::learns): which of blocks `blocks` of
+    /// `volume` to fetch and which are zeros. Asked window by window as the engine
+    /// plans, so that a source lists no more than a window at a time. The default
+    /// fetches them all.
+    fn candidates(&self, _volume: &str, blocks: Range<u64>) -> Result<Candidates, SourceError> {
+        Ok(Candidates {
+            fetch: blocks.collect(),
+            zero: Vec::new(),
+        })
     }
 
     /// Fetches the blocks at `indexes` of `volume`; `sink(index, data, wire_bytes)` is
@@ -142,7 +154,7 @@ pub trait BlockSource: Send + Sync {
 
     /// [`blocks`](Self::blocks), and with each block the SHA-256 the source computed
     /// while verifying it against its own checksum (`None`: not computed). Only a
-    /// source with [`candidates`](Self::candidates) is trusted with it: the caller
+    /// source that [`learns`](Self::learns) is trusted with it: the caller
     /// then need not hash the block a second time. The default computes none.
     fn blocks_hashed(
         &self,

@@ -150,10 +150,9 @@ impl<'a> Puller<'a> {
     fn pull_while_planning(&self, jobs: &[Job]) -> Result<Summary, Error> {
         let mut summary = Summary::default();
         for job in jobs {
-            let cands = plan::prepare(self, job)?;
             let feed = Feed::default();
-            let v = self.volume(job, cands.is_some(), &feed);
-            walk::pull(v, cands.as_ref(), Vec::new(), None)?;
+            let v = self.volume(job, self.source.learns(), &feed);
+            walk::pull(v, Vec::new(), None)?;
             summary.add(&feed);
         }
         Ok(summary)
@@ -173,13 +172,12 @@ impl<'a> Puller<'a> {
             false => KEPT_WINDOWS * self.opts.window_blocks,
         };
         for job in jobs {
-            let cands = plan::prepare(self, job)?;
             let feed = Feed::default();
-            let v = self.volume(job, cands.is_some(), &feed);
-            let kept = walk::plan_only(v, cands.as_ref(), &mut budget)?;
+            let v = self.volume(job, self.source.learns(), &feed);
+            let kept = walk::plan_only(v, &mut budget)?;
             let p = feed.planned();
             summaries.push(plan::report(v));
-            planned.push((cands, kept, p.fetch_bytes + p.zero_bytes));
+            planned.push((kept, p.fetch_bytes + p.zero_bytes));
         }
         let mut summary = Summary::default();
         if self.opts.dry_run {
@@ -191,10 +189,10 @@ impl<'a> Puller<'a> {
         if work && !self.opts.unattended && !confirm(&summaries) {
             return Err(Error::Declined);
         }
-        for (job, (cands, kept, bytes)) in jobs.iter().zip(planned) {
+        for (job, (kept, bytes)) in jobs.iter().zip(planned) {
             let feed = Feed::default();
-            let v = self.volume(job, cands.is_some(), &feed);
-            walk::pull(v, cands.as_ref(), kept, Some(bytes))?;
+            let v = self.volume(job, self.source.learns(), &feed);
+            walk::pull(v, kept, Some(bytes))?;
             summary.add(&feed);
         }
         Ok(summary)

@@ -11,6 +11,7 @@ use super::{Error, Puller, Volume};
 use crate::block;
 use crate::report::{Event, Phase};
 use crate::source::{Candidates, SourceError};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,25 +43,33 @@ pub(super) struct Planning<'a> {
     pub failed: &'a Failure<'a>,
 }
 
-/// Asks the source for its candidate blocks (a learning source lists them),
-/// sorted, so that each window finds its own.
-pub(super) fn prepare(puller: &Puller, job: &Job) -> Result<Option<Candidates>, Error> {
-    let what = format!("list blocks of volume '{}'", job.info.id);
+/// Asks a learning source for its candidate blocks in window `blocks` (it lists
+/// them), sorted.
+fn candidates(puller: &Puller, job: &Job, blocks: &Range<u64>) -> Result<Candidates, Error> {
+    let what = format!(
+        "list blocks {}..{} of volume '{}'",
+        blocks.start, blocks.end, job.info.id
+    );
     let retries = Default::default();
-    let mut cands = puller.retrying(&what, &retries, || puller.source.candidates(&job.info.id))?;
-    let n = job.info.blocks();
+    let mut cands = puller.retrying(&what, &retries, || {
+        puller.source.candidates(&job.info.id, blocks.clone())
+    })?;
     if let Some(&i) = cands
+        .fetch
         .iter()
-        .flat_map(|c| c.fetch.iter().chain(&c.zero))
-        .find(|&&i| i >= n)
+        .chain(&cands.zero)
+        .find(|i| !blocks.contains(i))
     {
         return Err(SourceError::Protocol {
             url: job.info.id.clone(),
-            message: format!("block {i} is beyond the volume's {n} blocks"),
+            message: format!(
+                "block {i} is outside the window {}..{} asked for",
+                blocks.start, blocks.end
+            ),
         }
         .into());
     }
-    for list in cands.iter_mut().flat_map(|c| [&mut c.fetch, &mut c.zero]) {
+    for list in [&mut cands.fetch, &mut cands.zero] {
         list.sort_unstable();
         list.dedup();
     }
@@ -99,21 +108,19 @@ impl<'a> Planning<'a> {
     }
 
     /// Reports the hashing of the whole volume on a thread of `s` until it is all
-    /// hashed or the volume stops: the target's blocks (all, or a learning
-    /// source's candidates), counted once though an agent's volume is hashed on
-    /// both sides.
-    pub fn spawn_ticker<'s>(&'s self, s: &'s Scope<'s, '_>, cands: Option<&Candidates>)
+    /// hashed or the volume stops: the target's blocks, counted once though an
+    /// agent's volume is hashed on both sides; a learning source's blocks outside
+    /// its candidates count as hashed when their window is listed (its total is
+    /// not known before the last window).
+    pub fn spawn_ticker<'s>(&'s self, s: &'s Scope<'s, '_>)
     where
         'a: 's,
     {
         let (v, feed) = (self.v, self.v.feed);
         let job = v.job;
-        let local_total = match cands {
-            Some(cs) => job.bytes(cs.fetch.iter().chain(&cs.zero).copied()),
-            None => job.info.size,
-        };
+        let local_total = job.info.size;
         // An agent's volume is hashed on both sides, an EBS snapshot's on the local side only.
-        let sides = if cands.is_some() { 1 } else { 2 };
+        let sides = if v.learn { 1 } else { 2 };
         let total = local_total * sides;
         // Unattended, blocks are pulled meanwhile: the same events say how many.
         let (c, p) = (&self.counters, &feed.pulled);
@@ -131,6 +138,30 @@ impl<'a> Planning<'a> {
             side: Side::Planning,
         };
         ticker.spawn(s, numbers, move || c.done.load(Relaxed) >= total);
+    }
+
+    /// Window `blocks` of the volume, with a learning source's candidates in it
+    /// (listed now); its blocks outside them count as hashed. `None`: the volume
+    /// failed (recorded).
+    pub fn window(&self, blocks: Range<u64>) -> Option<Arc<Window>> {
+        let (puller, job) = (self.v.puller, self.v.job);
+        let cands = match self.v.learn {
+            true => match candidates(puller, job, &blocks) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.failed.fail(e);
+                    return None;
+                }
+            },
+            false => None,
+        };
+        let w = Arc::new(Window::new(job, blocks, cands.as_ref(), &puller.gauge));
+        if self.v.learn {
+            let wanted = job.bytes(w.wanted.iter().copied());
+            let all = job.bytes(w.blocks.clone());
+            self.counters.done.fetch_add(all - wanted, Relaxed);
+        }
+        Some(w)
     }
 
     /// Plans one window: hashes the target's blocks (all, or a learning source's

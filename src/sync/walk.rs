@@ -9,7 +9,6 @@ use super::pull::Pulling;
 use super::verify::Digests;
 use super::window::Window;
 use super::{Error, Volume};
-use crate::source::Candidates;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,20 +19,18 @@ pub(super) type Kept = (Arc<Window>, Vec<Work>);
 /// kept, with their work, while `budget` blocks remain: a small volume is pulled
 /// as planned; the windows past the budget are planned again when pulled, so that
 /// a reviewed plan holds no more than the budget whatever the volume's size.
-pub(super) fn plan_only(
-    v: Volume,
-    cands: Option<&Candidates>,
-    budget: &mut u64,
-) -> Result<Vec<Kept>, Error> {
+pub(super) fn plan_only(v: Volume, budget: &mut u64) -> Result<Vec<Kept>, Error> {
     let (puller, job, feed) = (v.puller, v.job, v.feed);
     let failed = Failure::new(feed);
     let planning = Planning::new(v, &failed);
     let mut kept = Vec::new();
     std::thread::scope(|s| {
-        planning.spawn_ticker(s, cands);
+        planning.spawn_ticker(s);
         let mut keeping = true;
         for blocks in Window::ranges(job.info.blocks(), puller.opts.window_blocks) {
-            let w = Arc::new(Window::new(job, blocks, cands, &puller.gauge));
+            let Some(w) = planning.window(blocks) else {
+                break;
+            };
             planning.plan(&w);
             if feed.stopped() {
                 break;
@@ -59,12 +56,7 @@ pub(super) fn plan_only(
 /// `reviewed`: the bytes the reviewed plan pulls (its progress is shown from the
 /// start); `None`: nobody reviewed the plan, whose hashing is shown and whose plan
 /// is reported once complete.
-pub(super) fn pull(
-    v: Volume,
-    cands: Option<&Candidates>,
-    kept: Vec<Kept>,
-    reviewed: Option<u64>,
-) -> Result<(), Error> {
+pub(super) fn pull(v: Volume, kept: Vec<Kept>, reviewed: Option<u64>) -> Result<(), Error> {
     let started = Instant::now();
     let (puller, job, feed) = (v.puller, v.job, v.feed);
     let failed = Failure::new(feed);
@@ -75,7 +67,7 @@ pub(super) fn pull(
     std::thread::scope(|s| {
         pulling.spawn(s, reviewed);
         if reviewed.is_none() {
-            planning.spawn_ticker(s, cands);
+            planning.spawn_ticker(s);
         }
         let end_of_plan = || {
             // A plan cut short by a failed pull is not reported.
@@ -95,7 +87,9 @@ pub(super) fn pull(
                     w
                 }
                 None => {
-                    let w = Arc::new(Window::new(job, blocks, cands, &puller.gauge));
+                    let Some(w) = planning.window(blocks) else {
+                        break;
+                    };
                     planning.plan(&w);
                     w
                 }

@@ -29,6 +29,11 @@ pub struct Script {
     pub error: Option<(u16, &'static str, &'static str)>,
     /// Every listing page hands out a new NextToken, forever.
     pub endless: bool,
+    /// After this many GetSnapshotBlock requests, every BlockToken handed out
+    /// so far expires (answers 400 INVALID_BLOCK_TOKEN).
+    pub expire_after_gets: Option<usize>,
+    /// The first NextToken presented is refused as expired (400 INVALID_PAGE_TOKEN).
+    pub expire_a_page_token: bool,
 }
 
 pub struct Fake {
@@ -42,6 +47,16 @@ pub struct Fake {
     pub gets: AtomicUsize,
     pub authorized: AtomicUsize,
     pub requests: AtomicUsize,
+    /// The generation of the BlockTokens handed out (a token of an older one expired).
+    pub generation: AtomicUsize,
+    /// GetSnapshotBlock requests refused for an expired token.
+    pub expired: AtomicUsize,
+    /// Blocks whose token was handed out and not yet used, and the most at once:
+    /// a bound on the tokens the client holds.
+    pub outstanding: Mutex<std::collections::BTreeSet<u64>>,
+    pub most_outstanding: AtomicUsize,
+    /// Listing calls (first pages: requests without a pageToken).
+    pub lists: AtomicUsize,
 }
 
 pub fn b64(data: &[u8]) -> String {
@@ -95,12 +110,34 @@ impl Fake {
             .or(parts.get(1))
             .copied()
             .unwrap_or_default();
+        if !q.contains_key("pageToken") && path.ends_with("blocks") {
+            self.lists.fetch_add(1, SeqCst);
+        }
         let page_of = |items: Vec<serde_json::Value>| {
-            let start: usize = q.get("pageToken").map_or(0, |t| {
-                let t = t.trim_start_matches("p");
-                t.split('.').next().unwrap().parse().unwrap()
-            });
-            let end = (start + script.page).min(items.len());
+            let start: usize = q.get("pageToken").map_or_else(
+                || {
+                    // Like EBS: from the first block at or past StartingBlockIndex.
+                    let from: u64 = q
+                        .get("startingBlockIndex")
+                        .map_or(0, |v| v.parse().unwrap());
+                    items.partition_point(|b| b["BlockIndex"].as_u64().unwrap() < from)
+                },
+                |t| {
+                    let t = t.trim_start_matches("p");
+                    t.split('.').next().unwrap().parse().unwrap()
+                },
+            );
+            let max: usize = q
+                .get("maxResults")
+                .map_or(usize::MAX, |v| v.parse().unwrap());
+            let end = (start + script.page.min(max)).min(items.len());
+            let mut outstanding = self.outstanding.lock().unwrap();
+            for b in &items[start..end] {
+                if b.get("BlockToken").or(b.get("SecondBlockToken")).is_some() {
+                    outstanding.insert(b["BlockIndex"].as_u64().unwrap());
+                }
+            }
+            self.most_outstanding.fetch_max(outstanding.len(), SeqCst);
             let mut v = serde_json::json!({
                 "BlockSize": self.block_size,
                 "VolumeSize": self.gib_of.get(sized).copied().unwrap_or(self.gib),
@@ -121,11 +158,22 @@ impl Fake {
             }
             v
         };
+        let generation = self.generation.load(SeqCst);
+        if script.expire_a_page_token && q.contains_key("pageToken") {
+            script.expire_a_page_token = false;
+            self.expired.fetch_add(1, SeqCst);
+            return (
+                400,
+                vec![("x-amzn-ErrorType".into(), "ValidationException".into())],
+                br#"{"message":"The pagination token has expired.","Reason":"INVALID_PAGE_TOKEN"}"#
+                    .to_vec(),
+            );
+        }
         match parts.as_slice() {
             ["snapshots", snap, "blocks"] => {
                 let items = self.snaps[*snap]
                     .keys()
-                    .map(|i| serde_json::json!({"BlockIndex": i, "BlockToken": format!("t+/{i}=")}))
+                    .map(|i| serde_json::json!({"BlockIndex": i, "BlockToken": format!("t+/{i}={generation}")}))
                     .collect();
                 json(page_of(items))
             }
@@ -140,7 +188,7 @@ impl Fake {
                 {
                     match (base.get(i), new.get(i)) {
                         (a, Some(b)) if a != Some(b) => items.push(serde_json::json!({
-                            "BlockIndex": i, "SecondBlockToken": format!("t+/{i}=")})),
+                            "BlockIndex": i, "SecondBlockToken": format!("t+/{i}={generation}")})),
                         (Some(_), None) => items.push(serde_json::json!({
                             "BlockIndex": i, "FirstBlockToken": "x"})),
                         _ => {}
@@ -151,8 +199,23 @@ impl Fake {
             ["snapshots", snap, "blocks", index] => {
                 let i: u64 = index.parse().unwrap();
                 // The token travels percent-encoded ('+', '/', '=').
-                assert_eq!(q["blockToken"], format!("t%2B%2F{i}%3D"));
-                self.gets.fetch_add(1, SeqCst);
+                let token_gen = q["blockToken"]
+                    .strip_prefix(&format!("t%2B%2F{i}%3D"))
+                    .and_then(|g| g.parse::<usize>().ok());
+                let token_gen = token_gen.unwrap_or_else(|| panic!("token {}", q["blockToken"]));
+                let gets = self.gets.fetch_add(1, SeqCst) + 1;
+                if script.expire_after_gets == Some(gets) {
+                    self.generation.fetch_add(1, SeqCst);
+                }
+                if token_gen < self.generation.load(SeqCst) {
+                    self.expired.fetch_add(1, SeqCst);
+                    return (
+                        400,
+                        vec![("x-amzn-ErrorType".into(), "ValidationException".into())],
+                        br#"{"message":"The block token has expired.","Reason":"INVALID_BLOCK_TOKEN"}"#.to_vec(),
+                    );
+                }
+                self.outstanding.lock().unwrap().remove(&i);
                 if script.throttle > 0 {
                     script.throttle -= 1;
                     return (
@@ -274,13 +337,52 @@ pub fn image(fake: &Fake, snap: &str) -> Vec<u8> {
 }
 
 pub fn pull(endpoint: &str, source: &str, target: &Path, map: &str) -> Output {
-    pull_cmd(endpoint, source, target, map).output().unwrap()
+    pull_with(endpoint, source, target, map, &[])
 }
 
-/// `failback pull` from the fake with its test credentials.
+/// [`pull`] with more arguments.
+pub fn pull_with(endpoint: &str, source: &str, target: &Path, map: &str, more: &[&str]) -> Output {
+    let mut more = more.to_vec();
+    more.push("--yes");
+    pull_command(endpoint, source, target, map, &more)
+        .output()
+        .unwrap()
+}
+
+/// [`pull`] with a plan reviewed first: 'yes' typed at the question.
+pub fn pull_reviewed(
+    endpoint: &str,
+    source: &str,
+    target: &Path,
+    map: &str,
+    more: &[&str],
+) -> Output {
+    let mut child = pull_command(endpoint, source, target, map, more)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `failback pull --yes` from the fake with its test credentials.
 pub fn pull_cmd(endpoint: &str, source: &str, target: &Path, map: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_failback"));
-    cmd.args(["pull", "--source", source, "--endpoint", endpoint, "--yes"])
+    pull_command(endpoint, source, target, map, &["--yes"])
+}
+
+/// `failback pull` from the fake with its test credentials, plus `more` arguments.
+pub fn pull_command(
+    endpoint: &str,
+    source: &str,
+    target: &Path,
+    map: &str,
+    more: &[&str],
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_failback"));
+    c.args(["pull", "--source", source, "--endpoint", endpoint])
+        .args(more)
         .args(["--progress", "json", "--timeout", "10"])
         .arg("--map")
         .arg(format!("{map}={}", target.display()))
@@ -291,7 +393,7 @@ pub fn pull_cmd(endpoint: &str, source: &str, target: &Path, map: &str) -> Comma
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_SESSION_TOKEN", "session-token-secret")
         .env("AWS_REGION", "eu-west-1");
-    cmd
+    c
 }
 
 pub fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> Arc<Fake> {
@@ -304,6 +406,11 @@ pub fn fake(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script)
         gets: AtomicUsize::new(0),
         authorized: AtomicUsize::new(0),
         requests: AtomicUsize::new(0),
+        generation: AtomicUsize::new(0),
+        expired: AtomicUsize::new(0),
+        outstanding: Mutex::new(Default::default()),
+        most_outstanding: AtomicUsize::new(0),
+        lists: AtomicUsize::new(0),
     })
 }
 

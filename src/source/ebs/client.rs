@@ -9,6 +9,7 @@ use crate::net::http;
 use crate::retry::{Backoff, Jitter};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 /// Waits between attempts of one request: equal jitter under a ceiling of
@@ -66,9 +67,12 @@ impl Client {
             .unwrap_or_else(|| self.cfg.endpoint.clone())
     }
 
-    /// Every page of ListSnapshotBlocks (`base` = None) or ListChangedBlocks
-    /// (the changes since `base`) of the snapshot.
-    pub fn list(&self, base: Option<&str>) -> Result<BlockList, Error> {
+    /// The pages of ListSnapshotBlocks (`base` = None) or ListChangedBlocks (the
+    /// changes since `base`) of the snapshot over API blocks `range`, from its
+    /// StartingBlockIndex to the first block past it. A NextToken that expired
+    /// (they last an hour) is replaced by a StartingBlockIndex past the last
+    /// block listed.
+    pub fn list(&self, base: Option<&str>, range: Range<u64>) -> Result<BlockList, Error> {
         let snap = &self.cfg.snapshot;
         let what = match base {
             None => format!("ListSnapshotBlocks {snap}"),
@@ -78,17 +82,28 @@ impl Client {
             None => format!("/snapshots/{}/blocks", encode(snap)),
             Some(_) => format!("/snapshots/{}/changedblocks", encode(snap)),
         };
-        let mut pages = Pages::new(snap);
+        // The API takes 100 to 10000 results a page.
+        let max_results = (range.end - range.start).clamp(100, 10000);
+        let mut pages = Pages::new(snap, range);
         let mut token: Option<String> = None;
+        let mut renewed = 0;
         loop {
-            let mut query = vec![("maxResults", "10000".to_string())];
+            let mut query = vec![("maxResults", max_results.to_string())];
             if let Some(b) = base {
                 query.push(("firstSnapshotId", b.to_string()));
             }
-            if let Some(t) = &token {
-                query.push(("pageToken", t.clone()));
+            match &token {
+                Some(t) => query.push(("pageToken", t.clone())),
+                None => query.push(("startingBlockIndex", pages.resume_at().to_string())),
             }
-            let resp = self.request(&what, &path, &query)?;
+            let resp = match self.request(&what, &path, &query) {
+                Err(Error::TokenExpired { .. }) if token.is_some() && renewed < 3 => {
+                    renewed += 1;
+                    token = None;
+                    continue;
+                }
+                r => r?,
+            };
             let body = resp.bytes().map_err(|e| self.transport(&what, e))?;
             match pages.add(&what, &body)? {
                 Some(next) => token = Some(next),
@@ -97,16 +112,17 @@ impl Client {
         }
     }
 
-    /// The VolumeSize (GiB) of `snapshot`, from the first page of its
-    /// ListSnapshotBlocks (ListChangedBlocks does not say whose size it gives).
-    pub fn volume_gib(&self, snapshot: &str) -> Result<u64, Error> {
+    /// The BlockSize and VolumeSize (GiB) of `snapshot`, from the first page of
+    /// its ListSnapshotBlocks (ListChangedBlocks does not say whose size it gives).
+    pub fn first_page(&self, snapshot: &str) -> Result<(u64, u64), Error> {
         let what = format!("ListSnapshotBlocks {snapshot}");
         let path = format!("/snapshots/{}/blocks", encode(snapshot));
         let resp = self.request(&what, &path, &[("maxResults", "100".to_string())])?;
         let body = resp.bytes().map_err(|e| self.transport(&what, e))?;
-        let mut pages = Pages::new(snapshot);
+        let mut pages = Pages::new(snapshot, 0..0);
         pages.add(&what, &body)?;
-        Ok(pages.volume_gib())
+        let list = pages.finish(&what)?;
+        Ok((list.block_size, list.volume_gib))
     }
 
     /// GetSnapshotBlock, checked against x-amz-Data-Length and x-amz-Checksum.

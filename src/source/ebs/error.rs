@@ -56,6 +56,12 @@ pub enum Error {
         kind: String,
         message: String,
     },
+    /// A BlockToken or NextToken past its time (7 days, 1 hour), or invalid: the
+    /// source lists the blocks again, and gives this only when that did not help.
+    #[error(
+        "EBS refused the token of {what} as expired or invalid, even listed afresh: pull again (AWS: {message})"
+    )]
+    TokenExpired { what: String, message: String },
     #[error("EBS sent a malformed answer to {what}: {message}")]
     Malformed { what: String, message: String },
     #[error(
@@ -150,6 +156,17 @@ impl Error {
                 message,
             },
             "ExpiredTokenException" | "ExpiredToken" => Error::Expired,
+            "ValidationException"
+                if matches!(
+                    field("Reason").as_deref(),
+                    Some("INVALID_BLOCK_TOKEN" | "INVALID_PAGE_TOKEN")
+                ) =>
+            {
+                Error::TokenExpired {
+                    what: what.into(),
+                    message,
+                }
+            }
             "UnrecognizedClientException"
             | "InvalidSignatureException"
             | "IncompleteSignatureException"
@@ -257,6 +274,11 @@ mod tests {
             ),
             Error::NotCompleted { .. }
         ));
+        for reason in ["INVALID_BLOCK_TOKEN", "INVALID_PAGE_TOKEN"] {
+            let body = format!(r#"{{"message":"expired","Reason":"{reason}"}}"#);
+            let e = c(400, Some("ValidationException"), &body);
+            assert!(matches!(e, Error::TokenExpired { .. }), "{reason}: {e:?}");
+        }
         assert!(!c(403, None, "{}").is_retryable());
         // A clock 25 years off: SigV4's time check, not the credentials.
         for (kind, body) in [

@@ -3,16 +3,25 @@
 
 use super::Error;
 use super::client::{BlockHeaders, check_block};
-use super::listing::{self, Listed, Pages};
+use super::listing::{self, Listed, Pages, Shape};
 use crate::block::Hash;
 use crate::source::Candidates;
+use std::ops::Range;
 
 /// Reads `pages` as the answers of ListSnapshotBlocks (`changes`: of ListChangedBlocks,
-/// with the same pages as the whole listing when it is needed) and plans from them.
-/// A volume above `max_gib` is read but not planned: its plan may take much memory.
-pub fn listing(changes: bool, pages: &[&[u8]], max_gib: u64) -> Result<Option<Candidates>, Error> {
+/// with the same pages as the whole listing when it is needed) for the window of engine
+/// blocks `window`, and plans it. A volume above `max_gib` is read but not planned: its
+/// plan may take much memory.
+pub fn listing(
+    changes: bool,
+    pages: &[&[u8]],
+    window: Range<u64>,
+    max_gib: u64,
+) -> Result<Option<Candidates>, Error> {
+    // The API blocks of the window, at the largest ratio (an API block of 512 bytes).
+    let api = window.start.saturating_mul(1024)..window.end.saturating_mul(1024);
     let read = |what: &str| -> Result<_, Error> {
-        let mut list = Pages::new("snap-fuzz");
+        let mut list = Pages::new("snap-fuzz", api.clone());
         for page in pages {
             if list.add(what, page)?.is_none() {
                 break;
@@ -20,29 +29,31 @@ pub fn listing(changes: bool, pages: &[&[u8]], max_gib: u64) -> Result<Option<Ca
         }
         list.finish(what)
     };
-    let listed = if changes {
-        let changed = read("ListChangedBlocks")?;
-        let all = Listed::needs_all(&changed)
-            .then(|| read("ListSnapshotBlocks"))
-            .transpose()?;
-        // The base as large as the snapshot: its extension is tested elsewhere.
-        let base_gib = changed.volume_gib;
-        Listed::Changes {
-            changed,
-            all,
-            base_gib,
-        }
+    let first = read(if changes {
+        "ListChangedBlocks"
     } else {
-        Listed::Snapshot(read("ListSnapshotBlocks")?)
-    };
-    let gib = match &listed {
-        Listed::Snapshot(l) | Listed::Changes { all: Some(l), .. } => l.volume_gib,
-        Listed::Changes { changed, .. } => changed.volume_gib,
-    };
-    if gib > max_gib {
+        "ListSnapshotBlocks"
+    })?;
+    if first.volume_gib > max_gib {
         return Ok(None);
     }
-    Ok(Some(listing::plan("snap-fuzz", &listed)?.candidates))
+    // The base as large as the snapshot: its extension is tested elsewhere.
+    let base = changes.then_some(first.volume_gib);
+    let shape = Shape::new("snap-fuzz", first.block_size, first.volume_gib, base)?;
+    let listed = if changes {
+        let all = Listed::needs_all(&shape)
+            .then(|| read("ListSnapshotBlocks"))
+            .transpose()?;
+        Listed::Changes {
+            changed: first,
+            all,
+        }
+    } else {
+        Listed::Snapshot(first)
+    };
+    Ok(Some(
+        listing::plan("snap-fuzz", &shape, window, &listed)?.candidates,
+    ))
 }
 
 /// Checks a GetSnapshotBlock answer: its `x-amz-Data-Length`, `x-amz-Checksum` and

@@ -78,6 +78,9 @@ enum Command {
     Pull(sync::cli::PullArgs),
     /// Serve volumes read-only to `failback pull` (the agent).
     Serve(agent::ServeArgs),
+    /// Cut continuous pulls over: each runs a final pass and verifies (run it after
+    /// stopping the workload).
+    Cutover(agent::cutover_cmd::CutoverArgs),
 }
 
 fn main() {
@@ -146,5 +149,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Pull(args) => sync::cli::run(args),
         Command::Serve(args) => agent::run(args),
+        Command::Cutover(args) => agent::cutover_cmd::run(args),
     }
 }

@@ -5,8 +5,11 @@
 //! - `GET  /v1/volumes/{id}/hashes?start=&count=` -> 32-byte SHA-256 per block
 //! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`])
 //! - `POST /v1/sessions/{id}/progress` <- a client's event; `GET /v1/sessions`
+//! - `POST /v1/cutover` `{"host": NAME}` or `{}` (all); `GET /v1/cutover` ([`cutover`])
 
 mod blocks;
+mod cutover;
+pub mod cutover_cmd;
 mod gate;
 pub mod limits;
 mod sessions;
@@ -99,6 +102,7 @@ struct State {
     token: String,
     limits: Limits,
     sessions: Mutex<Sessions>,
+    cutover: Mutex<cutover::Cutover>,
     /// Places for block streams under way.
     streams: Arc<tokio::sync::Semaphore>,
     log: Box<dyn Fn(String) + Send + Sync>,
@@ -234,6 +238,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             token: token.value,
             limits,
             sessions: Mutex::new(Sessions::new(limits.sessions, limits.session_bytes)),
+            cutover: Mutex::new(cutover::Cutover::new(limits.sessions)),
             streams: Arc::new(tokio::sync::Semaphore::new(limits.streams)),
             log: Box::new(|line| println!("{line}")),
         });
@@ -402,6 +407,8 @@ async fn handle(
                 .to_json();
             full(StatusCode::OK, "application/json", json)
         }
+        (&Method::POST, ["v1", "cutover"]) => ask_cutover(&state, req).await,
+        (&Method::GET, ["v1", "cutover"]) => cutover_status(&state),
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
@@ -538,14 +545,74 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
     // An event this agent does not know (a newer client's, a broken one) is still
     // taken and kept; it is shown as the JSON posted.
     let typed = Event::deserialize(&ev).ok();
-    let line = describe(typed.as_ref(), &ev);
-    (state.log)(printable(&format!("client {id} ({}): {line}", peer.ip())));
-    state
-        .sessions
+    let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    // The same event again is a continuous client's sign of life: not printed.
+    if sessions.last(&id) != Some(&ev) {
+        let line = describe(typed.as_ref(), &ev);
+        (state.log)(printable(&format!("client {id} ({}): {line}", peer.ip())));
+    }
+    let cutover = state
+        .cutover
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .record(&id, ev, body.len());
-    text(StatusCode::OK, "ok")
+        .heard(&id, &ev, std::time::Instant::now());
+    sessions.record(&id, ev, body.len());
+    drop(sessions);
+    full(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({ "cutover": cutover }).to_string(),
+    )
+}
+
+/// `POST /v1/cutover`: asks one host (`{"host": NAME}`) or every client (`{}`)
+/// to cut over; answers the clients as `GET /v1/cutover` does.
+async fn ask_cutover(state: &State, req: Request<Incoming>) -> Resp {
+    let Some(body) = body(state, req, 4 << 10).await else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "body too large, too slow or broken",
+        );
+    };
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        host: Option<String>,
+    }
+    let ask = if body.is_empty() {
+        Ask { host: None }
+    } else {
+        match serde_json::from_slice::<Ask>(&body) {
+            Ok(ask) => ask,
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "body must be {\"host\": NAME} or {} (every client)",
+                );
+            }
+        }
+    };
+    let who = ask
+        .host
+        .as_deref()
+        .map_or("every client".into(), |h| format!("host {h}"));
+    (state.log)(printable(&format!("cutover asked for {who}")));
+    state
+        .cutover
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .ask(ask.host);
+    cutover_status(state)
+}
+
+/// `GET /v1/cutover`: the continuous clients and where each is.
+fn cutover_status(state: &State) -> Resp {
+    let status = state
+        .cutover
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .status(std::time::Instant::now());
+    full(StatusCode::OK, "application/json", status.to_string())
 }
 
 /// A short line for a client's event: progress in words, any other event as the

@@ -80,6 +80,11 @@ impl Sessions {
         }
     }
 
+    /// Session `id`'s last event.
+    pub fn last(&self, id: &str) -> Option<&Value> {
+        self.map.get(id).map(|e| &e.event)
+    }
+
     /// Session id -> last event, as JSON.
     pub fn to_json(&self) -> Vec<u8> {
         let view: BTreeMap<&str, &Value> = self

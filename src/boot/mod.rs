@@ -162,7 +162,7 @@ fn run(settings: &Settings, reporter: &dyn Reporter, consoles: Vec<String>) -> R
     });
 
     wait_for_entropy(reporter);
-    let pull = pull::PullSettings::resolve(&settings.preset);
+    let pull = pull::PullSettings::resolve(&settings.preset).map(|p| p.host(settings.host()));
     if pull.is_none() && settings.interactive() {
         let known = ui::Known {
             preset: &settings.preset,

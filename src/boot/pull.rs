@@ -9,6 +9,7 @@ use crate::mapping::map::{self, MapTo, Mapping};
 use crate::mapping::select::Selector;
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
+use crate::sync::continuous::{self, Continuous};
 use crate::sync::session::{AwsFrom, Missing, Running, SourceSettings, confirm};
 use crate::sync::{Options, Outcome, PlanSummary, Session, Summary};
 use anyhow::{Result, anyhow};
@@ -34,6 +35,8 @@ pub struct PullSettings {
     unattended: bool,
     /// Unattended, the only fit by size is taken too.
     map_by_size: bool,
+    /// Passes until cutover (`continuous = true`, `failback.continuous=1`).
+    continuous: Option<Continuous>,
 }
 
 impl PullSettings {
@@ -49,7 +52,19 @@ impl PullSettings {
         );
         settings.unattended = preset.unattended;
         settings.map_by_size = preset.map_by_size;
+        settings.continuous = preset.continuous.then_some(Continuous {
+            interval: continuous::INTERVAL,
+            host: None,
+        });
         Some(settings)
+    }
+
+    /// The machine's name, which a continuous pull's passes carry (`failback cutover --host`).
+    pub fn host(mut self, host: Option<String>) -> Self {
+        if let Some(c) = &mut self.continuous {
+            c.host = host;
+        }
+        self
     }
 
     /// What the operator answered in the interactive mode (never unattended); `map`
@@ -82,6 +97,7 @@ impl PullSettings {
             map,
             unattended: false,
             map_by_size: false,
+            continuous: None,
         }
     }
 
@@ -132,7 +148,9 @@ impl PullSettings {
         review: Option<Review>,
         mapped: &mut Mapping,
     ) -> Result<Outcome> {
-        let Running { source, reporter } = *session;
+        let Running {
+            source, reporter, ..
+        } = *session;
         let volumes = || {
             source
                 .volumes()
@@ -189,7 +207,10 @@ impl PullSettings {
             ..Options::default()
         };
         let confirm = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stdout(), plans);
-        let outcome = session.pull(&mapping, opts, confirm)?;
+        let outcome = match &self.continuous {
+            Some(c) => session.pull_continuous(&mapping, opts, c, confirm)?,
+            None => session.pull(&mapping, opts, confirm)?,
+        };
         *mapped = mapping;
         Ok(outcome)
     }

@@ -168,6 +168,7 @@ impl Session {
         let result = work(&Running {
             source: &*self.source,
             reporter: &reporter,
+            agent: self.agent.as_ref(),
         });
         if let Some(agent) = &self.agent {
             let message = match &result {
@@ -188,6 +189,8 @@ impl Session {
 pub struct Running<'a> {
     pub source: &'a dyn BlockSource,
     pub reporter: &'a dyn Reporter,
+    /// The report to the agent, whose answers carry cutover (none from EBS).
+    pub agent: Option<&'a AgentReporter>,
 }
 
 impl Running<'_> {
@@ -200,6 +203,32 @@ impl Running<'_> {
         confirm: &mut dyn FnMut(&[PlanSummary]) -> bool,
     ) -> Result<Outcome, Error> {
         match Puller::new(self.source, self.reporter, opts).run(mapping, confirm) {
+            Ok(summary) => Ok(Outcome::Pulled(summary)),
+            Err(Error::Declined) => Ok(Outcome::Declined),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls `mapping` in passes until the agent asks for cutover, then once more
+    /// (see [`continuous`](super::continuous)).
+    pub fn pull_continuous(
+        &self,
+        mapping: &Mapping,
+        opts: Options,
+        settings: &super::continuous::Continuous,
+        confirm: &mut dyn FnMut(&[PlanSummary]) -> bool,
+    ) -> Result<Outcome, Error> {
+        let Some(agent) = self.agent else {
+            return Err(Error::ContinuousNeedsAgent);
+        };
+        agent.keep_alive();
+        let passes = super::continuous::Passes {
+            source: self.source,
+            reporter: self.reporter,
+            settings,
+            cutover: &|| agent.cutover_asked(),
+        };
+        match passes.run(mapping, opts, confirm) {
             Ok(summary) => Ok(Outcome::Pulled(summary)),
             Err(Error::Declined) => Ok(Outcome::Declined),
             Err(e) => Err(e),

@@ -85,12 +85,8 @@ impl Cutover {
             }
             _ => {}
         }
-        let asked = match &self.asked {
-            None => false,
-            Some(Asked::All) => true,
-            Some(Asked::Hosts(hosts)) => c.host.as_ref().is_some_and(|h| hosts.contains(h)),
-        };
-        asked && c.done.is_none()
+        let c = &self.clients[id];
+        self.asks(c) && c.done.is_none()
     }
 
     /// Asks `host` (all clients: `None`) to cut over.
@@ -105,6 +101,26 @@ impl Cutover {
         };
     }
 
+    /// Cutover was asked and every continuous client asked ended it (done or
+    /// failed): what `--freeze` waits for to thaw.
+    pub fn ended(&self) -> bool {
+        let mut asked = self
+            .clients
+            .values()
+            .filter(|c| c.continuous && self.asks(c))
+            .peekable();
+        asked.peek().is_some() && asked.all(|c| c.done.is_some() || c.failed.is_some())
+    }
+
+    /// Whether cutover was asked of client `c`.
+    fn asks(&self, c: &Client) -> bool {
+        match &self.asked {
+            None => false,
+            Some(Asked::All) => true,
+            Some(Asked::Hosts(hosts)) => c.host.as_ref().is_some_and(|h| hosts.contains(h)),
+        }
+    }
+
     /// The continuous clients, as `GET /v1/cutover` shows them: each one's
     /// session, host, state (`passes`, `final`, `done`, `failed`), pass, lag,
     /// seconds since last heard, and its `cutover_done`.
@@ -114,11 +130,7 @@ impl Cutover {
             .iter()
             .filter(|(_, c)| c.continuous)
             .map(|(id, c)| {
-                let asked = match &self.asked {
-                    None => false,
-                    Some(Asked::All) => true,
-                    Some(Asked::Hosts(h)) => c.host.as_ref().is_some_and(|x| h.contains(x)),
-                };
+                let asked = self.asks(c);
                 let state = match (&c.done, &c.failed, asked) {
                     (Some(_), _, _) => "done",
                     (None, Some(_), _) => "failed",
@@ -158,7 +170,9 @@ mod tests {
         assert!(c.heard("s1", &pass, t));
         assert!(!c.heard("s2", &json!({"event": "progress"}), t));
         // Done: no more cutover for it.
+        assert!(!c.ended());
         assert!(!c.heard("s1", &json!({"event": "cutover_done", "seconds": 1.5}), t));
+        assert!(c.ended(), "host a was asked, and is done");
         c.ask(None);
         assert!(c.heard("s2", &json!({"event": "progress"}), t));
         let s = c.status(t + Duration::from_secs(3));
@@ -184,6 +198,9 @@ mod tests {
             &json!({"event": "error", "message": "disk gone"}),
             t,
         );
+        assert!(!c.ended(), "nobody was asked");
+        c.ask(None);
+        assert!(c.ended(), "the only client asked failed");
         let s = c.status(t);
         assert_eq!(s["clients"].as_array().unwrap().len(), 1);
         assert_eq!(s["clients"][0]["state"], "failed");

@@ -206,3 +206,46 @@ fn cutover_without_continuous_clients_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no continuous client"), "{err}");
 }
+
+#[test]
+fn typing_cutover_on_the_console_cuts_this_host_over() {
+    let size = 8 * BS;
+    let s = Scenario::serve(&[("root", &random_bytes(size, 4))]);
+    let target = s.disk("target.img", &vec![0u8; size]);
+    let mut pull = s.pull(&[
+        "--continuous",
+        "--interval",
+        "0.2",
+        "--yes",
+        "--progress",
+        "json",
+        "--map",
+        &mapping("root", &target),
+    ]);
+    let mut child = pull.stdin(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // In sync after the first pass: then the console listens.
+    for line in lines.by_ref().map_while(Result::ok) {
+        let pass = line.contains(r#""event":"pass""#);
+        seen.push(line);
+        if pass {
+            break;
+        }
+    }
+    use std::io::Write;
+    stdin.write_all(b"cutover\n").unwrap();
+    seen.extend(lines.map_while(Result::ok));
+    assert!(child.wait().unwrap().success(), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains(r#""event":"cutover_done""#)),
+        "{seen:?}"
+    );
+    assert!(
+        std::fs::read(&target).unwrap() == std::fs::read(s.path().join("served-root.img")).unwrap()
+    );
+    // The agent was asked for this host alone.
+    let log = s.agent.output();
+    assert!(log.contains("cutover asked for host "), "{log}");
+}

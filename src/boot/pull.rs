@@ -55,6 +55,7 @@ impl PullSettings {
         settings.continuous = preset.continuous.then_some(Continuous {
             interval: continuous::INTERVAL,
             host: None,
+            console: false,
         });
         Some(settings)
     }

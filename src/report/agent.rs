@@ -18,6 +18,7 @@ pub struct AgentReporter {
     tx: Mutex<Option<mpsc::Sender<Event>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     link: Arc<Link>,
+    source: Arc<AgentSource>,
 }
 
 /// What the client and its sending thread share.
@@ -34,7 +35,7 @@ impl AgentReporter {
     pub fn new(source: Arc<AgentSource>, session: String) -> Self {
         let (tx, rx) = mpsc::channel::<Event>();
         let link = Arc::new(Link::default());
-        let shared = link.clone();
+        let (shared, agent) = (link.clone(), source.clone());
         let thread = std::thread::spawn(move || {
             let mut last_progress: Option<Instant> = None;
             let mut pending: Option<Event> = None;
@@ -82,12 +83,24 @@ impl AgentReporter {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             link,
+            source: agent,
         }
     }
 
     /// From now on, posts at least every [`KEEP_ALIVE`] (a continuous pull).
     pub fn keep_alive(&self) {
         self.link.keep_alive.store(true, Relaxed);
+    }
+
+    /// Cutover asked from this client (typed on its console): of the agent for
+    /// `host` (so that the agent knows, and freezes), and here at once.
+    pub fn ask_cutover(&self, host: Option<&str>) {
+        if let Some(host) = host {
+            let _ = self
+                .source
+                .json("/v1/cutover", Some(&serde_json::json!({ "host": host })));
+        }
+        self.link.cutover.store(true, Relaxed);
     }
 
     /// Whether an answer of the agent asked this client to cut over.

@@ -201,6 +201,7 @@ fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullA
             .ok()
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty()),
+        console: true,
     });
     let result = session
         .run(console, |s| match &continuous {

@@ -20,6 +20,8 @@ pub struct Continuous {
     pub interval: Duration,
     /// This machine's name, carried by the pass events (the agent's `--host`).
     pub host: Option<String>,
+    /// Typing `cutover` on stdin, once in sync, asks for it (`failback pull`).
+    pub console: bool,
 }
 
 /// The default wait between passes.
@@ -35,6 +37,8 @@ pub struct Passes<'a> {
     pub settings: &'a Continuous,
     /// Whether cutover was asked.
     pub cutover: &'a dyn Fn() -> bool,
+    /// Called once the first pass is over: the targets are in sync from then on.
+    pub in_sync: &'a dyn Fn(),
 }
 
 impl Passes<'_> {
@@ -98,6 +102,7 @@ impl Passes<'_> {
                               workload (or serve with --freeze), then run `failback cutover`"
                         .into(),
                 });
+                (self.in_sync)();
             }
             self.wait();
         }
@@ -284,6 +289,7 @@ mod tests {
         let settings = Continuous {
             interval: Duration::from_millis(10),
             host: Some("h1".into()),
+            console: false,
         };
         let opts = Options {
             unattended: true,
@@ -295,6 +301,7 @@ mod tests {
             reporter: &events,
             settings: &settings,
             cutover: &cutover,
+            in_sync: &|| {},
         }
         .run(&map, opts, &mut |_| unreachable!())
         .unwrap();
@@ -362,6 +369,7 @@ mod tests {
         let settings = Continuous {
             interval: Duration::from_millis(1),
             host: None,
+            console: false,
         };
         let opts = Options {
             unattended: true,
@@ -372,6 +380,7 @@ mod tests {
             reporter: &events,
             settings: &settings,
             cutover: &cutover,
+            in_sync: &|| {},
         }
         .run(&map, opts, &mut |_| unreachable!())
         .unwrap_err();

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, anyhow};
 use std::fmt::Display;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Where to pull from and how to reach it.
@@ -222,11 +223,26 @@ impl Running<'_> {
             return Err(Error::ContinuousNeedsAgent);
         };
         agent.keep_alive();
+        // `cutover` typed on the console: asked of the agent for this host alone (so
+        // that a --freeze applies), and taken at once.
+        let typed = Arc::new(AtomicBool::new(false));
+        let cutover = || {
+            if typed.swap(false, Relaxed) {
+                agent.ask_cutover(settings.host.as_deref());
+            }
+            agent.cutover_asked()
+        };
+        let in_sync = || {
+            if settings.console {
+                read_cutover(typed.clone());
+            }
+        };
         let passes = super::continuous::Passes {
             source: self.source,
             reporter: self.reporter,
             settings,
-            cutover: &|| agent.cutover_asked(),
+            cutover: &cutover,
+            in_sync: &in_sync,
         };
         match passes.run(mapping, opts, confirm) {
             Ok(summary) => Ok(Outcome::Pulled(summary)),
@@ -234,6 +250,18 @@ impl Running<'_> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Reads stdin in the background until `cutover` is typed (or it ends).
+fn read_cutover(typed: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if line.trim() == "cutover" {
+                typed.store(true, Relaxed);
+                return;
+            }
+        }
+    });
 }
 
 /// Shows the plan on `out` and reads the answer from stdin; anything but "yes" declines.

@@ -112,6 +112,14 @@ impl Cutover {
         asked.peek().is_some() && asked.all(|c| c.done.is_some() || c.failed.is_some())
     }
 
+    /// Once every client asked ended its cutover, the ask is spent: a continuous
+    /// pull started later runs its passes until cutover is asked again.
+    pub fn spend(&mut self) {
+        if self.ended() {
+            self.asked = None;
+        }
+    }
+
     /// Whether cutover was asked of client `c`.
     fn asks(&self, c: &Client) -> bool {
         match &self.asked {
@@ -173,6 +181,15 @@ mod tests {
         assert!(!c.ended());
         assert!(!c.heard("s1", &json!({"event": "cutover_done", "seconds": 1.5}), t));
         assert!(c.ended(), "host a was asked, and is done");
+        let mut later = Cutover::new(8);
+        later.heard("s1", &pass, t);
+        later.ask(None);
+        later.heard("s1", &json!({"event": "cutover_done"}), t);
+        later.spend();
+        assert!(
+            !later.heard("s3", &json!({"event": "pass"}), t),
+            "a new pull goes on"
+        );
         c.ask(None);
         assert!(c.heard("s2", &json!({"event": "progress"}), t));
         let s = c.status(t + Duration::from_secs(3));

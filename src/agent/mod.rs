@@ -645,7 +645,10 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
     }
     let (cutover, ended) = {
         let mut c = state.cutover.lock().unwrap_or_else(|p| p.into_inner());
-        (c.heard(&id, &ev, std::time::Instant::now()), c.ended())
+        let answer = c.heard(&id, &ev, std::time::Instant::now());
+        let ended = c.ended();
+        c.spend();
+        (answer, ended)
     };
     sessions.record(&id, ev, body.len());
     drop(sessions);

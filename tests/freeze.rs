@@ -161,3 +161,78 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
     assert!(tool("debugfs", &["-R", &cmd, t]).status.success());
     assert!(std::fs::read(&dumped).unwrap() == before);
 }
+
+#[test]
+#[ignore = "needs root and /dev/loop-control: mounts an ext4 on a loop device"]
+fn a_client_that_vanishes_in_its_final_pass_leaves_no_frozen_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Loop::new(dir.path());
+    let agent = Agent::start_with(
+        &dir.path().join("agent-state"),
+        &[("fs", Path::new(&fs.dev))],
+        0,
+        |cmd| {
+            cmd.args(["--freeze", "--freeze-timeout", "3"]);
+        },
+    );
+    let target = dir.path().join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mut child = pull_cmd(
+        &agent.url(),
+        &agent.fingerprint,
+        &[
+            "--continuous",
+            "--interval",
+            "60",
+            "--yes",
+            "--progress",
+            "json",
+            "--map",
+            &mapping("fs", &target),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains(r#""event":"pass""#)),
+        "no pass"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.output().contains(r#""event":"pass""#) {
+        assert!(Instant::now() < deadline, "{}", agent.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The client goes before it hears of cutover: nobody will end the freeze but
+    // the timeout.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let cutover = Command::new(bin())
+        .args(["cutover", "--source", &agent.url()])
+        .args(["--fingerprint", &agent.fingerprint, "--timeout", "2"])
+        .env("FAILBACK_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!cutover.status.success());
+    let said = String::from_utf8_lossy(&cutover.stdout);
+    assert!(said.contains("VANISHED"), "{cutover:?}");
+    assert!(agent.output().contains("froze "), "{}", agent.output());
+    // A write waits for the thaw at the timeout, then goes through.
+    let t0 = Instant::now();
+    let mut late = std::fs::File::create(fs.mnt.join("late")).unwrap();
+    late.write_all(b"after the timeout").unwrap();
+    late.sync_all().unwrap();
+    let log = agent.output();
+    assert!(
+        log.contains("thawed the served file systems (--freeze-timeout)"),
+        "{log}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}

@@ -107,8 +107,10 @@ pub fn run(args: CutoverArgs) -> Result<()> {
         if status["clients"].as_array().is_none_or(|c| c.is_empty())
             && started.elapsed().as_secs_f64() > timeout
         {
+            let named = args.host.as_ref().map(|h| format!(" named {h}"));
             bail!(
-                "no continuous client ({who}) reports to {}: start `failback pull --continuous` first",
+                "no continuous client{} reports to {}: start `failback pull --continuous` first",
+                named.unwrap_or_default(),
                 args.source
             );
         }

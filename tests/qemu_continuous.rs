@@ -1,12 +1,18 @@
 //! The boot image pulls continuously (`failback.continuous=1`, unattended) while a
 //! writer on the host keeps changing the served volume; the writer stops,
 //! `failback cutover` runs on the host, and the client's final pass makes the
-//! local disk equal the volume before it does `after` (here: power off).
+//! local disk equal the volume before it does `after`: power off, or (from the ISO)
+//! reboot into the recovered system, as tests/qemu_reboot.rs does for one-shot pulls.
 
 mod common;
 
-use common::{BS, OneVolume, Rng, TOKEN, bin, mutate, need_qemu, out_dir, random_bytes};
+use common::{
+    BS, Firmware, OneVolume, Rng, Scenario, Seen, TOKEN, Vm, bin, firmware_args, mutate, need_qemu,
+    out_dir, random_bytes,
+};
+use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -91,4 +97,113 @@ fn the_image_pulls_in_passes_until_cutover_then_powers_off() {
         std::fs::read(&s.target).unwrap() == std::fs::read(&served).unwrap(),
         "the local disk equals the served volume after cutover"
     );
+}
+
+/// A writer changing `path` from byte `from` on (4 KiB at random places, every 50
+/// ms) until `writing` is false.
+fn writer(path: &Path, from: usize, writing: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let size = file.metadata().unwrap().len();
+        let mut rng = Rng::new(9);
+        while writing.load(Relaxed) {
+            let mut buf = vec![0u8; 4096];
+            rng.fill(&mut buf);
+            let at = from as u64 + rng.below(size - from as u64 - 4096);
+            file.write_all_at(&buf, at).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        file.sync_all().unwrap();
+    })
+}
+
+#[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
+fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
+    need_qemu();
+    const MIB: usize = 1 << 20;
+    let long = Duration::from_secs(600);
+    // The served system: a bootable image of the stand-in init, then random bytes
+    // that the writer keeps changing.
+    let build = tempfile::tempdir().unwrap();
+    let image = build.path().join("recovered");
+    common::build_image(&image, &common::recovered_init(), &[]);
+    let image = std::fs::read(image.join("failback.iso")).unwrap();
+    let mut system = random_bytes(64 * MIB, 21);
+    system[..image.len()].copy_from_slice(&image);
+    let served = Scenario::serve(&[("system", &system)]);
+    let changed: Vec<usize> = (1..system.len() / BS).filter(|b| b % 4 == 1).collect();
+    let nvme = served.disk("nvme.img", &mutate(&system, &changed, 22));
+    let preset = served.path().join("failback.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
+             unattended = true\ncontinuous = true\nafter = \"reboot\"\nprogress = \"json\"\n",
+            served.guest_url(),
+            served.agent.fingerprint
+        ),
+    )
+    .unwrap();
+    let out = served.path().join("out");
+    common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+
+    let mut args = firmware_args(Firmware::Bios, served.path());
+    args.extend(["-machine", "q35", "-m", "512", "-device", "virtio-rng-pci"].map(String::from));
+    args.extend(["-nic".into(), "user,model=virtio-net-pci".into()]);
+    args.extend([
+        "-drive".into(),
+        format!("if=none,id=nvme,format=raw,file={}", nvme.display()),
+        "-device".into(),
+        "nvme,drive=nvme,serial=FAILBACK-NVME,bootindex=1".into(),
+        "-drive".into(),
+        format!(
+            "if=none,id=medium,media=cdrom,readonly=on,format=raw,file={}",
+            out.join("failback.iso").display()
+        ),
+        "-device".into(),
+        "ide-cd,drive=medium,bus=ide.0,bootindex=0,id=cd".into(),
+    ]);
+    let qmp = served.path().join("qmp.sock");
+    args.extend(common::qmp_args(&qmp));
+    let drive = common::take_out_ejected_disc(&qmp, "cd");
+    let served_path = served.path().join("served-system.img");
+    let writing = Arc::new(AtomicBool::new(true));
+    let writes = writer(
+        &served_path,
+        image.len().next_multiple_of(BS),
+        writing.clone(),
+    );
+    let mut vm = Vm::start_rebooting(&args);
+    vm.event("pass", long);
+    vm.event("pass", long);
+    writing.store(false, Relaxed);
+    writes.join().unwrap();
+    let cutover = Command::new(bin())
+        .args(["cutover", "--source", &served.agent.url()])
+        .args(["--fingerprint", &served.agent.fingerprint])
+        .env("FAILBACK_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(cutover.status.success(), "{cutover:?}\n{}", vm.log());
+    let seen = vm.watch("boot", &["RECOVERED ", "RECOVERY CHECK FAILED"], long);
+    assert!(
+        matches!(&seen, Seen::Text(t) if t == "RECOVERED "),
+        "the next boot is not the recovered system's:\n{}",
+        vm.log()
+    );
+    let line = vm.console.last().unwrap().clone();
+    assert!(vm.wait_exit(Duration::from_secs(120)).success());
+    let events = vm.events_seen();
+    assert!(
+        events.iter().any(|e| e["event"] == "cutover_done"),
+        "{}",
+        vm.log()
+    );
+    let digest = line.split("sha256=").nth(1).unwrap_or_default().trim();
+    let now = std::fs::read(&served_path).unwrap();
+    assert_eq!(digest, hex::encode(Sha256::digest(&now)), "{line}");
+    assert!(drive.join().unwrap(), "the CD's tray opened");
 }

@@ -249,3 +249,47 @@ fn typing_cutover_on_the_console_cuts_this_host_over() {
     let log = s.agent.output();
     assert!(log.contains("cutover asked for host "), "{log}");
 }
+
+#[test]
+fn a_client_waiting_between_passes_hears_cutover_within_seconds() {
+    let size = 4 * BS;
+    let s = Scenario::serve(&[("root", &random_bytes(size, 8))]);
+    let target = s.disk("target.img", &vec![0u8; size]);
+    // A minute between passes: only its posts while it waits can tell it.
+    let mut child = s
+        .pull(&[
+            "--continuous",
+            "--interval",
+            "60",
+            "--yes",
+            "--progress",
+            "json",
+            "--map",
+            &mapping("root", &target),
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains(r#""event":"pass""#))
+    );
+    let t0 = Instant::now();
+    let out = Command::new(bin())
+        .args([
+            "cutover",
+            "--source",
+            &s.agent.url(),
+            "--fingerprint",
+            &s.agent.fingerprint,
+        ])
+        .env("FAILBACK_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(child.wait().unwrap().success());
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+}

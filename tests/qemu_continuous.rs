@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    BS, Firmware, OneVolume, Rng, Scenario, Seen, TOKEN, Vm, bin, firmware_args, mutate, need_qemu,
-    out_dir, random_bytes,
+    BS, Firmware, OneVolume, Rng, Scenario, Seen, TOKEN, Vm, bin, firmware_args, kernel_args,
+    mutate, need_qemu, out_dir, random_bytes,
 };
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
@@ -206,4 +206,41 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
     let now = std::fs::read(&served_path).unwrap();
     assert_eq!(digest, hex::encode(Sha256::digest(&now)), "{line}");
     assert!(drive.join().unwrap(), "the CD's tray opened");
+}
+
+#[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
+fn typing_cutover_on_the_console_once_in_sync_cuts_this_host_over() {
+    need_qemu();
+    let blocks = 16;
+    let remote = random_bytes(blocks * BS, 27);
+    let local = mutate(&remote, &[1, 5, 9], 4);
+    let s = OneVolume::serve("system", remote, local);
+    let cmdline = format!(
+        "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
+         failback.continuous=1 failback.host=vm2 {} failback.map=system=/dev/vda",
+        s.served.kernel_source()
+    );
+    let drive = format!("if=none,id=local,format=raw,file={}", s.target.display());
+    let args = kernel_args(
+        &out_dir(),
+        &cmdline,
+        &[
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=local",
+            "-nic",
+            "user,model=virtio-net-pci",
+        ],
+    );
+    let mut vm = Vm::start_interactive(&args);
+    vm.event("pass", Duration::from_secs(300));
+    vm.send("cutover\n");
+    let (done, _) = vm.event("cutover_done", Duration::from_secs(120));
+    assert_eq!(done["host"], "vm2", "{done}");
+    assert!(vm.wait_exit(Duration::from_secs(60)).success());
+    assert!(std::fs::read(&s.target).unwrap() == s.new);
+    let log = s.served.agent.output();
+    assert!(log.contains("cutover asked for host vm2"), "{log}");
 }

@@ -55,7 +55,7 @@ impl PullSettings {
         settings.continuous = preset.continuous.then_some(Continuous {
             interval: continuous::INTERVAL,
             host: None,
-            console: false,
+            console: true,
         });
         Some(settings)
     }

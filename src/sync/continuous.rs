@@ -20,7 +20,7 @@ pub struct Continuous {
     pub interval: Duration,
     /// This machine's name, carried by the pass events (the agent's `--host`).
     pub host: Option<String>,
-    /// Typing `cutover` on stdin, once in sync, asks for it (`failback pull`).
+    /// Typing `cutover` on stdin (the console), once in sync, asks for it.
     pub console: bool,
 }
 

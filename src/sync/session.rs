@@ -226,6 +226,7 @@ impl Running<'_> {
         // `cutover` typed on the console: asked of the agent for this host alone (so
         // that a --freeze applies), and taken at once.
         let typed = Arc::new(AtomicBool::new(false));
+        let over = Arc::new(AtomicBool::new(false));
         let cutover = || {
             if typed.swap(false, Relaxed) {
                 agent.ask_cutover(settings.host.as_deref());
@@ -234,7 +235,7 @@ impl Running<'_> {
         };
         let in_sync = || {
             if settings.console {
-                read_cutover(typed.clone());
+                read_cutover(typed.clone(), over.clone());
             }
         };
         let passes = super::continuous::Passes {
@@ -244,7 +245,9 @@ impl Running<'_> {
             cutover: &cutover,
             in_sync: &in_sync,
         };
-        match passes.run(mapping, opts, confirm) {
+        let result = passes.run(mapping, opts, confirm);
+        over.store(true, Relaxed);
+        match result {
             Ok(summary) => Ok(Outcome::Pulled(summary)),
             Err(Error::Declined) => Ok(Outcome::Declined),
             Err(e) => Err(e),
@@ -252,13 +255,29 @@ impl Running<'_> {
     }
 }
 
-/// Reads stdin in the background until `cutover` is typed (or it ends).
-fn read_cutover(typed: Arc<AtomicBool>) {
+/// Reads stdin in the background until `cutover` is typed, it ends, or the passes
+/// are `over`. It waits for input with poll, so that once over it reads nothing
+/// more: what is typed then is for the next reader (PID 1's prompt after `after`).
+fn read_cutover(typed: Arc<AtomicBool>, over: Arc<AtomicBool>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if line.trim() == "cutover" {
-                typed.store(true, Relaxed);
-                return;
+        let stdin = std::io::stdin();
+        while !over.load(Relaxed) {
+            let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(250u16)) {
+                Ok(0) => continue,
+                Ok(_) if !over.load(Relaxed) => {}
+                _ => return,
+            }
+            let mut line = String::new();
+            match stdin.lock().read_line(&mut line) {
+                Ok(1..) if line.trim() == "cutover" => {
+                    typed.store(true, Relaxed);
+                    return;
+                }
+                Ok(1..) => {}
+                _ => return,
             }
         }
     });

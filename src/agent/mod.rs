@@ -10,6 +10,7 @@
 mod blocks;
 mod cutover;
 pub mod cutover_cmd;
+mod cutover_http;
 mod freeze;
 mod gate;
 pub mod limits;
@@ -113,43 +114,10 @@ struct State {
     sessions: Mutex<Sessions>,
     cutover: Mutex<cutover::Cutover>,
     /// `--freeze`: the mount points, how long at most, and the freeze under way.
-    freeze: Option<Freeze>,
+    freeze: Option<cutover_http::Freeze>,
     /// Places for block streams under way.
     streams: Arc<tokio::sync::Semaphore>,
     log: Box<dyn Fn(String) + Send + Sync>,
-}
-
-/// The file systems `--freeze` freezes for a cutover.
-struct Freeze {
-    mounts: Vec<PathBuf>,
-    timeout: Duration,
-    active: Mutex<Option<freeze::Freezer<freeze::Ioctl>>>,
-}
-
-impl Freeze {
-    /// Thaws what is frozen, saying so (`why`).
-    fn thaw(&self, log: &dyn Fn(String), why: &str) {
-        let taken = self.active.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(mut f) = taken {
-            match f.thaw() {
-                Ok(()) => log(format!("thawed the served file systems ({why})")),
-                Err(e) => log(format!("THAW FAILED ({why}): {e}")),
-            }
-        }
-    }
-}
-
-/// The file systems mounted from the served block devices (or their partitions).
-fn served_mounts(volumes: &BTreeMap<String, Volume>) -> Vec<PathBuf> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let devices: Vec<(u64, u64)> = volumes
-        .values()
-        .filter_map(|v| v.file.metadata().ok())
-        .filter(|m| m.file_type().is_block_device())
-        .map(|m| (libc::major(m.rdev()) as u64, libc::minor(m.rdev()) as u64))
-        .collect();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    freeze::mounts_on(&info, &devices, freeze::sysfs_parent)
 }
 
 type Resp = Response<BoxBody<Bytes, Infallible>>;
@@ -277,28 +245,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 v.info.blocks()
             );
         }
-        let freeze = args.freeze.then(|| {
-            let mounts = served_mounts(&volumes);
-            match mounts.is_empty() {
-                true => {
-                    println!("  freeze:      no file system is mounted from the served volumes")
-                }
-                false => println!(
-                    "  freeze:      {} for the final pass of a cutover (at most {} s)",
-                    mounts
-                        .iter()
-                        .map(|m| m.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    args.freeze_timeout
-                ),
-            }
-            Freeze {
-                mounts,
-                timeout: Duration::from_secs(args.freeze_timeout.max(1)),
-                active: Mutex::default(),
-            }
-        });
+        let freeze = args
+            .freeze
+            .then(|| cutover_http::Freeze::new(&volumes, args.freeze_timeout));
         let state = Arc::new(State {
             volumes,
             token: token.value,
@@ -310,32 +259,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             log: Box::new(|line| println!("{line}")),
         });
         if state.freeze.is_some() {
-            thaw_on_stop(state.clone());
+            cutover_http::thaw_on_stop(state.clone());
         }
         serve(listener, Arc::new(config), state).await
     })
-}
-
-/// Thaws the frozen file systems when the agent is stopped (SIGINT, SIGTERM),
-/// then exits.
-fn thaw_on_stop(state: Arc<State>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        if let Some(f) = &state.freeze {
-            f.thaw(&*state.log, "the agent is stopping");
-        }
-        std::process::exit(130);
-    });
 }
 
 /// Raises the soft limit of open files to the hard one: the limits above want
@@ -499,8 +426,8 @@ async fn handle(
                 .to_json();
             full(StatusCode::OK, "application/json", json)
         }
-        (&Method::POST, ["v1", "cutover"]) => ask_cutover(state, req).await,
-        (&Method::GET, ["v1", "cutover"]) => cutover_status(&state),
+        (&Method::POST, ["v1", "cutover"]) => cutover_http::ask(state, req).await,
+        (&Method::GET, ["v1", "cutover"]) => cutover_http::status(&state),
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
@@ -643,122 +570,14 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
         let line = describe(typed.as_ref(), &ev);
         (state.log)(printable(&format!("client {id} ({}): {line}", peer.ip())));
     }
-    let (cutover, ended) = {
-        let mut c = state.cutover.lock().unwrap_or_else(|p| p.into_inner());
-        let answer = c.heard(&id, &ev, std::time::Instant::now());
-        let ended = c.ended();
-        c.spend();
-        (answer, ended)
-    };
+    let cutover = cutover_http::heard(state, &id, &ev);
     sessions.record(&id, ev, body.len());
     drop(sessions);
-    if ended && let Some(f) = &state.freeze {
-        f.thaw(&*state.log, "every client asked ended its final pass");
-    }
     full(
         StatusCode::OK,
         "application/json",
         serde_json::json!({ "cutover": cutover }).to_string(),
     )
-}
-
-/// `POST /v1/cutover`: asks one host (`{"host": NAME}`) or every client (`{}`)
-/// to cut over; answers the clients as `GET /v1/cutover` does.
-async fn ask_cutover(state: Arc<State>, req: Request<Incoming>) -> Resp {
-    let Some(body) = body(&state, req, 4 << 10).await else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "body too large, too slow or broken",
-        );
-    };
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Ask {
-        host: Option<String>,
-    }
-    let ask = if body.is_empty() {
-        Ask { host: None }
-    } else {
-        match serde_json::from_slice::<Ask>(&body) {
-            Ok(ask) => ask,
-            Err(_) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "body must be {\"host\": NAME} or {} (every client)",
-                );
-            }
-        }
-    };
-    let who = ask
-        .host
-        .as_deref()
-        .map_or("every client".into(), |h| format!("host {h}"));
-    if let Some(refused) = freeze_for_cutover(&state) {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, refused);
-    }
-    drop_cached(&state);
-    (state.log)(printable(&format!("cutover asked for {who}")));
-    state
-        .cutover
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .ask(ask.host);
-    cutover_status(&state)
-}
-
-/// `--freeze`: freezes the served file systems for the final passes (once), and
-/// thaws them at the timeout whatever happens; the error if a freeze failed
-/// (then nothing is frozen, and cutover is not asked).
-fn freeze_for_cutover(state: &Arc<State>) -> Option<String> {
-    let f = state.freeze.as_ref()?;
-    let mut active = f.active.lock().unwrap_or_else(|p| p.into_inner());
-    if active.is_some() || f.mounts.is_empty() {
-        return None;
-    }
-    match freeze::Freezer::freeze(freeze::Ioctl, &f.mounts) {
-        Ok(frozen) => {
-            (state.log)(format!(
-                "froze {} for the final passes (at most {} s)",
-                frozen
-                    .frozen()
-                    .iter()
-                    .map(|m| m.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                f.timeout.as_secs()
-            ));
-            *active = Some(frozen);
-            let (state, timeout) = (state.clone(), f.timeout);
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                if let Some(f) = &state.freeze {
-                    f.thaw(&*state.log, "--freeze-timeout");
-                }
-            });
-            None
-        }
-        Err(e) => Some(format!("{e}: cutover not asked")),
-    }
-}
-
-/// Drops the served volumes' cached pages: a block device's page cache is not
-/// kept in step with the file system mounted on it, so the final passes must read
-/// what the (stopped or frozen) file system wrote to the device.
-fn drop_cached(state: &State) {
-    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-    for v in state.volumes.values() {
-        let _ = posix_fadvise(&*v.file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-    }
-}
-
-/// `GET /v1/cutover`: the continuous clients and where each is.
-fn cutover_status(state: &State) -> Resp {
-    let status = state
-        .cutover
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .status(std::time::Instant::now());
-    full(StatusCode::OK, "application/json", status.to_string())
 }
 
 /// A short line for a client's event: progress in words, any other event as the

@@ -46,7 +46,8 @@ bench_continuous() {
     echo "making ${mib} MiB volume..." >&2
     { openssl enc -aes-128-ctr -nosalt -pass pass:cont -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } |
         head -c $((mib << 20)) >vol.img
-    rm -rf state && : >agent.log && "$fb" serve --listen 127.0.0.1:0 --state-dir state --token "$token" \
+    rm -rf state && : >agent.log
+    "$fb" serve --listen 127.0.0.1:0 --state-dir state --token "$token" \
         --volume vol="$dir/vol.img" >agent.log 2>&1 &
     agent=$!
     for ((i = 0; i < 600; i++)); do

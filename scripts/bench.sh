@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory|hostile|scale
+# Benchmarks (not tests). Usage: scripts/bench.sh sync|ebs|boot|memory|hostile|scale|continuous
 #
 # boot: the image as built by scripts/build.sh (out/): `failback build` time, then
 # QEMU (TCG) boots of the kernel + initramfs and of the ISO (BIOS CD), BENCH_RUNS
@@ -17,8 +17,104 @@
 set -euo pipefail
 
 what=${1:-}
-[[ $what =~ ^(sync|ebs|boot|memory|hostile|scale)$ ]] ||
-    { echo "usage: $0 sync|ebs|boot|memory|hostile|scale" >&2; exit 2; }
+[[ $what =~ ^(sync|ebs|boot|memory|hostile|scale|continuous)$ ]] ||
+    { echo "usage: $0 sync|ebs|boot|memory|hostile|scale|continuous" >&2; exit 2; }
+
+# continuous: a BENCH_MIB (default 2048) MiB volume of random data that a writer keeps
+# changing at BENCH_WRITE_MIBS (default 10) MiB/s (64 KiB at random places), served on
+# 127.0.0.1; `failback pull --continuous --interval BENCH_INTERVAL (default 2)` into an
+# empty target for BENCH_PASSES (default 5) passes; then the writer stops, `failback
+# cutover` runs, and the target is compared with the volume. Prints the first pass, the
+# steady passes (time and lag), the final pass (the downtime) and the cutover command's
+# wall time, next to a one-shot pull of the same volume into an empty target.
+# BENCH_DIR (default /tmp/failback-bench), FAILBACK_BIN (default: cargo build --release).
+bench_continuous() {
+    local root fb dir mib=${BENCH_MIB:-2048} rate=${BENCH_WRITE_MIBS:-10}
+    local passes=${BENCH_PASSES:-5} interval=${BENCH_INTERVAL:-2} i port fp
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    dir=${BENCH_DIR:-/tmp/failback-bench}/continuous
+    if [[ -n ${FAILBACK_BIN:-} ]]; then
+        fb=$FAILBACK_BIN
+    else
+        echo "building failback (release)..." >&2
+        (cd "$root" && cargo build --release --quiet)
+        fb=$root/target/release/failback
+    fi
+    mkdir -p "$dir" && cd "$dir"
+    local token=bench-continuous-token-0123456789
+    trap '[[ -n ${agent:-} ]] && kill "$agent" 2>/dev/null; [[ -n ${writer:-} ]] && kill "$writer" 2>/dev/null; true' EXIT
+    echo "making ${mib} MiB volume..." >&2
+    { openssl enc -aes-128-ctr -nosalt -pass pass:cont -pbkdf2 -iter 1 </dev/zero 2>/dev/null || true; } |
+        head -c $((mib << 20)) >vol.img
+    rm -rf state && : >agent.log
+    "$fb" serve --listen 127.0.0.1:0 --state-dir state --token "$token" \
+        --volume vol="$dir/vol.img" >agent.log 2>&1 &
+    agent=$!
+    for ((i = 0; i < 600; i++)); do
+        port=$(sed -n 's/^failback agent listening on .*:\([0-9]*\)$/\1/p' agent.log)
+        fp=$(awk '/fingerprint:/ {print $2}' agent.log)
+        [[ -n $port && -n $fp ]] && break
+        sleep 0.1
+    done
+    [[ -n $fp ]] || { echo "bench: the agent did not start: $(cat agent.log)" >&2; exit 1; }
+    local pull=("$fb" pull --source "https://127.0.0.1:$port" --fingerprint "$fp" --yes --progress json)
+
+    # One shot, for comparison (no writer).
+    rm -f target.img && truncate -s $((mib << 20)) target.img
+    local t0 t1 once
+    t0=$(date +%s.%N)
+    FAILBACK_TOKEN=$token "${pull[@]}" --map vol="$dir/target.img" >once.json
+    t1=$(date +%s.%N)
+    once=$(echo "$t1 - $t0" | bc -l | xargs printf '%.1f')
+
+    # Continuous, with the writer.
+    rm -f target.img stop cont.json && truncate -s $((mib << 20)) target.img && : >cont.json
+    python3 - vol.img "$rate" <<'PY' &
+import os, random, sys, time
+path, rate = sys.argv[1], float(sys.argv[2])
+fd, size, chunk = os.open(path, os.O_WRONLY), os.path.getsize(path), 64 << 10
+every, rnd, t = chunk / (rate * (1 << 20)), random.Random(7), time.monotonic()
+while not os.path.exists("stop"):
+    os.pwrite(fd, rnd.randbytes(chunk), rnd.randrange(0, size - chunk))
+    t += every
+    time.sleep(max(0.0, t - time.monotonic()))
+os.fsync(fd)
+PY
+    writer=$!
+    FAILBACK_TOKEN=$token "${pull[@]}" --continuous --interval "$interval" \
+        --map vol="$dir/target.img" >cont.json &
+    local client=$!
+    while (($(grep -c '"event":"pass"' cont.json || true) < passes)); do
+        kill -0 "$client" 2>/dev/null || { echo "bench: the continuous pull ended: $(tail -3 cont.json)" >&2; exit 1; }
+        sleep 0.5
+    done
+    touch stop && wait "$writer" && writer=""
+    t0=$(date +%s.%N)
+    FAILBACK_TOKEN=$token "$fb" cutover --source "https://127.0.0.1:$port" --fingerprint "$fp" >cutover.txt
+    t1=$(date +%s.%N)
+    wait "$client"
+    cmp -s target.img vol.img || { echo "bench: the target differs from the volume after cutover" >&2; exit 1; }
+    local cut
+    cut=$(echo "$t1 - $t0" | bc -l | xargs printf '%.1f')
+    python3 - "$mib" "$rate" "$interval" "$once" "$cut" <<'PY'
+import json, statistics, sys
+mib, rate, interval, once, cut = sys.argv[1:]
+evs = [json.loads(l) for l in open("cont.json") if l.startswith("{")]
+passes = [e for e in evs if e["event"] == "pass"]
+done = next(e for e in evs if e["event"] == "cutover_done")
+steady = passes[1:] or passes
+med = lambda k: statistics.median(p[k] for p in steady)
+print(f"| {mib} MiB, {rate} MiB/s of writes, interval {interval} s | seconds |")
+print("| --- | --- |")
+print(f"| one-shot pull into an empty target | {once} |")
+print(f"| first pass (empty target) | {passes[0]['seconds']:.1f} |")
+print(f"| steady pass, median of {len(steady)} (blocks pulled: {statistics.median(p['pulled_blocks'] for p in steady):.0f}) | {med('seconds'):.1f} |")
+print(f"| steady lag_s, median | {med('lag_s'):.1f} |")
+print(f"| final pass after cutover (the downtime) | {done['seconds']:.1f} |")
+print(f"| `failback cutover`, wall | {cut} |")
+PY
+    kill "$agent" 2>/dev/null; agent=""
+}
 
 # hostile: `failback serve` (release) on 127.0.0.1 serving a 64 MiB volume, and
 # BENCH_HOSTILE_CONNS (default 500) connections that misbehave: half never send a
@@ -329,6 +425,7 @@ bench_memory() {
 }
 [[ $what == memory ]] && bench_memory
 [[ $what == hostile ]] && { bench_hostile; exit 0; }
+[[ $what == continuous ]] && { bench_continuous; exit 0; }
 
 # ebs: one moto server (tests/ebs_support/moto_server.py) on 127.0.0.1; a snapshot of
 # BENCH_EBS_MIB (default 512) MiB of random data in a 1 GiB volume and a second one

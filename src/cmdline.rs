@@ -51,6 +51,8 @@ pub struct Cmdline {
     pub unattended: Option<bool>,
     /// `failback.map_by_size` (any value but `0`): unattended, take the only fit by size.
     pub map_by_size: Option<bool>,
+    /// `failback.continuous` (any value but `0`): passes until cutover.
+    pub continuous: Option<bool>,
     /// `failback.image=ID`: the id of the image booted, to know its own boot medium.
     pub image: Option<String>,
     /// `failback.report=`: the collector's URL (`https://HOST:PORT`).
@@ -157,6 +159,7 @@ impl Cmdline {
                 "dhcp_renew" => out.dhcp_renew = seconds(value, &mut errors, bad),
                 "unattended" => out.unattended = Some(value != "0"),
                 "map_by_size" => out.map_by_size = Some(value != "0"),
+                "continuous" => out.continuous = Some(value != "0"),
                 "image" => out.image = Some(value.to_string()).filter(|i| !i.is_empty()),
                 "report" => {
                     out.report = Some(value.to_string())
@@ -248,6 +251,10 @@ impl fmt::Display for Cmdline {
             "map_by_size",
             self.map_by_size.map(|m| u8::from(m).to_string()),
         );
+        word(
+            "continuous",
+            self.continuous.map(|c| u8::from(c).to_string()),
+        );
         word("image", text(&self.image));
         word("report", text(&self.report));
         word("debug", self.debug.then(|| "1".to_string()));
@@ -291,6 +298,9 @@ impl Preset {
                 fingerprint: None,
             });
             report.url.clone_from(url);
+        }
+        if let Some(continuous) = cmdline.continuous {
+            out.continuous = continuous;
         }
         out
     }
@@ -370,12 +380,13 @@ mod tests {
              failback.progress=json failback.after=reboot failback.vlan=42 \
              failback.proxy=http://proxy:3128 failback.ntp=ntp.example:123 \
              failback.dhcp_timeout=30 failback.dhcp_renew=5 failback.unattended=1 \
-             failback.map_by_size=1 failback.image=0123abcd failback.report=https://collector:1500 \
-             failback.debug=1";
+             failback.map_by_size=1 failback.continuous=1 failback.image=0123abcd \
+             failback.report=https://collector:1500 failback.debug=1";
         let (c, errors) = Cmdline::parse(text);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(c.dhcp_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.unattended, Some(true));
+        assert_eq!(c.continuous, Some(true));
         assert!(matches!(c.source, Some(Source::Ebs { .. })));
         assert!(matches!(c.ip, Some(IpConfig::Static { .. })));
         assert_eq!(

@@ -45,6 +45,9 @@ pub struct Preset {
     /// Unattended, also take a volume's only fit by size (no identity proves it).
     #[serde(default)]
     pub map_by_size: bool,
+    /// Pull in passes until `failback cutover` (the agent source only), then do `after`.
+    #[serde(default)]
+    pub continuous: bool,
     /// What to do at the end: wait, reboot, poweroff, shell.
     pub after: Option<After>,
     /// Console output: text or json.

@@ -120,6 +120,15 @@ only: pulls report to it with --report, and its dashboard is at https://HOST:POR
     /// Show the fleet as an agent collecting its reports sees it; fails while any
     /// host has failed.
     Status(agent::status::StatusArgs),
+    /// Cut continuous pulls over: each runs a final pass and verifies (run it after
+    /// stopping the workload).
+    #[command(after_help = "Examples:
+  failback cutover --source https://127.0.0.1:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a
+  failback cutover --source https://127.0.0.1:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a --host rack1-07 --timeout 120
+
+The token is read from FAILBACK_TOKEN (or --token). It waits for every client's final pass
+and prints, per host, whether the final digests match and the seconds the pass took.")]
+    Cutover(agent::cutover_cmd::CutoverArgs),
 }
 
 fn main() {
@@ -189,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => sync::cli::run(args),
         Command::Serve(args) => agent::run(args),
         Command::Status(args) => agent::status::run(args),
+        Command::Cutover(args) => agent::cutover_cmd::run(args),
     }
 }
 

@@ -10,6 +10,19 @@ use std::time::Duration;
 
 const STEP: Duration = Duration::from_secs(300);
 
+/// What COM1's file holds once it shows `text` (the mirror writes each port in turn),
+/// or after `STEP`.
+fn com1_showing(com1: &Path, text: &str) -> String {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let seen = std::fs::read_to_string(com1).unwrap_or_default();
+        if seen.contains(text) || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// QEMU arguments for two serial ports: COM1 written to `com1`, COM2 on stdio.
 fn two_ports(com1: &Path) -> Vec<String> {
     vec![
@@ -41,7 +54,7 @@ fn the_interactive_mode_is_answered_on_com2_while_the_kernel_console_is_com1() {
     vm.send("\n");
     let seen = vm.wait_text("Pull from:", STEP);
     assert!(seen.contains("by dhcp"), "answered on COM2: {seen}");
-    let on_com1 = std::fs::read_to_string(&com1).unwrap();
+    let on_com1 = com1_showing(&com1, "by dhcp");
     assert!(
         on_com1.contains("== failback: interactive mode ==") && on_com1.contains("by dhcp"),
         "COM1, the kernel's console, shows the same:\n{on_com1}"
@@ -77,7 +90,7 @@ fn a_serial_ttys1_image_has_its_bios_menu_and_kernel_messages_on_com2() {
         seen.contains("Linux version"),
         "the kernel's messages are on COM2: {seen}"
     );
-    let on_com1 = std::fs::read_to_string(&com1).unwrap();
+    let on_com1 = com1_showing(&com1, "== failback: interactive mode ==");
     // (SeaBIOS copies the screen's text to COM1, isolinux's prompt with it: only the
     // kernel's absence tells.)
     assert!(

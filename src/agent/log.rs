@@ -113,6 +113,32 @@ pub fn describe(event: Option<&Event>, posted: &Value) -> String {
             mib(*bytes_to_pull),
             if *dry_run { " (dry run)" } else { "" }
         ),
+        Event::Pass {
+            pass,
+            seconds,
+            pulled_blocks,
+            bytes,
+            lag_s,
+            ..
+        } => format!(
+            "pass {pass}: {pulled_blocks} blocks ({}) in {seconds:.1} s; in sync, lag {lag_s:.0} s (not yet consistent)",
+            mib(*bytes)
+        ),
+        Event::CutoverDone {
+            pass,
+            seconds,
+            matched,
+            volumes,
+            ..
+        } => format!(
+            "cutover done: final pass {pass} in {seconds:.1} s, {} volume(s), digests {}",
+            volumes.len(),
+            if *matched {
+                "match: consistent"
+            } else {
+                "MISMATCH"
+            }
+        ),
         progress @ Event::Progress { volume, phase, .. } => {
             let (amount, wire) = progress_amounts(progress).unwrap_or_default();
             format!("{volume} {phase} {amount} ({wire})")

@@ -6,12 +6,17 @@
 //! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`])
 //! - `POST /v1/sessions/{id}/progress` <- a client's event; `GET /v1/sessions`
 //! - `GET /metrics` (Prometheus text); `GET /` the dashboard (the page asks for the token)
+//! - `POST /v1/cutover` `{"host": NAME}` or `{}` (all); `GET /v1/cutover` ([`cutover`])
 //!
 //! Without volumes it is a collector only: the fleet's reports, nothing to pull.
 
 mod blocks;
+mod cutover;
+pub mod cutover_cmd;
+mod cutover_http;
 mod dashboard;
 pub mod fleet;
+mod freeze;
 mod gate;
 pub mod limits;
 mod log;
@@ -70,6 +75,14 @@ pub struct ServeArgs {
     /// Where the self-signed certificate and the token are kept.
     #[arg(long, env = "FAILBACK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Freeze the file systems mounted from the served block devices (FIFREEZE)
+    /// for the final pass of a cutover; thawed when every client asked is done,
+    /// on a failure, at --freeze-timeout, and when the agent is stopped.
+    #[arg(long)]
+    pub freeze: bool,
+    /// Seconds a --freeze lasts at most.
+    #[arg(long, default_value_t = 600, requires = "freeze")]
+    pub freeze_timeout: u64,
     /// Tests only: every timeout (handshake, request, write) in milliseconds.
     #[arg(long, hide = true, env = "FAILBACK_AGENT_TIMEOUT_MS")]
     pub timeout_ms: Option<u64>,
@@ -110,6 +123,9 @@ struct State {
     token: String,
     limits: Limits,
     sessions: Mutex<Sessions>,
+    cutover: Mutex<cutover::Cutover>,
+    /// `--freeze`: the mount points, how long at most, and the freeze under way.
+    freeze: Option<cutover_http::Freeze>,
     /// Places for block streams under way.
     streams: Arc<tokio::sync::Semaphore>,
     log: Box<dyn Fn(String) + Send + Sync>,
@@ -247,16 +263,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 v.info.blocks()
             );
         }
+        let freeze = args
+            .freeze
+            .then(|| cutover_http::Freeze::new(&volumes, args.freeze_timeout));
         let state = Arc::new(State {
             volumes,
             token: token.value,
             limits,
             sessions: Mutex::new(Sessions::new(limits.sessions, limits.session_bytes)),
+            cutover: Mutex::new(cutover::Cutover::new(limits.sessions)),
+            freeze,
             streams: Arc::new(tokio::sync::Semaphore::new(limits.streams)),
             log: Box::new(|line| println!("{line}")),
             log_style: args.log,
             state_dir,
         });
+        if state.freeze.is_some() {
+            cutover_http::thaw_on_stop(state.clone());
+        }
         serve(listener, Arc::new(config), state).await
     })
 }
@@ -436,6 +460,8 @@ async fn handle(
                 metrics::render(sessions.hosts()),
             )
         }
+        (&Method::POST, ["v1", "cutover"]) => cutover_http::ask(state, req).await,
+        (&Method::GET, ["v1", "cutover"]) => cutover_http::status(&state),
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
@@ -573,19 +599,28 @@ async fn progress(state: &State, peer: SocketAddr, id: String, req: Request<Inco
         return text(StatusCode::BAD_REQUEST, "body must be a JSON event");
     };
     let ip = peer.ip().to_string();
-    let (host, finished) = {
+    let (host, finished, repeated) = {
         let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        // The same event again is a continuous client's sign of life: not printed.
+        let repeated = sessions.last(&id) == Some(&ev);
         let finished = sessions.record(&id, &ip, &ev, fleet::now());
         let host = sessions.host_name(&id).unwrap_or(&id).to_string();
-        (host, finished)
+        (host, finished, repeated)
     };
-    (state.log)(log::line(state.log_style, &id, &host, &ip, &ev));
+    if !repeated {
+        (state.log)(log::line(state.log_style, &id, &host, &ip, &ev));
+    }
     if let Some(done) = finished
         && let Err(e) = results::append(&state.state_dir, &done.result())
     {
         (state.log)(format!("cannot keep the result of {host}: {e:#}"));
     }
-    text(StatusCode::OK, "ok")
+    let cutover = cutover_http::heard(state, &id, &ev);
+    full(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({ "cutover": cutover }).to_string(),
+    )
 }
 
 /// A client's posted event (any JSON) and the line that shows it (without the

@@ -20,7 +20,9 @@ pub fn valid_id(id: &str) -> bool {
 
 struct Entry {
     host: Host,
-    /// Bytes of the host's state as JSON.
+    /// The last event (a continuous client posts it again as a sign of life).
+    event: Value,
+    /// Bytes of the host's state and of the last event, as JSON.
     bytes: usize,
     /// When it was last updated (a counter, not a clock).
     seq: u64,
@@ -60,10 +62,14 @@ impl Sessions {
             None => Host::new(id, ip, now),
         };
         let finished_now = host.apply(event, now);
-        let bytes = serde_json::to_vec(&host).map_or(0, |j| j.len());
+        let bytes = [serde_json::to_vec(&host), serde_json::to_vec(event)]
+            .iter()
+            .map(|j| j.as_ref().map_or(0, Vec::len))
+            .sum();
         let entry = Entry {
             finished: host.state.finished(),
             host,
+            event: event.clone(),
             bytes,
             seq: self.seq,
         };
@@ -98,6 +104,11 @@ impl Sessions {
         if let Some(e) = victim.and_then(|id| self.map.remove(&id)) {
             self.bytes -= e.bytes;
         }
+    }
+
+    /// Session `id`'s last event.
+    pub fn last(&self, id: &str) -> Option<&Value> {
+        self.map.get(id).map(|e| &e.event)
     }
 
     /// Session id -> host state, as JSON.
@@ -154,9 +165,11 @@ mod tests {
 
     #[test]
     fn the_byte_budget_bounds_them_too() {
+        // A session's bytes: its host state and its last event, as JSON.
         let one = serde_json::to_vec(&Host::new("a", "10.0.0.1", 0.0))
             .unwrap()
             .len()
+            + serde_json::to_vec(&busy()).unwrap().len()
             + 20;
         let mut s = Sessions::new(100, 2 * one);
         for id in ["a", "b", "c"] {

@@ -10,6 +10,7 @@ use crate::mapping::select::Selector;
 use crate::report::{Event, Reporter};
 use crate::source::VolumeInfo;
 use crate::source::agent::AgentConfig;
+use crate::sync::continuous::{self, Continuous};
 use crate::sync::session::{
     AwsFrom, Missing, REPORT_TIMEOUT, ReportTo, Running, SourceSettings, confirm,
 };
@@ -39,6 +40,8 @@ pub struct PullSettings {
     map_by_size: bool,
     /// The host's name and its collector.
     report: ReportTo,
+    /// Passes until cutover (`continuous = true`, `failback.continuous=1`).
+    continuous: Option<Continuous>,
 }
 
 /// Where this host reports: its name (`failback.host=`), and the preset's `[report]`
@@ -78,6 +81,11 @@ impl PullSettings {
         );
         settings.unattended = preset.unattended;
         settings.map_by_size = preset.map_by_size;
+        settings.continuous = preset.continuous.then_some(Continuous {
+            interval: continuous::INTERVAL,
+            host: None,
+            console: true,
+        });
         Some(settings)
     }
 
@@ -112,11 +120,16 @@ impl PullSettings {
             unattended: false,
             map_by_size: false,
             report: ReportTo::default(),
+            continuous: None,
         }
     }
 
     /// Reports to `report`'s collector under its host name.
     pub fn reporting(mut self, report: ReportTo) -> Self {
+        // A continuous pull's passes carry the host's name (`failback cutover --host`).
+        if let Some(c) = &mut self.continuous {
+            c.host.clone_from(&report.host);
+        }
         self.report = report;
         self
     }
@@ -169,7 +182,9 @@ impl PullSettings {
         review: Option<Review>,
         mapped: &mut Mapping,
     ) -> Result<Outcome> {
-        let Running { source, reporter } = *session;
+        let Running {
+            source, reporter, ..
+        } = *session;
         let volumes = || {
             source
                 .volumes()
@@ -226,7 +241,10 @@ impl PullSettings {
             ..Options::default()
         };
         let confirm = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stdout(), plans);
-        let outcome = session.pull(&mapping, opts, confirm)?;
+        let outcome = match &self.continuous {
+            Some(c) => session.pull_continuous(&mapping, opts, c, confirm)?,
+            None => session.pull(&mapping, opts, confirm)?,
+        };
         *mapped = mapping;
         Ok(outcome)
     }

@@ -99,6 +99,17 @@ impl Reporter for Bars {
                 }
                 let _ = self.multi.println(crate::report::text(event));
             }
+            Event::Pass { .. } => {
+                // A continuous pull's next pass draws its own bars.
+                for b in std::mem::take(&mut st.bars)
+                    .into_values()
+                    .chain(st.total.take())
+                {
+                    self.multi.remove(&b);
+                }
+                st.seen.clear();
+                let _ = self.multi.println(crate::report::text(event));
+            }
             other => {
                 let _ = self.multi.println(crate::report::text(other));
             }

@@ -3,11 +3,16 @@
 //! a background thread. Best effort: a bounded queue that [`Reporter::report`] never
 //! waits on, progress at most every [`PROGRESS_EVERY`] per volume, and what the queue
 //! could not hold counted (see [`Collector::finish`]).
+//!
+//! The collector's answers carry cutover (continuous failback): a continuous pull
+//! ([`Collector::keep_alive`]) posts its last event again when it said nothing for
+//! [`KEEP_ALIVE`], so that it hears the answer while it waits between passes too.
 
 use super::{Event, Phase, Reporter};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,8 +23,19 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Events waiting to be posted; past this, events are dropped (and counted).
 const QUEUE: usize = 128;
 
-/// Posts one stamped event to the collector; an error is a short reason.
-pub type Post = Box<dyn Fn(&Value) -> Result<(), String> + Send>;
+/// Posts one stamped event to the collector: whether its answer asks for cutover; an
+/// error is a short reason.
+pub type Post = Box<dyn Fn(&Value) -> Result<bool, String> + Send>;
+
+/// A continuous pull posts at least this often (the issue asks for every 2 s).
+pub const KEEP_ALIVE: Duration = Duration::from_millis(1500);
+
+/// What the pull and the sending thread share.
+#[derive(Default)]
+struct Link {
+    cutover: AtomicBool,
+    keep_alive: AtomicBool,
+}
 
 /// Who reports: the fields every posted event carries besides the event's own.
 #[derive(Debug, Clone)]
@@ -39,17 +55,43 @@ pub struct Collector {
     /// When each volume's progress was last queued, and its phase then.
     last_progress: Mutex<HashMap<String, (Instant, Phase)>>,
     dropped: AtomicU64,
+    link: Arc<Link>,
+    /// Asks the collector for cutover of this host (see [`Collector::asking`]).
+    ask: Option<Ask>,
 }
+
+/// Asks the collector for cutover of this pull's host.
+pub type Ask = Box<dyn Fn() + Send + Sync>;
 
 impl Collector {
     /// Starts the sending thread; `post` sends one event.
     pub fn new(stamp: Stamp, post: Post) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Value>(QUEUE);
         let (stopped_tx, stopped) = mpsc::channel();
+        let link = Arc::new(Link::default());
+        let shared = link.clone();
         std::thread::spawn(move || {
-            for event in rx {
+            let mut last: Option<(Instant, Value)> = None;
+            loop {
+                let event = match rx.recv_timeout(Duration::from_millis(250)) {
+                    Ok(event) => event,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    // The collector takes the same event again as a sign of life.
+                    Err(mpsc::RecvTimeoutError::Timeout) => match &last {
+                        Some((at, event))
+                            if shared.keep_alive.load(Ordering::Relaxed)
+                                && at.elapsed() >= KEEP_ALIVE =>
+                        {
+                            event.clone()
+                        }
+                        _ => continue,
+                    },
+                };
                 // Best effort: a collector that is down loses this event only.
-                let _ = post(&event);
+                if let Ok(true) = post(&event) {
+                    shared.cutover.store(true, Ordering::Relaxed);
+                }
+                last = Some((Instant::now(), event));
             }
             let _ = stopped_tx.send(());
         });
@@ -59,7 +101,36 @@ impl Collector {
             stopped: Mutex::new(stopped),
             last_progress: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            link,
+            ask: None,
         }
+    }
+
+    /// With `ask` telling the collector when cutover is typed here (so that the agent
+    /// knows, and freezes).
+    pub fn asking(mut self, ask: Ask) -> Self {
+        self.ask = Some(ask);
+        self
+    }
+
+    /// From now on, posts at least every [`KEEP_ALIVE`] (a continuous pull).
+    pub fn keep_alive(&self) {
+        self.link.keep_alive.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the collector's answer asked this pull to cut over, or
+    /// [`ask_cutover`](Self::ask_cutover) did.
+    pub fn cutover_asked(&self) -> bool {
+        self.link.cutover.load(Ordering::Relaxed)
+    }
+
+    /// Cutover asked here (typed on the console): told to the collector, and taken
+    /// at once.
+    pub fn ask_cutover(&self) {
+        if let Some(ask) = &self.ask {
+            ask();
+        }
+        self.link.cutover.store(true, Ordering::Relaxed);
     }
 
     /// The event as posted: its JSON with `host` and `source` added.
@@ -136,7 +207,6 @@ impl Reporter for Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn stamp() -> Stamp {
         Stamp {
@@ -164,7 +234,7 @@ mod tests {
             stamp(),
             Box::new(move |v| {
                 seen.lock().unwrap().push(v.clone());
-                Ok(())
+                Ok(false)
             }),
         );
         for done in 0..5 {

@@ -242,6 +242,29 @@ pub fn text(event: &Event) -> String {
                 )
             }
         }
+        Event::Pass { pass, lag_s, .. } => {
+            format!("in sync, lag {lag_s:.0} s; waiting for cutover (pass {pass})")
+        }
+        Event::CutoverDone {
+            seconds,
+            matched,
+            volumes,
+            ..
+        } => {
+            let mut s = format!(
+                "cutover done: final pass in {seconds:.1} s, {} volume(s) verified whole: {}",
+                volumes.len(),
+                if *matched {
+                    "every digest matches; the targets are a consistent copy"
+                } else {
+                    "DIGESTS DIFFER"
+                }
+            );
+            for v in volumes {
+                s.push_str(&format!("\n  {} -> {}: {}", v.volume, v.target, v.sha256));
+            }
+            s
+        }
         Event::AlreadyRecovered {
             volumes,
             boot_medium,

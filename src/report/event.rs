@@ -108,6 +108,44 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         boot_medium: Option<String>,
     },
+    /// A pass of a continuous pull is over (`failback pull --continuous`): the
+    /// targets hold the volumes as they were during the pass, not yet a
+    /// consistent copy (`consistent` is false: only cutover makes one).
+    Pass {
+        pass: u64,
+        seconds: f64,
+        pulled_blocks: u64,
+        /// Bytes over the wire.
+        bytes: u64,
+        /// Age of the oldest state the targets may still hold: the start of the
+        /// last complete pass (the RPO).
+        lag_s: f64,
+        consistent: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// Cutover is over: the final pass ran after the workload stopped, and every
+    /// volume was verified whole; the targets are a consistent copy.
+    CutoverDone {
+        pass: u64,
+        /// Seconds of the final pass: the downtime cutover added.
+        seconds: f64,
+        consistent: bool,
+        /// Every volume's target digest equals its remote digest.
+        matched: bool,
+        volumes: Vec<FinalDigest>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+}
+
+/// A volume's whole-volume digests after the final pass of a cutover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalDigest {
+    pub volume: String,
+    pub target: String,
+    pub sha256: String,
+    pub remote_sha256: String,
 }
 
 /// The phase of a volume a `progress` event tells of: `"hashing"`, `"pulling"` or
@@ -218,6 +256,8 @@ mod tests {
             r#"{"event":"done","volumes":1,"pulled_blocks":2,"wire_bytes":3,"retries":0,"seconds":1.0,"dry_run":true}"#,
             r#"{"event":"already_recovered","volumes":{"data":"/dev/vda","system":"/dev/nvme0n1"},"boot_medium":"/dev/sr0"}"#,
             r#"{"event":"already_recovered","volumes":{}}"#,
+            r#"{"event":"pass","pass":7,"seconds":3.5,"pulled_blocks":12,"bytes":6291456,"lag_s":3.5,"consistent":false,"host":"rack1-07"}"#,
+            r#"{"event":"cutover_done","pass":8,"seconds":1.5,"consistent":true,"matched":true,"volumes":[{"volume":"v","target":"/dev/vda","sha256":"ab","remote_sha256":"ab"}]}"#,
         ]
         .map(str::to_string)
         .into_iter()

@@ -10,7 +10,7 @@ mod console;
 mod event;
 
 pub use console::{ConsoleReporter, progress_amounts, text};
-pub use event::{Event, Phase};
+pub use event::{Event, FinalDigest, Phase};
 
 /// Where events go.
 pub trait Reporter: Send + Sync {

@@ -174,6 +174,39 @@ impl AgentSource {
             .json(event);
         self.send(req).map(|_| ())
     }
+
+    /// Sends one event like [`report`](Self::report) and reads the agent's answer:
+    /// whether it asks this client to cut over (`{"cutover": true}`; an agent
+    /// that answers anything else does not).
+    pub fn report_polled(
+        &self,
+        session: &str,
+        event: &impl serde::Serialize,
+    ) -> Result<bool, SourceError> {
+        let req = self
+            .client
+            .post(self.url(&format!("/v1/sessions/{session}/progress")))
+            .json(event);
+        let body = self.send(req)?.bytes().map_err(|e| self.transport(e))?;
+        let answer = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+        Ok(answer["cutover"].as_bool().unwrap_or(false))
+    }
+
+    /// `GET` (no `body`) or `POST` of JSON at `path`, answered with JSON: the
+    /// agent's own endpoints (`/v1/cutover`).
+    pub fn json(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, SourceError> {
+        let req = match body {
+            Some(body) => self.client.post(self.url(path)).json(body),
+            None => self.client.get(self.url(path)),
+        };
+        self.send(req)?
+            .json()
+            .map_err(|e| self.protocol(format!("{path}: {e}")))
+    }
 }
 
 impl BlockSource for AgentSource {

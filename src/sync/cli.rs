@@ -1,5 +1,6 @@
 //! `failback pull`: arguments and reporters around a [`Session`].
 
+use super::continuous::Continuous;
 use super::session::{
     AwsFrom, Missing, REPORT_TIMEOUT, ReportTo, Running, SourceSettings, confirm,
 };
@@ -96,6 +97,13 @@ pub struct PullArgs {
     /// --fingerprint).
     #[arg(long, env = "FAILBACK_REPORT_FINGERPRINT")]
     pub report_fingerprint: Option<String>,
+    /// Pull again and again, each pass only what differs, while the workload runs
+    /// at the source, until `failback cutover` (agent sources only).
+    #[arg(long)]
+    pub continuous: bool,
+    /// Seconds between two passes of --continuous.
+    #[arg(long, default_value_t = 10.0, requires = "continuous")]
+    pub interval: f64,
     /// Blocks planned and pulled at a time (tests: many windows on a small volume).
     #[arg(long, default_value_t = super::options::WINDOW_BLOCKS, hide = true)]
     pub window_blocks: u64,
@@ -138,6 +146,17 @@ const MISSING: Missing = Missing {
 pub fn run(args: PullArgs) -> Result<()> {
     let mapping = map::parse(&args.map)?;
     let source = Source::parse(args.source.clone()).map_err(|e| anyhow::anyhow!("--source {e}"))?;
+    if args.continuous {
+        if let Source::Ebs { .. } = source {
+            bail!("{}", super::Error::ContinuousNeedsAgent);
+        }
+        if args.dry_run {
+            bail!("--continuous writes its targets: drop --dry-run (or --continuous)");
+        }
+        if !(args.interval.is_finite() && args.interval >= 0.0) {
+            bail!("--interval must be a number of seconds, 0 or more");
+        }
+    }
     let (fingerprint, connections) = match &source {
         Source::Agent(_) => (Some(fingerprint(args.fingerprint.as_deref())?), 4),
         Source::Ebs { .. } => (None, 16),
@@ -277,6 +296,11 @@ fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullA
         ..Options::default()
     };
     let ask = &mut |plans: &[PlanSummary]| confirm(&mut std::io::stderr(), plans);
+    let continuous = args.continuous.then(|| Continuous {
+        interval: Duration::from_secs_f64(args.interval),
+        host: Some(args.host.clone().unwrap_or_else(super::session::host_name)),
+        console: true,
+    });
     let result = session
         .run(console, |s| {
             let mapping = if mapping.is_empty() {
@@ -284,7 +308,10 @@ fn pull(session: Session, mapping: map::Mapping, connections: usize, args: PullA
             } else {
                 mapping
             };
-            s.pull(&mapping, opts, ask)
+            match &continuous {
+                Some(c) => s.pull_continuous(&mapping, opts, c, ask),
+                None => s.pull(&mapping, opts, ask),
+            }
         })
         .and_then(Outcome::pulled);
     // The console gets the error from main as one line; JSON readers get it as an

@@ -81,6 +81,18 @@ pub enum Error {
     },
     #[error("stopped: the plan was not confirmed, nothing was written")]
     Declined,
+    #[error(
+        "volume '{volume}' changed size between passes ({was} bytes, now {now} bytes): start the pull again to plan its new size"
+    )]
+    SizeChanged { volume: String, was: u64, now: u64 },
+    #[error(
+        "volume '{volume}' is no longer offered by the source: serve it again, or start the pull again without it"
+    )]
+    VolumeGone { volume: String },
+    #[error(
+        "--continuous needs an agent source (https://...): an EBS snapshot never changes, pull it once without --continuous"
+    )]
+    ContinuousNeedsAgent,
 }
 
 impl Error {

@@ -208,6 +208,12 @@ impl Feed {
         before
     }
 
+    /// Counts a queued block as dealt with, unwritten (a live pass left it for
+    /// the next one), as [`wrote`](Self::wrote) does.
+    pub fn skipped(&self, len: u64) {
+        self.wrote(len);
+    }
+
     /// Every block queued so far is written.
     pub fn idle(&self) -> bool {
         self.remaining.load(Acquire) == 0

@@ -16,6 +16,7 @@
 //! unattended one pulls each block as soon as its plan decides it.
 
 pub mod cli;
+pub mod continuous;
 mod error;
 #[cfg(test)]
 mod fake;

@@ -33,6 +33,10 @@ pub struct Options {
     /// The local disks as discovered (PID 1): a target on the one holding the image
     /// booted ([`Disk::boot_medium`]) is refused. Empty: none known.
     pub disks: Vec<Disk>,
+    /// The source may change under the pull (a pass of a continuous pull before
+    /// cutover): a block arriving with another SHA-256 than planned is left, never
+    /// written, for the next pass, and the end digests may differ.
+    pub live: bool,
 }
 
 /// The default window: 2 GiB of blocks (about 0.5 MB of hashes).
@@ -54,6 +58,7 @@ impl Default for Options {
             sys: "/sys".into(),
             boot_disk: None,
             disks: Vec::new(),
+            live: false,
         }
     }
 }

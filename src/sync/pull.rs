@@ -147,6 +147,7 @@ impl<'a> Pulling<'a> {
             scratch,
             progressed: false,
             last: String::new(),
+            refused: Vec::new(),
         };
         let mut failure = None;
         let res = puller
@@ -175,10 +176,14 @@ impl<'a> Pulling<'a> {
             return Err(e);
         }
         let (progressed, mut last) = (arrivals.progressed, arrivals.last);
-        let left: Vec<u64> = blocks
+        // A live source's block refused changed since planned: the next pass takes it.
+        let (stale, left): (Vec<u64>, Vec<u64>) = blocks
             .into_iter()
             .filter(|&i| w.written(i).get().is_none())
-            .collect();
+            .partition(|i| puller.opts.live && arrivals.refused.contains(i));
+        for i in stale {
+            feed.skipped(job.block_len(i) as u64);
+        }
         if left.is_empty() || feed.stopped() {
             return Ok(());
         }
@@ -223,6 +228,8 @@ struct Arrivals<'p, 'a> {
     progressed: bool,
     /// Why the last block was refused.
     last: String,
+    /// The blocks refused.
+    refused: Vec<u64>,
 }
 
 impl Arrivals<'_, '_> {
@@ -282,5 +289,6 @@ impl Arrivals<'_, '_> {
     fn refuse(&mut self, i: u64) {
         self.p.v.feed.pulled.retries.fetch_add(1, Relaxed);
         self.last = format!("block {i} arrived with the wrong SHA-256");
+        self.refused.push(i);
     }
 }

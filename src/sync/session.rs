@@ -16,6 +16,7 @@ use crate::source::{BlockSource, Source};
 use anyhow::{Context, Result, anyhow};
 use std::fmt::Display;
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -205,10 +206,19 @@ impl Session {
             host: self.report.host.clone().unwrap_or_else(host_name),
             source: self.name.clone(),
         };
-        let post = move |event: &serde_json::Value| {
-            collector.report(&id, event).map_err(|e| e.to_string())
+        let host = stamp.host.clone();
+        let asked = collector.clone();
+        let ask = move || {
+            let _ = asked.json("/v1/cutover", Some(&serde_json::json!({ "host": host })));
         };
-        Ok(Some(Collector::new(stamp, Box::new(post))))
+        let post = move |event: &serde_json::Value| {
+            collector
+                .report_polled(&id, event)
+                .map_err(|e| e.to_string())
+        };
+        Ok(Some(
+            Collector::new(stamp, Box::new(post)).asking(Box::new(ask)),
+        ))
     }
 
     /// Runs `work` with the source and `console` teed with the collector's report;
@@ -251,6 +261,7 @@ impl Session {
         let result = work(&Running {
             source: &*self.source,
             reporter: &reporter,
+            collector: collector.as_ref(),
         });
         if let Some(c) = &collector {
             let message = match &result {
@@ -287,6 +298,9 @@ pub fn host_name() -> String {
 pub struct Running<'a> {
     pub source: &'a dyn BlockSource,
     pub reporter: &'a dyn Reporter,
+    /// The report to the collector (the agent pulled from, unless another is
+    /// given), whose answers carry cutover.
+    pub collector: Option<&'a Collector>,
 }
 
 impl Running<'_> {
@@ -304,6 +318,78 @@ impl Running<'_> {
             Err(e) => Err(e),
         }
     }
+
+    /// Pulls `mapping` in passes until the agent asks for cutover, then once more
+    /// (see [`continuous`](super::continuous)).
+    pub fn pull_continuous(
+        &self,
+        mapping: &Mapping,
+        opts: Options,
+        settings: &super::continuous::Continuous,
+        confirm: &mut dyn FnMut(&[PlanSummary]) -> bool,
+    ) -> Result<Outcome, Error> {
+        let Some(collector) = self.collector else {
+            return Err(Error::ContinuousNeedsAgent);
+        };
+        collector.keep_alive();
+        // `cutover` typed on the console: asked of the agent for this host alone (so
+        // that a --freeze applies), and taken at once.
+        let typed = Arc::new(AtomicBool::new(false));
+        let over = Arc::new(AtomicBool::new(false));
+        let cutover = || {
+            if typed.swap(false, Relaxed) {
+                collector.ask_cutover();
+            }
+            collector.cutover_asked()
+        };
+        let in_sync = || {
+            if settings.console {
+                read_cutover(typed.clone(), over.clone());
+            }
+        };
+        let passes = super::continuous::Passes {
+            source: self.source,
+            reporter: self.reporter,
+            settings,
+            cutover: &cutover,
+            in_sync: &in_sync,
+        };
+        let result = passes.run(mapping, opts, confirm);
+        over.store(true, Relaxed);
+        match result {
+            Ok(summary) => Ok(Outcome::Pulled(summary)),
+            Err(Error::Declined) => Ok(Outcome::Declined),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads stdin in the background until `cutover` is typed, it ends, or the passes
+/// are `over`. It waits for input with poll, so that once over it reads nothing
+/// more: what is typed then is for the next reader (PID 1's prompt after `after`).
+fn read_cutover(typed: Arc<AtomicBool>, over: Arc<AtomicBool>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        while !over.load(Relaxed) {
+            let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(250u16)) {
+                Ok(0) => continue,
+                Ok(_) if !over.load(Relaxed) => {}
+                _ => return,
+            }
+            let mut line = String::new();
+            match stdin.lock().read_line(&mut line) {
+                Ok(1..) if line.trim() == "cutover" => {
+                    typed.store(true, Relaxed);
+                    return;
+                }
+                Ok(1..) => {}
+                _ => return,
+            }
+        }
+    });
 }
 
 /// Shows the plan on `out` and reads the answer from stdin; anything but "yes" declines.

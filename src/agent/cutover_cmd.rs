@@ -3,8 +3,6 @@
 //! prints per host whether the final digests match and how long the final pass
 //! took (the downtime it added).
 
-use crate::fingerprint::Fingerprint;
-use crate::source::agent::{AgentConfig, AgentSource};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -71,23 +69,7 @@ pub fn settled(status: &Value, host: Option<&str>, timeout: f64) -> Option<Vec<(
 
 /// Runs `failback cutover`.
 pub fn run(args: CutoverArgs) -> Result<()> {
-    let fingerprint: Fingerprint = args.fingerprint.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "--fingerprint '{}' is not a SHA-256 fingerprint: give what `failback serve` prints",
-            args.fingerprint
-        )
-    })?;
-    let token = args
-        .token
-        .clone()
-        .context("--token (or FAILBACK_TOKEN) is needed: give the token `failback serve` prints")?;
-    let agent = AgentSource::new(AgentConfig {
-        url: args.source.clone(),
-        token,
-        fingerprint,
-        timeout: Duration::from_secs(30),
-        proxy: crate::net::proxy::from_env(),
-    })?;
+    let agent = super::operator::connect(&args.source, args.token.clone(), &args.fingerprint)?;
     let body = match &args.host {
         Some(h) => json!({ "host": h }),
         None => json!({}),

@@ -21,6 +21,7 @@ mod gate;
 pub mod limits;
 mod log;
 mod metrics;
+mod operator;
 mod results;
 mod sessions;
 mod stall;

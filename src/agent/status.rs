@@ -2,12 +2,9 @@
 //! exit status says whether any host failed.
 
 use super::fleet::{Host, State, summary};
-use crate::fingerprint::Fingerprint;
-use crate::source::agent::{AgentConfig, AgentSource};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Duration;
 
 /// Arguments of `failback status`.
 #[derive(Debug, clap::Args)]
@@ -31,29 +28,7 @@ pub struct StatusArgs {
 
 /// Runs `failback status`: prints the fleet; an error when any host failed.
 pub fn run(args: StatusArgs) -> Result<()> {
-    if !args.source.starts_with("https://") {
-        bail!(
-            "--source '{}' is not an agent: give https://HOST:PORT of a `failback serve`",
-            args.source
-        );
-    }
-    let fingerprint: Fingerprint = args.fingerprint.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "--fingerprint '{}' is not a SHA-256 fingerprint: give what `failback serve` prints (at least its first 24 hex digits)",
-            args.fingerprint
-        )
-    })?;
-    let token = args
-        .token
-        .clone()
-        .context("--token (or FAILBACK_TOKEN) is needed: give the token `failback serve` prints")?;
-    let agent = AgentSource::new(AgentConfig {
-        url: args.source.clone(),
-        token,
-        fingerprint,
-        timeout: Duration::from_secs(30),
-        proxy: crate::net::proxy::from_env(),
-    })?;
+    let agent = super::operator::connect(&args.source, args.token.clone(), &args.fingerprint)?;
     let hosts: BTreeMap<String, Host> = agent.get_json("/v1/sessions")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&hosts)?);

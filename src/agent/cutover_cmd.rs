@@ -10,15 +10,8 @@ use std::time::{Duration, Instant};
 /// Arguments of `failback cutover`.
 #[derive(Debug, clap::Args)]
 pub struct CutoverArgs {
-    /// The agent (https://HOST:PORT).
-    #[arg(long, env = "FAILBACK_SOURCE")]
-    pub source: String,
-    /// The agent's token (better passed as FAILBACK_TOKEN).
-    #[arg(long, env = "FAILBACK_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The agent's certificate fingerprint, as `failback serve` prints it.
-    #[arg(long, env = "FAILBACK_FINGERPRINT")]
-    pub fingerprint: String,
+    #[command(flatten)]
+    pub agent: super::operator::AgentArgs,
     /// Cut over this host only (default: every continuous client of the agent).
     #[arg(long)]
     pub host: Option<String>,
@@ -69,14 +62,14 @@ pub fn settled(status: &Value, host: Option<&str>, timeout: f64) -> Option<Vec<(
 
 /// Runs `failback cutover`.
 pub fn run(args: CutoverArgs) -> Result<()> {
-    let agent = super::operator::connect(&args.source, args.token.clone(), &args.fingerprint)?;
+    let agent = args.agent.connect()?;
     let body = match &args.host {
         Some(h) => json!({ "host": h }),
         None => json!({}),
     };
     agent
         .json("/v1/cutover", Some(&body))
-        .with_context(|| format!("cannot ask {} for cutover", args.source))?;
+        .with_context(|| format!("cannot ask {} for cutover", args.agent.source))?;
     let who = args.host.as_deref().unwrap_or("every continuous client");
     eprintln!("cutover asked of {who}; waiting for the final passes");
     let timeout = args.timeout.max(1) as f64;
@@ -93,7 +86,7 @@ pub fn run(args: CutoverArgs) -> Result<()> {
             bail!(
                 "no continuous client{} reports to {}: start `failback pull --continuous` first",
                 named.unwrap_or_default(),
-                args.source
+                args.agent.source
             );
         }
         std::thread::sleep(Duration::from_secs(1));

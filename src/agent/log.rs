@@ -3,7 +3,7 @@
 //! object per line with `failback serve --log json`. Nothing a client sent reaches the
 //! console with control characters (see [`printable`]).
 
-use crate::report::{Event, progress_amounts};
+use crate::report::{Event, mib, progress_amounts};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -40,10 +40,6 @@ pub fn printable(text: &str) -> String {
             !c.is_control() && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
         })
         .collect()
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// A digest as people compare it: its first 16 hex digits.

@@ -2,6 +2,7 @@
 //! exit status says whether any host failed.
 
 use super::fleet::{Host, State, summary};
+use crate::report::mib;
 use anyhow::{Result, bail};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,15 +13,8 @@ use std::fmt::Write;
     after_help = "Examples:\n  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a\n  failback status --source https://10.0.0.5:1500 --fingerprint e40c-b277-58bf-ec98-20c4-ed9a --json\n\nThe token is read from FAILBACK_TOKEN (or --token). The exit status is 1 while any host has failed."
 )]
 pub struct StatusArgs {
-    /// The agent collecting the fleet's reports (https://HOST:PORT).
-    #[arg(long, env = "FAILBACK_SOURCE")]
-    pub source: String,
-    /// Its token (better passed as FAILBACK_TOKEN).
-    #[arg(long, env = "FAILBACK_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Its certificate fingerprint, as `failback serve` prints it.
-    #[arg(long, env = "FAILBACK_FINGERPRINT")]
-    pub fingerprint: String,
+    #[command(flatten)]
+    pub agent: super::operator::AgentArgs,
     /// Print the hosts as JSON (session id -> host) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -28,7 +22,7 @@ pub struct StatusArgs {
 
 /// Runs `failback status`: prints the fleet; an error when any host failed.
 pub fn run(args: StatusArgs) -> Result<()> {
-    let agent = super::operator::connect(&args.source, args.token.clone(), &args.fingerprint)?;
+    let agent = args.agent.connect()?;
     let hosts: BTreeMap<String, Host> = agent.get_json("/v1/sessions")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&hosts)?);
@@ -40,10 +34,6 @@ pub fn run(args: StatusArgs) -> Result<()> {
         bail!("{failed} of {} hosts failed", hosts.len());
     }
     Ok(())
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// The fleet as a table: a summary line, then one line per host and one per volume.

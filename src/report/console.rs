@@ -303,7 +303,8 @@ pub fn progress_amounts(event: &Event) -> Option<(String, String)> {
     ))
 }
 
-fn mib(bytes: u64) -> String {
+/// Bytes as people read them in lines: `12.3 MiB`.
+pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 

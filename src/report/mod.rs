@@ -9,7 +9,7 @@ pub mod collector;
 mod console;
 mod event;
 
-pub use console::{ConsoleReporter, progress_amounts, text};
+pub use console::{ConsoleReporter, mib, progress_amounts, text};
 pub use event::{Event, FinalDigest, Phase};
 
 /// Where events go.

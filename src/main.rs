@@ -38,7 +38,8 @@ enum Command {
     /// tree and checksums, from the Debian inputs (scripts/fetch-inputs.sh).
     #[command(after_help = "Examples:
   failback build --config failback.toml
-  failback build --out out --serial ttyS1 --append failback.progress=json")]
+  failback build --out out --serial ttyS1 --append failback.progress=json
+  failback build --serial ttyS1 --serial-menu")]
     Build {
         /// Unpacked Debian packages (scripts/fetch-inputs.sh).
         #[arg(long, default_value = "inputs")]
@@ -64,11 +65,16 @@ enum Command {
         /// Extra kernel arguments for every boot menu entry of failback.iso.
         #[arg(long, default_value = "")]
         append: String,
-        /// The serial port of the kernel's console and the BIOS menu: ttyS1 (COM2) for
-        /// a BMC's serial port (iLO VSP, iDRAC SOL). GRUB's menu and the client use
-        /// COM1 and COM2 either way.
+        /// The serial port of the kernel's console: ttyS1 (COM2) for a BMC's serial
+        /// port (iLO VSP, iDRAC SOL). The client uses COM1 and COM2 either way.
         #[arg(long, default_value = "ttyS0", value_name = "ttyS0|ttyS1")]
         serial: build::iso::SerialPort,
+        /// The boot menus (isolinux, pxelinux, GRUB) drive the --serial port
+        /// themselves, for firmware without console redirection. Leave it off when
+        /// the BIOS/UEFI redirects its console to the serial line (a BMC's usual
+        /// setup): the menu would arrive twice and garbled.
+        #[arg(long)]
+        serial_menu: bool,
         /// A firmware directory (laid out like /lib/firmware, e.g. with Debian's
         /// non-free firmware): the files the included modules request are taken
         /// from it. Repeatable; searched before the inputs' free firmware.
@@ -153,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
             label,
             append,
             serial,
+            serial_menu,
             firmware,
             no_non_free_firmware,
         } => {
@@ -170,7 +177,10 @@ fn run(cli: Cli) -> Result<()> {
                 source_date_epoch: build::source_date_epoch()?,
                 label,
                 append,
-                serial,
+                console: build::iso::Console {
+                    serial,
+                    serial_menu,
+                },
                 firmware,
                 non_free_firmware: !no_non_free_firmware,
             };

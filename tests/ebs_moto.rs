@@ -5,28 +5,13 @@
 
 mod common;
 
-use common::{assert_pulled, disk_image_with};
+use common::{assert_pulled, disk_image_with, venv_python};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BS: usize = 512 * 1024;
-
-/// The moto venv's python; fails with the fix when there is none, so the test never
-/// passes without its peer. The test is `#[ignore]`d: `scripts/test.sh` makes the venv and runs it.
-fn python() -> PathBuf {
-    let venv = std::env::var_os("MOTO_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-moto"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "no moto venv at {}: run scripts/moto-venv.sh (scripts/test.sh does)",
-        venv.display()
-    );
-    py
-}
 
 struct Moto {
     child: Child,
@@ -133,7 +118,7 @@ fn volume(seed: u64) -> Vec<u8> {
 #[test]
 #[ignore = "needs moto's server: scripts/test.sh runs it (scripts/moto-venv.sh)"]
 fn snapshots_from_moto_pull_byte_for_byte_in_full_and_from_a_base() {
-    let py = python();
+    let py = venv_python();
     let m = moto(&py);
     let dir = tempfile::tempdir().unwrap();
     let old = volume(7);

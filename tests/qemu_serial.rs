@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Firmware, Medium, Vm, build_into, kernel_args, need_qemu, out_dir, qemu_args};
+use common::{
+    Firmware, Medium, Terminal, Vm, build_into, kernel_args, need_qemu, out_dir, qemu_args,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,6 +23,14 @@ fn com1_showing(com1: &Path, text: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// QEMU arguments for two serial ports: COM1 written to `com1`, COM2 on stdio.
@@ -67,11 +77,12 @@ fn the_interactive_mode_is_answered_on_com2_while_the_kernel_console_is_com1() {
 
 #[test]
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
-fn a_serial_ttys1_image_has_its_bios_menu_and_kernel_messages_on_com2() {
+fn a_serial_ttys1_serial_menu_image_has_its_bios_menu_and_kernel_messages_on_com2() {
     need_qemu();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    build_into(&out, &["--serial", "ttyS1"]);
+    // For firmware without console redirection: isolinux drives COM2 itself.
+    build_into(&out, &["--serial", "ttyS1", "--serial-menu"]);
     let com1 = tmp.path().join("com1.log");
     let mut args = qemu_args(
         &out.join("failback.iso"),
@@ -100,5 +111,60 @@ fn a_serial_ttys1_image_has_its_bios_menu_and_kernel_messages_on_com2() {
     assert!(
         on_com1.contains("== failback: interactive mode =="),
         "the client mirrors itself on COM1 too:\n{on_com1}"
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86; scripts/moto-venv.sh for pyte)"]
+fn a_bios_cd_boot_reads_cleanly_on_an_80_column_serial_terminal() {
+    need_qemu();
+    let out = out_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    // QEMU without a display: SeaBIOS copies the screen to COM1 (its sercon, as a
+    // server's BIOS console redirection does), the kernel's console is COM1 too.
+    let args = qemu_args(
+        &out.join("failback.iso"),
+        Firmware::Bios,
+        Medium::Cdrom,
+        tmp.path(),
+    );
+    let mut vm = Vm::start_interactive(&args);
+    // The menu as it stood when the kernel took over (SeaBIOS resets the terminal, ESC c,
+    // as the kernel sets its video mode): everything isolinux and SeaBIOS sent is there.
+    vm.wait_text("Choice [1]: ", STEP);
+    let all = vm.screen.as_bytes();
+    let client_starts = find(all, b"started after").expect("the client's first line");
+    let kernel_starts = rfind(&all[..client_starts], b"\x1bc").unwrap_or(client_starts);
+    let menu = Terminal::render(&all[..kernel_starts], 80, 25);
+    let version = env!("CARGO_PKG_VERSION");
+    for row in [
+        format!("failback {version} (FAILBACK)"),
+        "  failback   boot and fail back the disks (default, in 3 s)".into(),
+        "  debug      the same, verbose + debug".into(),
+        "boot:".into(),
+    ] {
+        assert!(
+            menu.has_row(&row),
+            "the menu reads {row:?}:\n{}",
+            menu.show()
+        );
+    }
+    for once in ["ISOLINUX", "boot:"] {
+        assert_eq!(
+            menu.rows_containing(once),
+            1,
+            "{once} once:\n{}",
+            menu.show()
+        );
+    }
+    // No source configured: the client asks, with a line longer than the terminal.
+    let client = Terminal::render(all, 80, 25);
+    let long = "No source is configured (failback.source= or the preset). \
+                Answer the questions below; Enter takes the [default].";
+    assert!(long.len() > 80);
+    assert!(
+        client.shows_whole(long),
+        "the long line reads whole (line wrap on):\n{}",
+        client.show()
     );
 }

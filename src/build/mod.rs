@@ -35,8 +35,8 @@ pub struct Options {
     pub label: String,
     /// Extra kernel arguments for every entry of the ISO's boot menus.
     pub append: String,
-    /// The serial port of the kernel's console and the BIOS menu.
-    pub serial: iso::SerialPort,
+    /// The kernel's serial port, and whether the boot menus drive it too.
+    pub console: iso::Console,
     /// Firmware directories of the operator (e.g. a host's /lib/firmware with
     /// Debian's non-free firmware), searched before the inputs' firmware.
     pub firmware: Vec<PathBuf>,
@@ -139,7 +139,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         label: opts.label.clone(),
         epoch: i64::from(opts.source_date_epoch),
         extra_args: opts.append.clone(),
-        serial: opts.serial,
+        console: opts.console,
         image_id: image_id(&initrd.image),
         ..iso::IsoInputs::debian(&opts.inputs, kernel.image.clone(), opts.out.join(files[1]))
     };
@@ -153,7 +153,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         &pxe::PxeInputs::debian(&opts.inputs),
         &hosts,
         &opts.append,
-        opts.serial,
+        opts.console,
     )?;
     let pxe_files: Vec<String> = pxe_files.iter().map(|f| format!("pxe/{f}")).collect();
 

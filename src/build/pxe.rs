@@ -2,7 +2,7 @@
 //! Secure Boot (Debian's signed shim + grubnetx64), iPXE, and per-host kernel
 //! arguments chosen by MAC address from the preset's `[[hosts]]`.
 
-use super::iso::{DEBUG_ARGS, DEFAULT_ARGS, SerialPort, kernel_args, render};
+use super::iso::{Console, DEBUG_ARGS, DEFAULT_ARGS, kernel_args, render};
 use super::output;
 use crate::cmdline::Cmdline;
 use crate::config::Host;
@@ -90,7 +90,7 @@ pub fn write(
     inputs: &PxeInputs,
     hosts: &[Host],
     extra: &str,
-    serial: SerialPort,
+    console: Console,
 ) -> Result<Vec<String>, Error> {
     let mut written = Vec::new();
     for (name, src, what) in &inputs.files {
@@ -104,14 +104,15 @@ pub fn write(
     }
     let version = env!("CARGO_PKG_VERSION");
     let (append, append_debug) = (
-        kernel_args(serial, DEFAULT_ARGS, extra),
-        kernel_args(serial, DEBUG_ARGS, extra),
+        kernel_args(console.serial, DEFAULT_ARGS, extra),
+        kernel_args(console.serial, DEBUG_ARGS, extra),
     );
+    let pxelinux_cfg = render(PXELINUX_CFG, &[("SERIAL_MENU", &console.syslinux_serial())]);
+    let grub_cfg = render(GRUB_CFG, &[("SERIAL_MENU", &console.grub_serial())]);
     let menu = |template: &str, host_args: &str, hosts_block: &str| {
         render(
             template,
             &[
-                ("SERIAL", &serial.unit()),
                 ("VERSION", version),
                 ("APPEND", &append),
                 ("APPEND_DEBUG", &append_debug),
@@ -125,11 +126,11 @@ pub fn write(
     };
     let mut files = vec![(
         "pxelinux.cfg/default".to_string(),
-        menu(PXELINUX_CFG, "", ""),
+        menu(&pxelinux_cfg, "", ""),
     )];
     for host in hosts {
         let name = format!("pxelinux.cfg/01-{}", host.mac.to_string().replace(':', "-"));
-        files.push((name, menu(PXELINUX_CFG, &host_args(host), "")));
+        files.push((name, menu(&pxelinux_cfg, &host_args(host), "")));
     }
     let grub_hosts: String = hosts
         .iter()
@@ -141,7 +142,7 @@ pub fn write(
             )
         })
         .collect();
-    files.push(("grub/grub.cfg".into(), menu(GRUB_CFG, "", &grub_hosts)));
+    files.push(("grub/grub.cfg".into(), menu(&grub_cfg, "", &grub_hosts)));
     let ipxe_hosts: String = hosts
         .iter()
         .map(|h| {
@@ -207,7 +208,10 @@ mod tests {
             &PxeInputs { files },
             &hosts(),
             "failback.progress=json",
-            "ttyS1".parse().unwrap(),
+            Console {
+                serial: "ttyS1".parse().unwrap(),
+                serial_menu: true,
+            },
         )
         .unwrap();
         assert!(

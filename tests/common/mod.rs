@@ -14,8 +14,12 @@ mod paths;
 mod pull;
 mod qemu;
 mod scenario;
+mod terminal;
 mod vm;
 
 // Each test binary uses its own part of these too.
 #[allow(unused_imports)]
-pub use {agent::*, data::*, faults::*, image::*, paths::*, pull::*, qemu::*, scenario::*, vm::*};
+pub use {
+    agent::*, data::*, faults::*, image::*, paths::*, pull::*, qemu::*, scenario::*, terminal::*,
+    vm::*,
+};

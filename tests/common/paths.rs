@@ -27,6 +27,22 @@ pub fn static_client() -> PathBuf {
     static_release("failback")
 }
 
+/// The Python of the tests' venv (`.venv-moto`, or MOTO_VENV: moto's server, boto3,
+/// pyte); fails with the fix when there is none, so no test passes without its peer.
+/// The tests using it are `#[ignore]`d: `scripts/test.sh` makes the venv and runs them.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("MOTO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-moto"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "no test venv at {}: run scripts/moto-venv.sh (scripts/test.sh does)",
+        venv.display()
+    );
+    py
+}
+
 /// The inputs unpacked by scripts/fetch-inputs.sh.
 pub fn inputs_dir() -> PathBuf {
     let path = repo().join("inputs");

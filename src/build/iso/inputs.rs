@@ -13,8 +13,8 @@ pub struct IsoInputs {
     pub version: String,
     /// Appended to the kernel arguments of every menu entry (e.g. `failback.progress=json`).
     pub extra_args: String,
-    /// The serial port of the kernel's console and the BIOS menu.
-    pub serial: super::SerialPort,
+    /// The kernel's serial port, and whether the boot menus drive it too.
+    pub console: super::Console,
     /// The image's id (hex): marked in the volume descriptor and passed to the client
     /// as `failback.image=`, so that it knows its own boot medium among the disks.
     pub image_id: String,
@@ -38,7 +38,7 @@ impl IsoInputs {
             epoch: 0,
             version: env!("CARGO_PKG_VERSION").into(),
             extra_args: String::new(),
-            serial: Default::default(),
+            console: Default::default(),
             image_id: String::new(),
             kernel,
             initrd,

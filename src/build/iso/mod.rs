@@ -65,7 +65,7 @@ use tree::Tree;
 pub use dates::Civil;
 pub use error::IsoError;
 pub use inputs::IsoInputs;
-pub use menus::SerialPort;
+pub use menus::{Console, SerialPort};
 pub(super) use menus::{DEBUG_ARGS, DEFAULT_ARGS, kernel_args, render};
 
 /// What was written.

@@ -17,10 +17,10 @@ pub const FILES: [&str; 3] = [
     "cloud/failback.qcow2",
 ];
 
-/// Pads `iso` with zeros to a whole MiB (Azure's rule for disk sizes; qcow2 uses it too).
-fn padded_disk(iso: &[u8]) -> Vec<u8> {
+/// `iso` padded with zeros to `size` bytes.
+fn padded_disk(iso: &[u8], size: u64) -> Vec<u8> {
     let mut disk = iso.to_vec();
-    disk.resize(iso.len().div_ceil(1 << 20).max(1) << 20, 0);
+    disk.resize(usize::try_from(size).expect("a disk image fits in memory"), 0);
     disk
 }
 
@@ -39,12 +39,15 @@ pub fn write(iso: &Path, out: &Path, epoch: u32) -> Result<(), output::Error> {
         path: iso.into(),
         source,
     })?;
-    let disk = padded_disk(&iso_bytes);
     let epoch = u64::from(epoch);
     output::write_atomic_with(&out.join(FILES[0]), |w| gce::write(w, &iso_bytes, epoch))?;
+    let len = iso_bytes.len() as u64;
+    let azure = padded_disk(&iso_bytes, vhd::disk_size(len));
     output::write_atomic_with(&out.join(FILES[1]), |w| {
-        vhd::write(w, &disk, epoch, unique_id(&disk))
+        vhd::write(w, &azure, epoch, unique_id(&azure))
     })?;
+    // Whole MiB for qcow2 too (its clusters; a size any cloud takes).
+    let disk = padded_disk(&iso_bytes, len.div_ceil(1 << 20).max(1) << 20);
     output::write_atomic_with(&out.join(FILES[2]), |w| qcow2::write(w, &disk))?;
     Ok(())
 }

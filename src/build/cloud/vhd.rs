@@ -66,6 +66,30 @@ pub fn geometry(size: u64) -> (u16, u8, u8) {
     (cylinders, heads as u8, spt as u8)
 }
 
+const MIB: u64 = 1 << 20;
+
+/// The size of the VHD's disk for `data_len` bytes of data: a whole number of MiB (Azure's
+/// rule) whose geometry holds all of the data. Azure reads the footer's current size, but
+/// Virtual PC, and qemu-img for a creator it does not know, size a disk by its geometry,
+/// which can fall short of the current size by up to a track of each head: the data's last
+/// sectors (the ISO's backup GPT) would be cut off.
+pub fn disk_size(data_len: u64) -> u64 {
+    let mut size = data_len.div_ceil(MIB).max(1) * MIB;
+    while geometry_bytes(size) < data_len && geometry(size) != MAX_GEOMETRY {
+        size += MIB;
+    }
+    size
+}
+
+/// The geometry of the largest disks (127 GiB and more): readers use the current size then.
+const MAX_GEOMETRY: (u16, u8, u8) = (65535, 16, 255);
+
+/// The bytes the geometry of a disk of `size` bytes addresses.
+fn geometry_bytes(size: u64) -> u64 {
+    let (c, h, s) = geometry(size);
+    u64::from(c) * u64::from(h) * u64::from(s) * 512
+}
+
 /// The footer of a fixed disk of `size` bytes, built at `epoch` (Unix seconds), with
 /// `unique_id` derived from its contents by the caller.
 pub fn footer(size: u64, epoch: u64, unique_id: [u8; 16]) -> [u8; 512] {
@@ -122,7 +146,21 @@ mod tests {
         // Past 16 heads x 31 x 1024: 63.
         assert_eq!(geometry(1 << 30), (2080, 16, 63));
         // The largest geometry for disks of 127 GiB and more.
-        assert_eq!(geometry(2 << 40), (65535, 16, 255));
+        assert_eq!(geometry(2 << 40), MAX_GEOMETRY);
+    }
+
+    #[test]
+    fn the_disk_is_whole_mib_and_its_geometry_holds_all_the_data() {
+        // 35 MiB exactly (a failback.iso): its geometry addresses 96 KiB less.
+        assert!(geometry_bytes(35 * MIB) < 35 * MIB);
+        for len in [1, 512, 35 * MIB, 35 * MIB + 1, 40 * MIB - 512, 200 * MIB + 7, 1 << 30] {
+            let size = disk_size(len);
+            assert_eq!(size % MIB, 0, "{len}");
+            assert!(geometry_bytes(size) >= len, "{len}: {size}");
+            assert!(size - len < 3 * MIB, "{len}: {size}");
+        }
+        // Past the largest geometry, the current size alone counts.
+        assert_eq!(disk_size(200 << 30), 200 << 30);
     }
 
     #[test]

@@ -228,6 +228,36 @@ fn a_preset_is_validated_and_baked_in() {
 }
 
 #[test]
+fn bad_kernel_arguments_in_append_or_a_hosts_args_fail_the_build_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = tmp.path().join("fleet.toml");
+    std::fs::write(
+        &preset,
+        "[[hosts]]\nmac = \"52:54:00:aa:bb:01\"\nname = \"rack1-07\"\n\
+         args = \"failback.after=later failback.debug\"\n",
+    )
+    .unwrap();
+    for (args, names) in [
+        (
+            vec!["--config".into(), preset.display().to_string()],
+            ["52:54:00:aa:bb:01 (rack1-07)", "failback.after=\"later\""],
+        ),
+        (
+            vec!["--append".into(), "failback.progress=fancy".into()],
+            ["--append", "failback.progress=\"fancy\""],
+        ),
+    ] {
+        let out = tmp.path().join("out");
+        let o = builder(&out).args(&args).output().unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(names.iter().all(|n| err.contains(n)), "{err}");
+        assert!(!out.exists(), "nothing written: {err}");
+    }
+}
+
+#[test]
 fn secrets_in_the_image_or_a_pxe_menu_are_one_warning_and_never_quoted() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |preset: &Path, out: &Path| {

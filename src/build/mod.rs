@@ -77,6 +77,19 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// Checks the `failback.*` arguments a menu will pass (`--append`, a host's `args`) as
+/// the client will read them: a bad value fails the build, not the host's boot.
+fn check_kernel_args(whose: &str, args: &str) -> Result<()> {
+    let (_, errors) = crate::cmdline::Cmdline::parse(args);
+    match errors.is_empty() {
+        true => Ok(()),
+        false => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::bail!("{whose}: {}", errors.join("; "))
+        }
+    }
+}
+
 /// Builds the PXE tree (kernel + initrd) and SHA256SUMS under `opts.out`.
 pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
@@ -91,6 +104,12 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
         None => (None, Vec::new()),
     };
+    check_kernel_args("--append", &opts.append)?;
+    for host in &hosts {
+        let name = host.name.as_deref().map_or(String::new(), |n| format!(" ({n})"));
+        let whose = format!("the preset's host {}{name}: args", host.mac);
+        check_kernel_args(&whose, host.args.as_deref().unwrap_or(""))?;
+    }
     let preset_text = preset.as_deref().map(String::from_utf8_lossy);
     let exposed = secrets::Exposed::find(preset_text.as_deref(), &hosts, &opts.append);
     let kernel = inputs::locate_kernel(

@@ -18,8 +18,9 @@ pub enum Error {
     },
 }
 
-/// The parsed command line; `None` where the parameter was not given.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The parsed command line; `None` where the parameter was not given. `Debug` shows it
+/// as kernel arguments, the token redacted.
+#[derive(Clone, Default, PartialEq)]
 pub struct Cmdline {
     pub progress: Option<Progress>,
     pub after: Option<After>,
@@ -262,6 +263,15 @@ impl fmt::Display for Cmdline {
     }
 }
 
+impl fmt::Debug for Cmdline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmdline")
+            .field("args", &crate::secret::redact_words(&self.to_string()))
+            .field("module_params", &self.module_params)
+            .finish()
+    }
+}
+
 impl Preset {
     /// The preset with what the command line gives put over it: the settings of one boot.
     pub fn overlay(&self, cmdline: &Cmdline) -> Preset {
@@ -332,6 +342,18 @@ fn split(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_arguments_without_the_token() {
+        let (c, errors) =
+            Cmdline::parse("failback.token=boot-token-0123 failback.host=web-1 e1000e.debug=2");
+        assert!(errors.is_empty(), "{errors:?}");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("boot-token-0123"), "{shown}");
+        for kept in ["failback.token=***", "failback.host=web-1", "e1000e"] {
+            assert!(shown.contains(kept), "{kept}: {shown}");
+        }
+    }
 
     #[test]
     fn module_parameters_are_gathered_per_module() {

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-/// The whole preset. Every key is optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The whole preset. Every key is optional. `Debug` redacts its secrets.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preset {
     /// Where to pull from: `https://HOST:PORT` (the agent) or `ebs://snap-ID[?base=snap-ID]`.
@@ -62,8 +62,8 @@ pub struct Preset {
 }
 
 /// The preset's `[report]`: a failback agent collecting the fleet's reports (one
-/// without volumes is a collector only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// without volumes is a collector only). `Debug` redacts its token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// `https://HOST:PORT` (`failback.report=`).
@@ -134,8 +134,9 @@ impl std::str::FromStr for Progress {
     }
 }
 
-/// Settings for one host of a fleet, found by its MAC address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Settings for one host of a fleet, found by its MAC address. `Debug` redacts secrets
+/// in its `args`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     pub mac: Mac,
@@ -148,6 +149,18 @@ pub struct Host {
     /// Extra kernel arguments for this host.
     pub args: Option<String>,
 }
+
+/// The settings types' `Debug`: their fields, secrets redacted.
+macro_rules! debug_redacted {
+    ($($name:ident),*) => {$(
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                crate::secret::debug_settings(stringify!($name), self, f)
+            }
+        }
+    )*};
+}
+debug_redacted!(Preset, Report, Host);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -310,6 +323,44 @@ ip = "dhcp"
             Preset::parse(&toml::to_string(&p).unwrap(), "again").unwrap(),
             p
         );
+    }
+
+    #[test]
+    fn debug_shows_the_preset_without_its_secrets() {
+        let text = r#"
+token = "agent-token-0123456789"
+proxy = "http://ops:proxy-pass@proxy:3128"
+[aws]
+region = "eu-west-1"
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "aws-secret-0123"
+session_token = "aws-session-0123"
+[report]
+url = "https://10.0.0.9:1500"
+token = "collector-token-0123"
+[[hosts]]
+mac = "52:54:00:12:34:56"
+args = "failback.token=host-token-0123 failback.debug"
+"#;
+        let shown = format!("{:?}", Preset::parse(text, "failback.toml").unwrap());
+        for secret in [
+            "agent-token-0123456789",
+            "proxy-pass",
+            "aws-secret-0123",
+            "aws-session-0123",
+            "collector-token-0123",
+            "host-token-0123",
+        ] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        for kept in [
+            "AKIAEXAMPLE",
+            "https://10.0.0.9:1500",
+            "failback.debug",
+            "52:54:00:12:34:56",
+        ] {
+            assert!(shown.contains(kept), "{kept}: {shown}");
+        }
     }
 
     fn error(text: &str) -> String {

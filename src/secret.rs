@@ -84,6 +84,44 @@ pub fn redact_setting(line: &str) -> String {
     }
 }
 
+/// Text of `KEY=VALUE` words (kernel arguments, a host's `args`) as it may be shown: each
+/// word through [`redact_setting`].
+pub fn redact_words(text: &str) -> String {
+    text.split(' ')
+        .map(redact_setting)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `Debug` of settings (the preset, a fleet host, a collector): `name` and the fields
+/// as JSON, with the value of every secret key and every secret or URL password inside a
+/// string redacted. A test's failed assert or a stray `{:?}` shows no secret.
+pub fn debug_settings<T: serde::Serialize>(
+    name: &str,
+    settings: &T,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    fn redact(value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::Object(fields) => {
+                for (key, v) in fields.iter_mut() {
+                    match is_secret_key(key) && !v.is_null() {
+                        true => *v = Value::from(REDACTED),
+                        false => redact(v),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(redact),
+            Value::String(text) => *text = redact_words(text),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(settings).map_err(|_| std::fmt::Error)?;
+    redact(&mut value);
+    write!(f, "{name} {value}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +178,54 @@ mod tests {
             "proxy = \"http://u:***@p:1"
         );
         assert_eq!(redact_setting("after = \"x\""), "after = \"x\"");
+    }
+
+    #[derive(serde::Serialize)]
+    struct Settings {
+        token: Option<String>,
+        proxy: String,
+        hosts: Vec<Host>,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Host {
+        args: String,
+        session_token: Option<String>,
+    }
+
+    struct Shown(Settings);
+
+    impl std::fmt::Debug for Shown {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            debug_settings("Settings", &self.0, f)
+        }
+    }
+
+    #[test]
+    fn settings_debug_shows_no_secret() {
+        let shown = format!(
+            "{:?}",
+            Shown(Settings {
+                token: Some("tok-0123456789abcdef".into()),
+                proxy: "http://ops:hunter2@proxy:3128".into(),
+                hosts: vec![Host {
+                    args: "failback.debug failback.token=host-secret-42".into(),
+                    session_token: None,
+                }],
+            })
+        );
+        for secret in ["tok-0123456789abcdef", "hunter2", "host-secret-42"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.starts_with("Settings {"), "{shown}");
+        assert!(shown.contains("ops:***@proxy:3128"), "{shown}");
+        assert!(
+            shown.contains("failback.debug failback.token=***"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(r#""session_token":null"#),
+            "unset stays unset: {shown}"
+        );
     }
 }

@@ -106,7 +106,10 @@ pub fn run(opts: &Options) -> Result<Report> {
     };
     check_kernel_args("--append", &opts.append)?;
     for host in &hosts {
-        let name = host.name.as_deref().map_or(String::new(), |n| format!(" ({n})"));
+        let name = host
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n})"));
         let whose = format!("the preset's host {}{name}: args", host.mac);
         check_kernel_args(&whose, host.args.as_deref().unwrap_or(""))?;
     }

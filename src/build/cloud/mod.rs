@@ -20,7 +20,10 @@ pub const FILES: [&str; 3] = [
 /// `iso` padded with zeros to `size` bytes.
 fn padded_disk(iso: &[u8], size: u64) -> Vec<u8> {
     let mut disk = iso.to_vec();
-    disk.resize(usize::try_from(size).expect("a disk image fits in memory"), 0);
+    disk.resize(
+        usize::try_from(size).expect("a disk image fits in memory"),
+        0,
+    );
     disk
 }
 

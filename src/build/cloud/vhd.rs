@@ -153,7 +153,15 @@ mod tests {
     fn the_disk_is_whole_mib_and_its_geometry_holds_all_the_data() {
         // 35 MiB exactly (a failback.iso): its geometry addresses 96 KiB less.
         assert!(geometry_bytes(35 * MIB) < 35 * MIB);
-        for len in [1, 512, 35 * MIB, 35 * MIB + 1, 40 * MIB - 512, 200 * MIB + 7, 1 << 30] {
+        for len in [
+            1,
+            512,
+            35 * MIB,
+            35 * MIB + 1,
+            40 * MIB - 512,
+            200 * MIB + 7,
+            1 << 30,
+        ] {
             let size = disk_size(len);
             assert_eq!(size % MIB, 0, "{len}");
             assert!(geometry_bytes(size) >= len, "{len}: {size}");

@@ -199,6 +199,11 @@ fn a_boot_that_finds_the_disk_recovered_waits_instead_of_rebooting() {
     );
     assert!(matches!(seen, Seen::Text(_)), "it waits for the operator");
     std::thread::sleep(Duration::from_secs(5));
+    // The agent (the pull's collector) was told too: a fleet's screen shows why the host
+    // waits (the report drains for up to 5 s after the pull).
+    let told = "already recovered (system = /dev/nvme0n1): waiting for the operator";
+    let agent = host.served.agent.output();
+    assert!(agent.contains(told), "the agent was told:\n{agent}");
     assert!(vm.running(), "no reboot:\n{}", vm.log());
     let events = vm.events_seen();
     let done = events.iter().find(|e| e["event"] == "done").unwrap();

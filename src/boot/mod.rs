@@ -188,7 +188,7 @@ fn run(settings: &Settings, console: &dyn Reporter, consoles: Vec<String>) -> Re
         // The network is reported as soon as it is up, with the clock if NTP set it;
         // else the chosen source's Date sets it and the network is reported again.
         let network = std::cell::RefCell::new(None::<net::Network>);
-        let pulled = ui::run(
+        let after = ui::run(
             &known,
             ui::Boot {
                 reporter,
@@ -217,9 +217,10 @@ fn run(settings: &Settings, console: &dyn Reporter, consoles: Vec<String>) -> Re
                         });
                     }
                 },
+                finish: &mut |reporter, pulled| next(settings, reporter, pulled, &disks),
             },
         )?;
-        return Ok(pulled.map_or(settings.after, |p| next(settings, reporter, &p, &disks)));
+        return Ok(after.unwrap_or(settings.after));
     }
     configure_network(settings, &settings.ip, pull.as_ref(), reporter)?;
 
@@ -230,8 +231,9 @@ fn run(settings: &Settings, console: &dyn Reporter, consoles: Vec<String>) -> Re
         });
         return Ok(settings.after);
     };
-    let pulled = pull.run(reporter, &disks)?;
-    Ok(next(settings, reporter, &pulled, &disks))
+    pull.run(reporter, &disks, &mut |reporter, pulled| {
+        next(settings, reporter, pulled, &disks)
+    })
 }
 
 /// The console, keeping the events told before a pull (boot, drivers, disks,
@@ -261,7 +263,7 @@ impl Reporter for Early<'_> {
 }
 
 /// What follows a pull: `failback.after`, with the next boot prepared for a reboot
-/// (see [`next_boot`]).
+/// (see [`next_boot`]); told on `reporter`, the console and the pull's collector.
 fn next(
     settings: &Settings,
     reporter: &dyn Reporter,

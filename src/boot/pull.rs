@@ -2,7 +2,7 @@
 //! mapping (explicit, or proposed from the disks' identity) and a pull in a [`Session`]
 //! from the agent (reported on the console and to the agent) or an EBS snapshot.
 
-use crate::config::{Aws, Fingerprint, Preset, Source};
+use crate::config::{After, Aws, Fingerprint, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
 use crate::mapping::map::{self, MapTo, Mapping};
@@ -24,6 +24,10 @@ use std::time::Duration;
 /// the proposal (or why there is none), returns the choices to pull with.
 pub type Review<'a> =
     &'a mut dyn FnMut(&[VolumeInfo], Result<Vec<Choice>, String>) -> Result<Vec<Choice>>;
+
+/// What follows a pull (the reboot prepared, or `already_recovered`), decided while the
+/// pull's report is open, so that its events reach the collector too.
+pub type Finish<'a> = &'a mut dyn FnMut(&dyn Reporter, &Pulled) -> After;
 
 /// A pull that ended: what it did, and the target of each volume.
 pub struct Pulled {
@@ -141,10 +145,10 @@ impl PullSettings {
     }
 
     /// Maps (explicitly or by identity), plans, confirms on the console (unless
-    /// unattended), pulls and verifies, from the agent or an EBS snapshot. A
-    /// declined plan is an error here: nobody is asked again.
-    pub fn run(&self, console: &dyn Reporter, disks: &[Disk]) -> Result<Pulled> {
-        self.run_reviewed(console, disks, None)?
+    /// unattended), pulls and verifies, from the agent or an EBS snapshot, then
+    /// `finish`es. A declined plan is an error here: nobody is asked again.
+    pub fn run(&self, console: &dyn Reporter, disks: &[Disk], finish: Finish) -> Result<After> {
+        self.run_reviewed(console, disks, None, finish)?
             .ok_or_else(|| crate::sync::Error::Declined.into())
     }
 
@@ -155,23 +159,29 @@ impl PullSettings {
         console: &dyn Reporter,
         disks: &[Disk],
         review: Option<Review>,
-    ) -> Result<Option<Pulled>> {
-        let mut mapping = Mapping::new();
-        let outcome = Session::open(&self.from)?
+        finish: Finish,
+    ) -> Result<Option<After>> {
+        let mut after = None;
+        Session::open(&self.from)?
             .reporting(self.report.clone())
-            .run(console, |s| self.pull(s, disks, review, &mut mapping))?;
-        let Outcome::Pulled(summary) = outcome else {
-            return Ok(None);
-        };
-        let targets = mapping
-            .into_iter()
-            .filter_map(|(volume, to)| match to {
-                // The choices' mapping names every target by its path.
-                MapTo::Target(Selector::Path(path)) => Some((volume, path)),
-                _ => None,
-            })
-            .collect();
-        Ok(Some(Pulled { summary, targets }))
+            .run(console, |s| {
+                let mut mapping = Mapping::new();
+                let outcome = self.pull(s, disks, review, &mut mapping)?;
+                if let Outcome::Pulled(summary) = &outcome {
+                    let targets = mapping
+                        .into_iter()
+                        .filter_map(|(volume, to)| match to {
+                            // The choices' mapping names every target by its path.
+                            MapTo::Target(Selector::Path(path)) => Some((volume, path)),
+                            _ => None,
+                        })
+                        .collect();
+                    let summary = summary.clone();
+                    after = Some(finish(s.reporter, &Pulled { summary, targets }));
+                }
+                anyhow::Ok(outcome)
+            })?;
+        Ok(after)
     }
 
     /// Maps, then pulls; `mapped` gets the mapping pulled.

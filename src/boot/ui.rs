@@ -9,8 +9,8 @@
 //! the VGA console alike, with no cursor addressing. Secrets (the agent's token, the
 //! AWS secret key and session token) are read with the echo off and never reported.
 
-use super::pull::{PullSettings, Pulled};
-use crate::config::{Aws, Fingerprint, IpConfig, Preset, Source};
+use super::pull::{Finish, PullSettings};
+use crate::config::{After, Aws, Fingerprint, IpConfig, Preset, Source};
 use crate::disks::Disk;
 use crate::mapping::automap::{self, Choice};
 use crate::mapping::map;
@@ -73,11 +73,14 @@ pub struct Boot<'a> {
     /// Sets the clock as a configured boot does, now that the source is known
     /// (when NTP has not set it already), and reports it.
     pub clock: &'a mut dyn FnMut(&PullSettings),
+    /// What follows a pull, decided with its report open.
+    pub finish: Finish<'a>,
 }
 
-/// Runs the interactive mode on the console until a pull is done (returned) or the
-/// operator stops (`None`); `Err` only when the console gives no more input.
-pub fn run(known: &Known, boot: Boot) -> Result<Option<Pulled>> {
+/// Runs the interactive mode on the console until a pull is done (what `finish` said
+/// follows it is returned) or the operator stops (`None`); `Err` only when the console
+/// gives no more input.
+pub fn run(known: &Known, boot: Boot) -> Result<Option<After>> {
     let mut out = std::io::stdout();
     let mut ask = Ask {
         input: &mut Console,
@@ -201,7 +204,7 @@ struct AgentAnswers {
 }
 
 impl Flow<'_, '_> {
-    fn run(&mut self, boot: Boot) -> Result<Option<Pulled>> {
+    fn run(&mut self, boot: Boot) -> Result<Option<After>> {
         self.ask.say("");
         self.ask.say("== failback: interactive mode ==");
         self.ask.say(
@@ -222,11 +225,12 @@ impl Flow<'_, '_> {
             let mut review = |volumes: &[VolumeInfo], proposal: Result<Vec<Choice>, String>| {
                 self.review(volumes, boot.disks, proposal)
             };
-            let result = settings.run_reviewed(boot.reporter, boot.disks, Some(&mut review));
+            let result =
+                settings.run_reviewed(boot.reporter, boot.disks, Some(&mut review), boot.finish);
             match result {
-                Ok(Some(pulled)) => {
+                Ok(Some(after)) => {
                     self.ask.say("The pull is done.");
-                    return Ok(Some(pulled));
+                    return Ok(Some(after));
                 }
                 Ok(None) => self.ask.say("Not confirmed: nothing was written."),
                 Err(e) => boot.reporter.report(&Event::Error {

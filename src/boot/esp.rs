@@ -1,7 +1,9 @@
-//! The EFI system partition of a disk, from its GPT (UEFI spec 2.10, 5.3): where the
-//! firmware finds the recovered system's boot loader. Read straight from the disk:
-//! the kernel's partition table of a disk just written is the old one.
+//! The EFI system partition of a disk, from its GPT (UEFI spec 2.10, 5.3) or its MBR
+//! (5.2.1, a primary partition of type 0xEF): where the firmware finds the recovered
+//! system's boot loader. Read straight from the disk: the kernel's partition table of a
+//! disk just written is the old one.
 
+use super::load_option::Signature;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -11,6 +13,9 @@ use std::path::Path;
 const ESP_TYPE: [u8; 16] = [
     0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
 ];
+/// MBR partition types: the ESP, and the protective MBR of a GPT disk.
+const MBR_ESP: u8 = 0xef;
+const MBR_PROTECTIVE: u8 = 0xee;
 /// More entries or larger ones than this is no GPT a firmware would read.
 const MAX_ENTRIES: u32 = 1024;
 const MAX_ENTRY_SIZE: u32 = 4096;
@@ -23,11 +28,12 @@ pub struct Esp {
     /// First LBA and size in LBAs.
     pub start: u64,
     pub size: u64,
-    /// The unique partition GUID, on-disk byte order.
-    pub guid: [u8; 16],
+    /// What firmware tells it by: the partition's GUID, or the MBR disk's signature.
+    pub signature: Signature,
 }
 
-/// The first EFI system partition of the disk `dev`; `None` when it has no GPT or no ESP.
+/// The first EFI system partition of the disk `dev`; `None` when it has no partition
+/// table or no ESP.
 pub fn find(dev: &Path) -> std::io::Result<Option<Esp>> {
     let disk = File::open(dev)?;
     let read = |offset: u64, len: usize| {
@@ -41,7 +47,30 @@ pub fn find(dev: &Path) -> std::io::Result<Option<Esp>> {
             return entries(&header, lba_size, read);
         }
     }
-    Ok(None)
+    Ok(mbr_esp(&read(0, 512)?))
+}
+
+/// The first primary partition of type 0xEF of the MBR `sector`; `None` without an MBR
+/// (or with a GPT's protective one whose GPT is gone: no table the firmware would read).
+fn mbr_esp(sector: &[u8]) -> Option<Esp> {
+    if sector[510..512] != [0x55, 0xaa] {
+        return None;
+    }
+    let entries: Vec<&[u8]> = sector[446..510].chunks_exact(16).collect();
+    if entries.iter().any(|e| e[4] == MBR_PROTECTIVE) {
+        return None;
+    }
+    let u32_at = |e: &[u8], at: usize| u32::from_le_bytes(e[at..at + 4].try_into().expect("4"));
+    entries
+        .iter()
+        .zip(1..)
+        .find(|(e, _)| e[4] == MBR_ESP && u32_at(e, 12) > 0)
+        .map(|(e, number)| Esp {
+            number,
+            start: u64::from(u32_at(e, 8)),
+            size: u64::from(u32_at(e, 12)),
+            signature: Signature::Mbr(u32_at(sector, 440)),
+        })
 }
 
 /// Reads the partition entries the GPT header `header` points to, through `read`
@@ -73,7 +102,7 @@ fn entries(
                 number,
                 start: lba(32),
                 size: (lba(40) + 1).saturating_sub(lba(32)),
-                guid: entry[16..32].try_into().expect("16 bytes"),
+                signature: Signature::Gpt(entry[16..32].try_into().expect("16 bytes")),
             }
         }))
 }
@@ -104,7 +133,7 @@ mod tests {
                 number: 2,
                 start: 6144,
                 size: 2048,
-                guid
+                signature: Signature::Gpt(guid)
             }
         );
     }
@@ -121,5 +150,47 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = find(&path).unwrap_err().to_string();
         assert!(err.contains("4294967295 entries"), "{err}");
+    }
+
+    /// An MBR sector as fdisk writes it (5.2.1: the disk signature at 440, four 16-byte
+    /// entries at 446: status, CHS, type, CHS, first LBA, sectors; 0x55AA at 510).
+    fn mbr(signature: u32, partitions: &[(u8, u32, u32)]) -> Vec<u8> {
+        let mut sector = vec![0u8; 512];
+        sector[440..444].copy_from_slice(&signature.to_le_bytes());
+        for (i, (kind, start, size)) in partitions.iter().enumerate() {
+            let e = &mut sector[446 + 16 * i..462 + 16 * i];
+            e[4] = *kind;
+            e[8..12].copy_from_slice(&start.to_le_bytes());
+            e[12..16].copy_from_slice(&size.to_le_bytes());
+        }
+        sector[510..512].copy_from_slice(&[0x55, 0xaa]);
+        sector
+    }
+
+    #[test]
+    fn finds_an_esp_of_type_0xef_on_an_mbr_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk.img");
+        let mut bytes = vec![0u8; 1 << 20];
+        bytes[..512].copy_from_slice(&mbr(0x5eed_cafe, &[(0x83, 2048, 4096), (0xef, 6144, 1024)]));
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            find(&path).unwrap(),
+            Some(Esp {
+                number: 2,
+                start: 6144,
+                size: 1024,
+                signature: Signature::Mbr(0x5eed_cafe)
+            })
+        );
+        // No ESP among the primaries, or a GPT's protective MBR without its GPT: none.
+        for sector in [
+            mbr(1, &[(0x83, 2048, 4096)]),
+            mbr(1, &[(0xee, 1, 2047), (0xef, 8, 8)]),
+        ] {
+            bytes[..512].copy_from_slice(&sector);
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(find(&path).unwrap(), None);
+        }
     }
 }

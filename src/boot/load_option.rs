@@ -1,6 +1,6 @@
 //! The EFI load option (UEFI spec 2.10, 3.1.3 `EFI_LOAD_OPTION`), the value of a
 //! `Boot####` variable, and the device path nodes it holds (10.3): enough to read the
-//! firmware's entries and to write one that boots a file on a GPT partition.
+//! firmware's entries and to write one that boots a file on a GPT or MBR partition.
 
 /// `LOAD_OPTION_ACTIVE`: the firmware may boot the option.
 pub const ACTIVE: u32 = 1;
@@ -11,8 +11,11 @@ const HARD_DRIVE: u8 = 1;
 const FILE_PATH: u8 = 4;
 const END: u8 = 0x7f;
 const END_ENTIRE: u8 = 0xff;
-/// `MBRType` 2: a GPT disk; `SignatureType` 2: the signature is the partition's GUID.
+/// `MBRType` 1: a PC-AT MBR disk, 2: a GPT disk. `SignatureType` 1: the signature is the
+/// MBR's 32-bit disk signature (bytes 440-443); 2: the partition's GUID.
+const MBR: u8 = 1;
 const GPT: u8 = 2;
+const MBR_SIGNATURE: u8 = 1;
 const GUID_SIGNATURE: u8 = 2;
 /// The node header: type, subtype, length (u16).
 const HEADER: usize = 4;
@@ -59,23 +62,47 @@ pub struct HardDrive {
     pub signature_type: u8,
 }
 
+/// What tells a partition from the others of every disk: a GPT partition's unique GUID,
+/// or an MBR disk's signature with the partition's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// The unique partition GUID, on-disk (mixed-endian) byte order.
+    Gpt([u8; 16]),
+    /// The MBR's disk signature.
+    Mbr(u32),
+}
+
 impl HardDrive {
-    /// The GPT partition `number`, from `start` for `size` LBAs, whose unique partition
-    /// GUID is `guid` (on-disk byte order).
-    pub fn gpt(number: u32, start: u64, size: u64, guid: [u8; 16]) -> Self {
+    /// The partition `number`, from `start` for `size` LBAs, told apart by `signature`.
+    pub fn new(number: u32, start: u64, size: u64, signature: Signature) -> Self {
+        let (bytes, mbr_type, signature_type) = match signature {
+            Signature::Gpt(guid) => (guid, GPT, GUID_SIGNATURE),
+            Signature::Mbr(id) => {
+                let mut bytes = [0u8; 16];
+                bytes[..4].copy_from_slice(&id.to_le_bytes());
+                (bytes, MBR, MBR_SIGNATURE)
+            }
+        };
         HardDrive {
             partition: number,
             start,
             size,
-            signature: guid,
-            mbr_type: GPT,
-            signature_type: GUID_SIGNATURE,
+            signature: bytes,
+            mbr_type,
+            signature_type,
         }
     }
 
-    /// Whether this node names the GPT partition whose GUID is `guid`.
-    pub fn is_gpt_partition(&self, guid: &[u8; 16]) -> bool {
-        self.signature_type == GUID_SIGNATURE && &self.signature == guid
+    /// Whether this node names partition `number` with `signature`.
+    pub fn is_partition(&self, number: u32, signature: Signature) -> bool {
+        let named = HardDrive::new(number, 0, 0, signature);
+        let signed =
+            self.signature_type == named.signature_type && self.signature == named.signature;
+        match signature {
+            // A GUID names the partition on its own; an MBR signature names the disk.
+            Signature::Gpt(_) => signed,
+            Signature::Mbr(_) => signed && self.partition == number,
+        }
     }
 }
 
@@ -251,7 +278,7 @@ mod tests {
         LoadOption::new(
             "A",
             vec![
-                Node::HardDrive(HardDrive::gpt(2, 0x800, 0x1000, GUID)),
+                Node::HardDrive(HardDrive::new(2, 0x800, 0x1000, Signature::Gpt(GUID))),
                 Node::File("\\E".into()),
             ],
         )
@@ -274,6 +301,43 @@ mod tests {
         assert_eq!(bootx64().encode().unwrap(), want);
     }
 
+    /// An MBR partition: the disk signature in the first 4 bytes, then zeros.
+    #[test]
+    fn an_mbr_partition_has_the_spec_layout_and_is_named_with_its_number() {
+        let hd = HardDrive::new(1, 2048, 1024, Signature::Mbr(0x1234_abcd));
+        let option = LoadOption::new("A", vec![Node::HardDrive(hd.clone())]);
+        let bytes = option.encode().unwrap();
+        let node = &bytes[10..10 + 42];
+        assert_eq!(
+            &node[..8],
+            &[4, 1, 42, 0, 1, 0, 0, 0],
+            "media, hard drive, partition 1"
+        );
+        assert_eq!(
+            &node[24..28],
+            &[0xcd, 0xab, 0x34, 0x12],
+            "the signature, little-endian"
+        );
+        assert_eq!(&node[28..40], &[0; 12]);
+        assert_eq!(&node[40..42], &[1, 1], "MBR, MBR signature");
+        assert_eq!(LoadOption::decode(&bytes).unwrap(), option);
+        assert!(hd.is_partition(1, Signature::Mbr(0x1234_abcd)));
+        assert!(
+            !hd.is_partition(2, Signature::Mbr(0x1234_abcd)),
+            "another partition"
+        );
+        assert!(
+            !hd.is_partition(1, Signature::Mbr(0x1234_abce)),
+            "another disk"
+        );
+        let mut guid = [0u8; 16];
+        guid[..4].copy_from_slice(&0x1234_abcd_u32.to_le_bytes());
+        assert!(
+            !hd.is_partition(1, Signature::Gpt(guid)),
+            "not a GPT partition"
+        );
+    }
+
     #[test]
     fn entries_read_back_as_written() {
         let mut with_tail = bootx64();
@@ -291,8 +355,13 @@ mod tests {
             let raw = option.encode().unwrap();
             assert_eq!(LoadOption::decode(&raw).unwrap(), option);
         }
-        assert!(bootx64().hard_drive().unwrap().is_gpt_partition(&GUID));
-        assert!(!bootx64().hard_drive().unwrap().is_gpt_partition(&[0; 16]));
+        let hd = bootx64().hard_drive().unwrap().clone();
+        assert!(hd.is_partition(2, Signature::Gpt(GUID)));
+        assert!(
+            hd.is_partition(1, Signature::Gpt(GUID)),
+            "the GUID alone names it"
+        );
+        assert!(!hd.is_partition(2, Signature::Gpt([0; 16])));
     }
 
     #[test]

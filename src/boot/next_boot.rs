@@ -132,7 +132,7 @@ fn boot_next(vars: &Vars, targets: &[&Path]) -> Result<String, String> {
     let existing = vars.boot_options().into_iter().find(|(_, option)| {
         option
             .hard_drive()
-            .is_some_and(|hd| hd.is_gpt_partition(&esp.guid))
+            .is_some_and(|hd| hd.is_partition(esp.number, esp.signature))
     });
     let (number, what) = match existing {
         Some((number, option)) => (number, format!("its entry \"{}\"", option.description)),
@@ -140,7 +140,12 @@ fn boot_next(vars: &Vars, targets: &[&Path]) -> Result<String, String> {
             let option = LoadOption::new(
                 ENTRY,
                 vec![
-                    Node::HardDrive(HardDrive::gpt(esp.number, esp.start, esp.size, esp.guid)),
+                    Node::HardDrive(HardDrive::new(
+                        esp.number,
+                        esp.start,
+                        esp.size,
+                        esp.signature,
+                    )),
                     Node::File(DEFAULT_LOADER.into()),
                 ],
             );
@@ -163,6 +168,7 @@ fn boot_next(vars: &Vars, targets: &[&Path]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot::load_option::Signature;
     use crate::sync::Summary;
     use std::sync::Mutex;
 
@@ -231,7 +237,7 @@ mod tests {
             LoadOption::new(
                 ENTRY,
                 vec![
-                    Node::HardDrive(HardDrive::gpt(2, 6144, 2048, guid)),
+                    Node::HardDrive(HardDrive::new(2, 6144, 2048, Signature::Gpt(guid))),
                     Node::File(DEFAULT_LOADER.into()),
                 ]
             )
@@ -245,7 +251,7 @@ mod tests {
         let vars = Vars::new(tmp.path());
         let on = |guid| {
             vec![
-                Node::HardDrive(HardDrive::gpt(2, 6144, 2048, guid)),
+                Node::HardDrive(HardDrive::new(2, 6144, 2048, Signature::Gpt(guid))),
                 Node::File("\\EFI\\debian\\shimx64.efi".into()),
             ]
         };
@@ -266,6 +272,52 @@ mod tests {
             err.starts_with("no recovered disk has an EFI system partition; ")
                 && err.contains("missing"),
             "{err}"
+        );
+    }
+
+    /// An MBR disk (signature 0x0badcafe) whose second primary partition is an ESP.
+    fn mbr_disk_with_esp(dir: &Path) -> PathBuf {
+        let path = dir.join("sda");
+        let mut bytes = vec![0u8; 4 << 20];
+        bytes[440..444].copy_from_slice(&0x0bad_cafe_u32.to_le_bytes());
+        for (i, kind, start, size) in [(0, 0x83u8, 2048u32, 2048u32), (1, 0xef, 4096, 2048)] {
+            let e = &mut bytes[446 + 16 * i..462 + 16 * i];
+            e[4] = kind;
+            e[8..12].copy_from_slice(&start.to_le_bytes());
+            e[12..16].copy_from_slice(&size.to_le_bytes());
+        }
+        bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn boot_next_on_an_mbr_disk_names_its_esp_by_disk_signature_and_number() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = mbr_disk_with_esp(tmp.path());
+        let vars = Vars::new(tmp.path());
+        let said = boot_next(&vars, &[&disk]).unwrap();
+        assert!(
+            said.starts_with("BootNext = Boot0000: a new entry"),
+            "{said}"
+        );
+        let esp = HardDrive::new(2, 4096, 2048, Signature::Mbr(0x0bad_cafe));
+        let (_, added) = vars.boot_options().into_iter().next().unwrap();
+        assert_eq!(added.hard_drive(), Some(&esp));
+
+        // The system's own entry for that partition is taken; one for partition 1 is not.
+        let vars = Vars::new(tmp.path().join("again"));
+        std::fs::create_dir(tmp.path().join("again")).unwrap();
+        let on = |hd: HardDrive| vec![Node::HardDrive(hd), Node::File("\\EFI\\x.efi".into())];
+        let root = HardDrive::new(1, 2048, 2048, Signature::Mbr(0x0bad_cafe));
+        vars.add_boot_option(&LoadOption::new("root", on(root)))
+            .unwrap();
+        vars.add_boot_option(&LoadOption::new("linux", on(esp)))
+            .unwrap();
+        let said = boot_next(&vars, &[&disk]).unwrap();
+        assert!(
+            said.starts_with("BootNext = Boot0001: its entry \"linux\""),
+            "{said}"
         );
     }
 

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,11 +18,7 @@ struct Loop {
 
 impl Loop {
     fn new(dir: &Path) -> Loop {
-        let img = dir.join("fs.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(64 << 20)
-            .unwrap();
+        let img = disk_image(dir, "fs.img", 64 << 20);
         let out = tool("losetup", &["-f", "--show", img.to_str().unwrap()]);
         assert!(out.status.success(), "losetup: {out:?}");
         let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -66,29 +61,13 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
         },
     );
     let shown = format!("freeze:      {}", fs.mnt.display());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.output().contains(&shown) {
-        assert!(Instant::now() < deadline, "{}", agent.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let target = dir.path().join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
+    agent.wait_for_output(&shown, Duration::from_secs(10));
+    let target = disk_image(dir.path(), "target.img", 64 << 20);
+    let map = mapping("fs", &target);
     let mut child = pull_cmd(
         &agent.url(),
         &agent.fingerprint,
-        &[
-            "--continuous",
-            "--interval",
-            "0.2",
-            "--yes",
-            "--progress",
-            "json",
-            "--map",
-            &mapping("fs", &target),
-        ],
+        &continuous_args("0.2", &map),
     )
     .spawn()
     .unwrap();
@@ -114,21 +93,10 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
 
     let cutover = std::thread::spawn({
         let (url, fp) = (agent.url(), agent.fingerprint.clone());
-        move || {
-            Command::new(bin())
-                .args(["cutover", "--source", &url, "--fingerprint", &fp])
-                .env("FAILBACK_TOKEN", TOKEN)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        }
+        move || cutover(&url, &fp, &[])
     });
     // Once frozen, a write (and its flush) waits for the thaw.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.output().contains("froze ") {
-        assert!(Instant::now() < deadline, "not frozen: {}", agent.output());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    agent.wait_for_output("froze ", Duration::from_secs(30));
     let mut late = std::fs::File::create(fs.mnt.join("late")).unwrap();
     late.write_all(b"after cutover").unwrap();
     late.sync_all().unwrap();
@@ -175,52 +143,24 @@ fn a_client_that_vanishes_in_its_final_pass_leaves_no_frozen_file_system() {
             cmd.args(["--freeze", "--freeze-timeout", "3"]);
         },
     );
-    let target = dir.path().join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
+    let target = disk_image(dir.path(), "target.img", 64 << 20);
+    let map = mapping("fs", &target);
     let mut child = pull_cmd(
         &agent.url(),
         &agent.fingerprint,
-        &[
-            "--continuous",
-            "--interval",
-            "60",
-            "--yes",
-            "--progress",
-            "json",
-            "--map",
-            &mapping("fs", &target),
-        ],
+        &continuous_args("60", &map),
     )
     .spawn()
     .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains(r#""event":"pass""#)),
-        "no pass"
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    assert!(read_to_first_pass(lines.by_ref()), "no pass");
     // The agent's readable line for the pass event.
-    while !agent.output().contains(": pass 1: ") {
-        assert!(Instant::now() < deadline, "{}", agent.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_output(": pass 1: ", Duration::from_secs(30));
     // The client goes before it hears of cutover: nobody will end the freeze but
     // the timeout.
     child.kill().unwrap();
     child.wait().unwrap();
-    let cutover = Command::new(bin())
-        .args(["cutover", "--source", &agent.url()])
-        .args(["--fingerprint", &agent.fingerprint, "--timeout", "2"])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let cutover = cutover(&agent.url(), &agent.fingerprint, &["--timeout", "2"]);
     assert!(!cutover.status.success());
     let said = String::from_utf8_lossy(&cutover.stdout);
     assert!(said.contains("VANISHED"), "{cutover:?}");

@@ -99,6 +99,18 @@ impl OneVolume {
         }
     }
 
+    /// The kernel command line of the booted client's unattended pull of the volume onto
+    /// /dev/vda, with JSON progress, powering off after; `extra` words at its end.
+    pub fn kernel_cmdline(&self, extra: &str) -> String {
+        let line = format!(
+            "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
+             {} failback.map={}=/dev/vda {extra}",
+            self.served.kernel_source(),
+            self.volume
+        );
+        line.trim_end().to_string()
+    }
+
     /// `failback pull` of the volume onto the target, plus `extra` arguments.
     pub fn pull(&self, extra: &[&str]) -> Command {
         self.pull_via(&self.served.agent.url(), extra)

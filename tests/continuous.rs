@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,18 +27,26 @@ fn wait_for(
     }
 }
 
+/// Serves `blocks` random blocks (`seed`) as volume `root` with a zeroed `target.img`
+/// beside; returns them and an unattended continuous pull onto it, a pass every
+/// `interval` seconds, to be started.
+fn continuous_root(blocks: usize, seed: u64, interval: &str) -> (Scenario, PathBuf, Command) {
+    let size = blocks * BS;
+    let s = Scenario::serve(&[("root", &random_bytes(size, seed))]);
+    let target = s.disk("target.img", &vec![0u8; size]);
+    let pull = s.pull(&continuous_args(interval, &mapping("root", &target)));
+    (s, target, pull)
+}
+
 #[test]
 fn passes_follow_a_changing_image_until_cutover_makes_the_target_equal() {
     // 48 MiB of data served; the target holds nothing of it yet.
-    let size = 96 * BS;
-    let s = Scenario::serve(&[("root", &random_bytes(size, 3))]);
+    let (s, target, mut pull) = continuous_root(96, 3, "0.5");
     let served = s.path().join("served-root.img");
-    let target = s.disk("target.img", &vec![0u8; size]);
 
     // The writer: 4 KiB at a random place every 20 ms (about 200 KiB/s).
     let writer = Writer::start(&served, 0, 11, Duration::from_millis(20));
 
-    let mut pull = s.pull(&continuous_args("0.5", &mapping("root", &target)));
     let mut child = pull.spawn().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let reader = {
@@ -149,10 +158,7 @@ fn cutover_without_continuous_clients_says_so() {
 
 #[test]
 fn typing_cutover_on_the_console_cuts_this_host_over() {
-    let size = 8 * BS;
-    let s = Scenario::serve(&[("root", &random_bytes(size, 4))]);
-    let target = s.disk("target.img", &vec![0u8; size]);
-    let mut pull = s.pull(&continuous_args("0.2", &mapping("root", &target)));
+    let (s, target, mut pull) = continuous_root(8, 4, "0.2");
     let mut child = pull.stdin(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -183,14 +189,9 @@ fn typing_cutover_on_the_console_cuts_this_host_over() {
 
 #[test]
 fn a_client_waiting_between_passes_hears_cutover_within_seconds() {
-    let size = 4 * BS;
-    let s = Scenario::serve(&[("root", &random_bytes(size, 8))]);
-    let target = s.disk("target.img", &vec![0u8; size]);
     // A minute between passes: only its posts while it waits can tell it.
-    let mut child = s
-        .pull(&continuous_args("60", &mapping("root", &target)))
-        .spawn()
-        .unwrap();
+    let (s, _target, mut pull) = continuous_root(4, 8, "60");
+    let mut child = pull.spawn().unwrap();
     // (Kept open: a pull whose stdout closed would fail.)
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(read_to_first_pass(lines.by_ref()));

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,18 @@ impl Drop for Loop {
     }
 }
 
+/// Starts an unattended `failback pull --continuous` from `agent`, a pass every
+/// `interval` seconds, onto a new 64 MiB `target.img` in `dir`; returns both.
+fn pull_continuously(agent: &Agent, dir: &Path, interval: &str) -> (PathBuf, Child) {
+    let target = disk_image(dir, "target.img", 64 << 20);
+    let map = mapping("fs", &target);
+    let args = continuous_args(interval, &map);
+    let child = pull_cmd(&agent.url(), &agent.fingerprint, &args)
+        .spawn()
+        .unwrap();
+    (target, child)
+}
+
 #[test]
 #[ignore = "needs root and /dev/loop-control: mounts an ext4 on a loop device"]
 fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
@@ -62,15 +75,7 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
     );
     let shown = format!("freeze:      {}", fs.mnt.display());
     agent.wait_for_output(&shown, Duration::from_secs(10));
-    let target = disk_image(dir.path(), "target.img", 64 << 20);
-    let map = mapping("fs", &target);
-    let mut child = pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &continuous_args("0.2", &map),
-    )
-    .spawn()
-    .unwrap();
+    let (target, mut child) = pull_continuously(&agent, dir.path(), "0.2");
     let passes = Arc::new(Mutex::new(0));
     let reader = {
         let (passes, stdout) = (passes.clone(), child.stdout.take().unwrap());
@@ -143,15 +148,7 @@ fn a_client_that_vanishes_in_its_final_pass_leaves_no_frozen_file_system() {
             cmd.args(["--freeze", "--freeze-timeout", "3"]);
         },
     );
-    let target = disk_image(dir.path(), "target.img", 64 << 20);
-    let map = mapping("fs", &target);
-    let mut child = pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &continuous_args("60", &map),
-    )
-    .spawn()
-    .unwrap();
+    let (_target, mut child) = pull_continuously(&agent, dir.path(), "60");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(read_to_first_pass(lines.by_ref()), "no pass");
     // The agent's readable line for the pass event.

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{
-    BS, Firmware, OneVolume, Scenario, Seen, TOKEN, Vm, Writer, cutover, firmware_args,
+    BS, Firmware, OneVolume, Scenario, Seen, Vm, Writer, cutover, firmware_args,
     kernel_args_with_disk, mutate, need_qemu, out_dir, random_bytes,
 };
 use sha2::{Digest, Sha256};
@@ -58,28 +58,13 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
     let long = Duration::from_secs(600);
     // The served system: a bootable image of the stand-in init, then random bytes
     // that the writer keeps changing.
-    let build = tempfile::tempdir().unwrap();
-    let image = build.path().join("recovered");
-    common::build_image(&image, &common::recovered_init(), &[]);
-    let image = std::fs::read(image.join("failback.iso")).unwrap();
-    let mut system = random_bytes(64 * MIB, 21);
-    system[..image.len()].copy_from_slice(&image);
+    let (system, image_len) = common::recovered_system(64 * MIB, 21);
     let served = Scenario::serve(&[("system", &system)]);
     let changed: Vec<usize> = (1..system.len() / BS).filter(|b| b % 4 == 1).collect();
     let nvme = served.disk("nvme.img", &mutate(&system, &changed, 22));
-    let preset = served.path().join("failback.toml");
-    std::fs::write(
-        &preset,
-        format!(
-            "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
-             unattended = true\ncontinuous = true\nafter = \"reboot\"\nprogress = \"json\"\n",
-            served.guest_url(),
-            served.agent.fingerprint
-        ),
-    )
-    .unwrap();
-    let out = served.path().join("out");
-    common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+    let iso = served.build_preset_iso(
+        "unattended = true\ncontinuous = true\nafter = \"reboot\"\nprogress = \"json\"\n",
+    );
 
     let mut args = firmware_args(Firmware::Bios, served.path());
     args.extend(["-machine", "q35", "-m", "512", "-device", "virtio-rng-pci"].map(String::from));
@@ -92,7 +77,7 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
         "-drive".into(),
         format!(
             "if=none,id=medium,media=cdrom,readonly=on,format=raw,file={}",
-            out.join("failback.iso").display()
+            iso.display()
         ),
         "-device".into(),
         "ide-cd,drive=medium,bus=ide.0,bootindex=0,id=cd".into(),
@@ -102,7 +87,7 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
     let drive = common::take_out_ejected_disc(&qmp, "cd");
     let served_path = served.path().join("served-system.img");
     // The writer leaves the bootable image alone.
-    let from = image.len().next_multiple_of(BS) as u64;
+    let from = image_len.next_multiple_of(BS) as u64;
     let writer = Writer::start(&served_path, from, 9, Duration::from_millis(50));
     let mut vm = Vm::start_rebooting(&args);
     vm.event("pass", long);

@@ -4,6 +4,7 @@
 //! most often one volume and one such disk.
 
 use super::agent::{Agent, TOKEN, mapping};
+use super::image::build_into;
 use super::pull::pull_cmd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,6 +61,22 @@ impl Scenario {
             self.guest_url(),
             self.agent.fingerprint
         )
+    }
+
+    /// Builds the image into `out` in the directory with a preset, `failback.toml`,
+    /// sending it to the agent (source, token, fingerprint) plus the TOML `settings`;
+    /// returns the ISO's path.
+    pub fn build_preset_iso(&self, settings: &str) -> PathBuf {
+        let preset = self.path().join("failback.toml");
+        let source = format!(
+            "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n",
+            self.guest_url(),
+            self.agent.fingerprint
+        );
+        std::fs::write(&preset, source + settings).unwrap();
+        let out = self.path().join("out");
+        build_into(&out, &["--config", preset.to_str().unwrap()]);
+        out.join("failback.iso")
     }
 
     /// `failback pull` from the agent with its fingerprint, plus `extra` arguments.

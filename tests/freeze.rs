@@ -34,6 +34,14 @@ impl Loop {
         );
         l
     }
+
+    /// Writes `bytes` to a new file `name` on the file system and flushes it: while
+    /// the file system is frozen, this waits.
+    fn write_through(&self, name: &str, bytes: &[u8]) {
+        let mut file = std::fs::File::create(self.mnt.join(name)).unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
+    }
 }
 
 impl Drop for Loop {
@@ -102,9 +110,7 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
     });
     // Once frozen, a write (and its flush) waits for the thaw.
     agent.wait_for_output("froze ", Duration::from_secs(30));
-    let mut late = std::fs::File::create(fs.mnt.join("late")).unwrap();
-    late.write_all(b"after cutover").unwrap();
-    late.sync_all().unwrap();
+    fs.write_through("late", b"after cutover");
     let at_write = agent.output();
     assert!(
         at_write.contains("thawed the served file systems (every client asked ended"),
@@ -164,9 +170,7 @@ fn a_client_that_vanishes_in_its_final_pass_leaves_no_frozen_file_system() {
     assert!(agent.output().contains("froze "), "{}", agent.output());
     // A write waits for the thaw at the timeout, then goes through.
     let t0 = Instant::now();
-    let mut late = std::fs::File::create(fs.mnt.join("late")).unwrap();
-    late.write_all(b"after the timeout").unwrap();
-    late.sync_all().unwrap();
+    fs.write_through("late", b"after the timeout");
     let log = agent.output();
     assert!(
         log.contains("thawed the served file systems (--freeze-timeout)"),

@@ -209,17 +209,7 @@ impl Story {
     /// The next boot, from the NVMe disk alone: the recovered system's own word.
     fn recovered_digest(&self) -> String {
         let mut vm = Vm::start(&self.host_args(false));
-        let seen = vm.watch(
-            "none",
-            &["RECOVERED ", "RECOVERY CHECK FAILED"],
-            Duration::from_secs(600),
-        );
-        assert!(
-            matches!(&seen, common::Seen::Text(t) if t == "RECOVERED "),
-            "the recovered system did not check out:\n{}",
-            vm.log()
-        );
-        let line = vm.console.last().unwrap().clone();
+        let line = vm.recovered_line(Duration::from_secs(600));
         assert!(vm.wait_exit(Duration::from_secs(120)).success());
         line.split("sha256=")
             .nth(1)

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    BS, Firmware, OneVolume, Scenario, Seen, Vm, Writer, cutover, firmware_args,
-    kernel_args_with_disk, mutate, need_qemu, out_dir, random_bytes,
+    BS, Firmware, OneVolume, Scenario, Vm, Writer, cutover, firmware_args, kernel_args_with_disk,
+    mutate, need_qemu, out_dir, random_bytes,
 };
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -95,13 +95,7 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
     writer.stop();
     let cutover = cutover(&served.agent.url(), &served.agent.fingerprint, &[]);
     assert!(cutover.status.success(), "{cutover:?}\n{}", vm.log());
-    let seen = vm.watch("boot", &["RECOVERED ", "RECOVERY CHECK FAILED"], long);
-    assert!(
-        matches!(&seen, Seen::Text(t) if t == "RECOVERED "),
-        "the next boot is not the recovered system's:\n{}",
-        vm.log()
-    );
-    let line = vm.console.last().unwrap().clone();
+    let line = vm.recovered_line(long);
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
     let events = vm.events_seen();
     assert!(

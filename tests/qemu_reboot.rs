@@ -112,13 +112,7 @@ impl Host {
         let mut vm = Vm::start_rebooting(&args);
         let (done, _) = vm.event("done", LONG);
         assert!(done["pulled_blocks"].as_u64().unwrap() > 0, "{done}");
-        let seen = vm.watch("boot", &["RECOVERED ", "RECOVERY CHECK FAILED"], LONG);
-        assert!(
-            matches!(&seen, Seen::Text(t) if t == "RECOVERED "),
-            "the next boot is not the recovered system's:\n{}",
-            vm.log()
-        );
-        let line = vm.console.last().unwrap().clone();
+        let line = vm.recovered_line(LONG);
         assert!(
             vm.wait_exit(Duration::from_secs(120)).success(),
             "the recovered system powers off"

@@ -1,4 +1,5 @@
-//! Building test images with `failback build`, and the tools that check them.
+//! Building test images with `failback build`, the tools that check them, and the
+//! recovered system's volume that the ISO failback tests serve.
 
 use super::data::random_bytes;
 use super::paths::{bin, inputs_dir, recovered_init, repo, static_client};

@@ -5,9 +5,8 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,48 +27,26 @@ fn wait_for(
     }
 }
 
+/// Serves `blocks` random blocks (`seed`) as volume `root` with a zeroed `target.img`
+/// beside; returns them and an unattended continuous pull onto it, a pass every
+/// `interval` seconds, to be started.
+fn continuous_root(blocks: usize, seed: u64, interval: &str) -> (Scenario, PathBuf, Command) {
+    let size = blocks * BS;
+    let s = Scenario::serve(&[("root", &random_bytes(size, seed))]);
+    let target = s.disk("target.img", &vec![0u8; size]);
+    let pull = s.pull(&continuous_args(interval, &mapping("root", &target)));
+    (s, target, pull)
+}
+
 #[test]
 fn passes_follow_a_changing_image_until_cutover_makes_the_target_equal() {
     // 48 MiB of data served; the target holds nothing of it yet.
-    let size = 96 * BS;
-    let s = Scenario::serve(&[("root", &random_bytes(size, 3))]);
+    let (s, target, mut pull) = continuous_root(96, 3, "0.5");
     let served = s.path().join("served-root.img");
-    let target = s.disk("target.img", &vec![0u8; size]);
 
     // The writer: 4 KiB at a random place every 20 ms (about 200 KiB/s).
-    let writing = Arc::new(AtomicBool::new(true));
-    let writer = {
-        let (writing, served) = (writing.clone(), served.clone());
-        std::thread::spawn(move || {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(served)
-                .unwrap();
-            let mut rng = Rng::new(11);
-            let mut writes = 0u64;
-            while writing.load(Relaxed) {
-                let mut buf = vec![0u8; 4096];
-                rng.fill(&mut buf);
-                let at = rng.below((size - 4096) as u64);
-                file.write_all_at(&buf, at).unwrap();
-                writes += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            file.sync_all().unwrap();
-            writes
-        })
-    };
+    let writer = Writer::start(&served, 0, 11, Duration::from_millis(20));
 
-    let mut pull = s.pull(&[
-        "--continuous",
-        "--interval",
-        "0.5",
-        "--yes",
-        "--progress",
-        "json",
-        "--map",
-        &mapping("root", &target),
-    ]);
     let mut child = pull.spawn().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let reader = {
@@ -88,27 +65,11 @@ fn passes_follow_a_changing_image_until_cutover_makes_the_target_equal() {
     wait_for(&events, 300, |evs| {
         passes(evs) >= 3 || evs.iter().any(|e| e["event"] == "error")
     });
-    writing.store(false, Relaxed);
-    let writes = writer.join().unwrap();
+    let writes = writer.stop();
     assert!(writes > 10, "the writer wrote {writes} times only");
 
-    let cutover = Command::new(bin())
-        .args([
-            "cutover",
-            "--source",
-            &s.agent.url(),
-            "--fingerprint",
-            &s.agent.fingerprint,
-        ])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&cutover.stdout),
-        String::from_utf8_lossy(&cutover.stderr)
-    );
+    let cutover = cutover(&s.agent.url(), &s.agent.fingerprint, &[]);
+    let said = text(&cutover);
     assert!(
         cutover.status.success(),
         "{said}\nagent: {}",
@@ -189,19 +150,7 @@ fn continuous_is_refused_with_an_ebs_source_in_one_line() {
 #[test]
 fn cutover_without_continuous_clients_says_so() {
     let s = Scenario::serve(&[("root", &random_bytes(BS, 1))]);
-    let out = Command::new(bin())
-        .args([
-            "cutover",
-            "--source",
-            &s.agent.url(),
-            "--fingerprint",
-            &s.agent.fingerprint,
-        ])
-        .args(["--timeout", "1"])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = cutover(&s.agent.url(), &s.agent.fingerprint, &["--timeout", "1"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no continuous client"), "{err}");
@@ -209,19 +158,7 @@ fn cutover_without_continuous_clients_says_so() {
 
 #[test]
 fn typing_cutover_on_the_console_cuts_this_host_over() {
-    let size = 8 * BS;
-    let s = Scenario::serve(&[("root", &random_bytes(size, 4))]);
-    let target = s.disk("target.img", &vec![0u8; size]);
-    let mut pull = s.pull(&[
-        "--continuous",
-        "--interval",
-        "0.2",
-        "--yes",
-        "--progress",
-        "json",
-        "--map",
-        &mapping("root", &target),
-    ]);
+    let (s, target, mut pull) = continuous_root(8, 4, "0.2");
     let mut child = pull.stdin(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -252,43 +189,14 @@ fn typing_cutover_on_the_console_cuts_this_host_over() {
 
 #[test]
 fn a_client_waiting_between_passes_hears_cutover_within_seconds() {
-    let size = 4 * BS;
-    let s = Scenario::serve(&[("root", &random_bytes(size, 8))]);
-    let target = s.disk("target.img", &vec![0u8; size]);
     // A minute between passes: only its posts while it waits can tell it.
-    let mut child = s
-        .pull(&[
-            "--continuous",
-            "--interval",
-            "60",
-            "--yes",
-            "--progress",
-            "json",
-            "--map",
-            &mapping("root", &target),
-        ])
-        .spawn()
-        .unwrap();
+    let (s, _target, mut pull) = continuous_root(4, 8, "60");
+    let mut child = pull.spawn().unwrap();
+    // (Kept open: a pull whose stdout closed would fail.)
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains(r#""event":"pass""#))
-    );
+    assert!(read_to_first_pass(lines.by_ref()));
     let t0 = Instant::now();
-    let out = Command::new(bin())
-        .args([
-            "cutover",
-            "--source",
-            &s.agent.url(),
-            "--fingerprint",
-            &s.agent.fingerprint,
-        ])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = cutover(&s.agent.url(), &s.agent.fingerprint, &[]);
     assert!(out.status.success(), "{out:?}");
     assert!(child.wait().unwrap().success());
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());

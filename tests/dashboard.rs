@@ -84,10 +84,7 @@ fn three_pulls_reach_done_on_the_dashboard_and_nothing_shows_without_the_token()
             "snap-d1",
             ebs_server::blocks(BS as u64, (0..7).map(|i| i * 31 + 2), 5),
         )],
-        ebs_server::Script {
-            page: 1000,
-            ..Default::default()
-        },
+        ebs_server::Script::paged(1000),
     );
     let endpoint = ebs_server::serve(fake);
     let ebs_target = disk_image(s.served.path(), "ebs.img", 1 << 30);

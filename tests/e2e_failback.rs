@@ -12,8 +12,7 @@
 mod common;
 
 use common::{
-    BS, Firmware, Scenario, TOKEN, Vm, differing_blocks, firmware_args, mutate, need_qemu,
-    random_bytes,
+    BS, Firmware, Scenario, Vm, differing_blocks, firmware_args, mutate, need_qemu, random_bytes,
 };
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -43,12 +42,7 @@ impl Story {
         // The recovered system: an image built by failback itself, with the stand-in
         // init, at the start of the system volume; after it the system's "files"
         // (random, with a run of zero blocks).
-        let build = tempfile::tempdir().unwrap();
-        let recovered = build.path().join("recovered");
-        common::build_image(&recovered, &common::recovered_init(), &[]);
-        let image = std::fs::read(recovered.join("failback.iso")).unwrap();
-        let mut system = random_bytes(256 * MIB, 1);
-        system[..image.len()].copy_from_slice(&image);
+        let (mut system, _) = common::recovered_system(256 * MIB, 1);
         system[200 * BS..216 * BS].fill(0);
         let data = random_bytes(128 * MIB, 2);
 
@@ -66,24 +60,13 @@ impl Story {
             .map(|(new, old)| differing_blocks(new, old).len() as u64);
 
         let served = Scenario::serve(&[("system", &system), ("data", &data)]);
-        let root = served.path();
         let nvme = served.disk("nvme.img", &old_system);
         let virtio = served.disk("virtio.img", &[old_data, virtio_tail.clone()].concat());
 
         // The operator's preset: where to pull from, and to go ahead alone.
-        let preset = root.join("failback.toml");
-        std::fs::write(
-            &preset,
-            format!(
-                "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
-                 unattended = true\nmap_by_size = true\nafter = \"reboot\"\nprogress = \"json\"\n",
-                served.guest_url(),
-                served.agent.fingerprint
-            ),
-        )
-        .unwrap();
-        let out = root.join("out");
-        common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+        let iso = served.build_preset_iso(
+            "unattended = true\nmap_by_size = true\nafter = \"reboot\"\nprogress = \"json\"\n",
+        );
         Story {
             firmware,
             system,
@@ -92,7 +75,7 @@ impl Story {
             virtio,
             virtio_tail,
             differing,
-            iso: out.join("failback.iso"),
+            iso,
             served,
         }
     }
@@ -226,17 +209,7 @@ impl Story {
     /// The next boot, from the NVMe disk alone: the recovered system's own word.
     fn recovered_digest(&self) -> String {
         let mut vm = Vm::start(&self.host_args(false));
-        let seen = vm.watch(
-            "none",
-            &["RECOVERED ", "RECOVERY CHECK FAILED"],
-            Duration::from_secs(600),
-        );
-        assert!(
-            matches!(&seen, common::Seen::Text(t) if t == "RECOVERED "),
-            "the recovered system did not check out:\n{}",
-            vm.log()
-        );
-        let line = vm.console.last().unwrap().clone();
+        let line = vm.recovered_line(Duration::from_secs(600));
         assert!(vm.wait_exit(Duration::from_secs(120)).success());
         line.split("sha256=")
             .nth(1)

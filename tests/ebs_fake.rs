@@ -9,13 +9,67 @@ mod ebs_server;
 use common::{assert_pulled, disk_image, disk_image_with, text};
 use ebs_server::*;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
+
+/// The fake serving on 127.0.0.1, and a temporary directory for the disk to pull onto.
+struct Served {
+    fake: Arc<Fake>,
+    endpoint: String,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Serves `snaps` of `bs`-byte blocks, misbehaving as `script` says.
+    fn new(bs: u64, snaps: Vec<(&str, BTreeMap<u64, Vec<u8>>)>, script: Script) -> Served {
+        Served::fake(fake(bs, snaps, script))
+    }
+
+    /// Serves `fake` as it is.
+    fn fake(fake: Arc<Fake>) -> Served {
+        let endpoint = serve(fake.clone());
+        let dir = tempfile::tempdir().unwrap();
+        Served {
+            fake,
+            endpoint,
+            dir,
+        }
+    }
+
+    /// The directory for targets.
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A sparse, empty 1 GiB `disk.img` in the directory.
+    fn empty_disk(&self) -> PathBuf {
+        disk_image(self.path(), "disk.img", 1 << 30)
+    }
+
+    /// `failback pull --yes` of `ebs://{source}` onto `target`, mapping `snap`, plus `more`.
+    fn pull(&self, source: &str, snap: &str, target: &Path, more: &[&str]) -> Output {
+        pull_with(
+            &self.endpoint,
+            &format!("ebs://{source}"),
+            target,
+            snap,
+            more,
+        )
+    }
+
+    /// Asserts that the pull succeeded and left `target` holding snapshot `snap`.
+    fn assert_holds(&self, out: &Output, target: &Path, snap: &str) {
+        assert_ok(out);
+        assert_pulled(out, target, &image(&self.fake, snap), "target differs", &[]);
+    }
+}
 
 #[test]
 fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
     const BS: u64 = 512 * 1024;
-    let fake = fake(
+    let s = Served::new(
         BS,
         vec![("snap-a1", blocks(BS, (0..40).map(|i| i * 47 + 3), 3))],
         Script {
@@ -26,25 +80,16 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
             ..Script::default()
         },
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
     // Garbage where the snapshot has no block: must become zeros.
     let garbage = [0xee; BS as usize];
-    let target = disk_image_with(dir.path(), "disk.img", 1 << 30, 10 * BS, &garbage);
-    let out = pull(&endpoint, "ebs://snap-a1", &target, "snap-a1");
-    assert_ok(&out);
-    assert_pulled(
-        &out,
-        &target,
-        &image(&fake, "snap-a1"),
-        "target differs",
-        &[],
-    );
+    let target = disk_image_with(s.path(), "disk.img", 1 << 30, 10 * BS, &garbage);
+    let out = s.pull("snap-a1", "snap-a1", &target, &[]);
+    s.assert_holds(&out, &target, "snap-a1");
     // 40 blocks + 3 corrupt resends + 8 refused answers.
-    assert_eq!(fake.gets.load(SeqCst), 40 + 3 + 5 + 3);
+    assert_eq!(s.fake.gets.load(SeqCst), 40 + 3 + 5 + 3);
     assert_eq!(
-        fake.authorized.load(SeqCst),
-        fake.requests.load(SeqCst),
+        s.fake.authorized.load(SeqCst),
+        s.fake.requests.load(SeqCst),
         "unsigned requests"
     );
     let text = text(&out);
@@ -58,7 +103,7 @@ fn pages_throttling_5xx_and_corrupt_blocks_converge_byte_for_byte() {
         .unwrap();
     f.set_modified(past).unwrap();
     drop(f);
-    let out = pull(&endpoint, "ebs://snap-a1", &target, "snap-a1");
+    let out = s.pull("snap-a1", "snap-a1", &target, &[]);
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""zero_blocks":0"#), "{stdout}");
@@ -78,31 +123,21 @@ fn a_base_snapshot_limits_the_pull_to_changed_blocks_of_a_smaller_block_size() {
     let changed = blocks(BS, [61 * 10, 61 * 11, 7].into_iter(), 9);
     new.extend(changed);
     new.remove(&(61 * 20)); // deleted: zeros in the new snapshot
-    let fake = fake(
+    let s = Served::new(
         BS,
         vec![("snap-old", old), ("snap-new", new)],
-        Script {
-            page: 2,
-            ..Script::default()
-        },
+        Script::paged(2),
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("disk.img");
-    let mut initial = image(&fake, "snap-old");
+    let target = s.path().join("disk.img");
+    let mut initial = image(&s.fake, "snap-old");
     // Outside the changed blocks the target is trusted to match the base: this
     // stray byte must survive.
     let stray = 900 * BS as usize + 5;
     initial[stray] = 0x42;
     std::fs::write(&target, &initial).unwrap();
-    let out = pull(
-        &endpoint,
-        "ebs://snap-new?base=snap-old",
-        &target,
-        "snap-new",
-    );
+    let out = s.pull("snap-new?base=snap-old", "snap-new", &target, &[]);
     assert_ok(&out);
-    let mut expected = image(&fake, "snap-new");
+    let mut expected = image(&s.fake, "snap-new");
     expected[stray] = 0x42;
     // Changed groups: 610/8=76, 671/8=83, 7/8=0 fetched; 1220/8=152 zeroed.
     assert_pulled(
@@ -148,10 +183,8 @@ fn refusals_are_one_clear_line_each() {
             "AWS rejected the credentials",
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let target = disk_image(dir.path(), "disk.img", 1 << 30);
     for (status, kind, message, expected) in cases {
-        let fake = fake(
+        let s = Served::new(
             512 * 1024,
             vec![("snap-x1", BTreeMap::new())],
             Script {
@@ -160,9 +193,9 @@ fn refusals_are_one_clear_line_each() {
                 ..Script::default()
             },
         );
-        let endpoint = serve(fake.clone());
+        let target = s.empty_disk();
         let started = std::time::Instant::now();
-        let out = pull(&endpoint, "ebs://snap-x1", &target, "snap-x1");
+        let out = s.pull("snap-x1", "snap-x1", &target, &[]);
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -170,7 +203,7 @@ fn refusals_are_one_clear_line_each() {
         assert!(lines[0].contains(expected), "{kind}: {stderr}");
         assert!(!stderr.contains(SECRET) && !stderr.contains("session-token-secret"));
         // Not retried.
-        assert_eq!(fake.requests.load(SeqCst), 1, "{kind}");
+        assert_eq!(s.fake.requests.load(SeqCst), 1, "{kind}");
         assert!(started.elapsed().as_secs() < 5);
     }
 }
@@ -185,24 +218,20 @@ fn a_volume_that_grew_since_the_base_gets_its_extension_zeroed() {
     let mut fake = fake(
         BS,
         vec![("snap-old", old), ("snap-new", new.clone())],
-        Script {
-            page: 100,
-            ..Script::default()
-        },
+        Script::paged(100),
     );
     Arc::get_mut(&mut fake)
         .unwrap()
         .gib_of
         .insert("snap-new".into(), 2);
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
+    let s = Served::fake(fake);
     // The base's gigabyte, then what the larger disk held past it.
     let target = disk_image_with(
-        dir.path(),
+        s.path(),
         "disk.img",
         2 << 30,
         0,
-        &image(&fake, "snap-old"),
+        &image(&s.fake, "snap-old"),
     );
     let garbage = vec![0xee; BS as usize];
     let f = std::fs::OpenOptions::new()
@@ -213,12 +242,7 @@ fn a_volume_that_grew_since_the_base_gets_its_extension_zeroed() {
         std::os::unix::fs::FileExt::write_all_at(&f, &garbage, i * BS).unwrap();
     }
     drop(f);
-    let out = pull(
-        &endpoint,
-        "ebs://snap-new?base=snap-old",
-        &target,
-        "snap-new",
-    );
+    let out = s.pull("snap-new?base=snap-old", "snap-new", &target, &[]);
     assert_ok(&out);
     // Block by block: the new snapshot, zeros where it holds nothing.
     let f = std::fs::File::open(&target).unwrap();
@@ -233,7 +257,7 @@ fn a_volume_that_grew_since_the_base_gets_its_extension_zeroed() {
 
 #[test]
 fn listing_pages_that_never_end_are_refused_within_the_block_count() {
-    let fake = fake(
+    let s = Served::new(
         512 * 1024,
         vec![("snap-e1", blocks(512 * 1024, [1].into_iter(), 3))],
         Script {
@@ -242,10 +266,8 @@ fn listing_pages_that_never_end_are_refused_within_the_block_count() {
             ..Script::default()
         },
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let target = disk_image(dir.path(), "disk.img", 1 << 30);
-    let out = pull(&endpoint, "ebs://snap-e1", &target, "snap-e1");
+    let target = s.empty_disk();
+    let out = s.pull("snap-e1", "snap-e1", &target, &[]);
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -254,24 +276,19 @@ fn listing_pages_that_never_end_are_refused_within_the_block_count() {
     );
     // The first page (the volume's size), the head's listing (for its
     // identity), then at most 2048 pages.
-    let requests = fake.requests.load(SeqCst);
+    let requests = s.fake.requests.load(SeqCst);
     assert!(requests <= 2 + 2048, "{requests} requests");
 }
 
 #[test]
 fn a_plain_http_endpoint_is_warned_about_in_one_line() {
-    let fake = fake(
+    let s = Served::new(
         512 * 1024,
         vec![("snap-h1", blocks(512 * 1024, [0].into_iter(), 3))],
-        Script {
-            page: 10,
-            ..Script::default()
-        },
+        Script::paged(10),
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let target = disk_image(dir.path(), "disk.img", 1 << 30);
-    let out = pull(&endpoint, "ebs://snap-h1", &target, "snap-h1");
+    let target = s.empty_disk();
+    let out = s.pull("snap-h1", "snap-h1", &target, &[]);
     assert_ok(&out);
     let warnings: Vec<_> = common::events(&out)
         .into_iter()
@@ -287,7 +304,8 @@ fn a_plain_http_endpoint_is_warned_about_in_one_line() {
     assert_eq!(
         warnings[0]["message"],
         format!(
-            "the EBS endpoint {endpoint} is plain http://: block data and checksums can be forged in transit; use https://"
+            "the EBS endpoint {} is plain http://: block data and checksums can be forged in transit; use https://",
+            s.endpoint
         )
     );
 }
@@ -297,36 +315,18 @@ fn a_volume_of_many_windows_is_listed_window_by_window_holding_few_tokens() {
     const BS: u64 = 512 * 1024;
     // 512 blocks over 1 GiB (every 4th), pulled in windows of 16 blocks (4 tokens
     // each), listed in pages of 10: 128 windows.
-    let fake = fake(
+    let s = Served::new(
         BS,
         vec![("snap-w1", blocks(BS, (0..512).map(|i| i * 4 + 1), 5))],
-        Script {
-            page: 10,
-            ..Script::default()
-        },
+        Script::paged(10),
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let target = disk_image(dir.path(), "disk.img", 1 << 30);
-    let out = pull_with(
-        &endpoint,
-        "ebs://snap-w1",
-        &target,
-        "snap-w1",
-        &["--window-blocks", "16"],
-    );
-    assert_ok(&out);
-    assert_pulled(
-        &out,
-        &target,
-        &image(&fake, "snap-w1"),
-        "target differs",
-        &[],
-    );
-    assert_eq!(fake.gets.load(SeqCst), 512, "each block fetched once");
+    let target = s.empty_disk();
+    let out = s.pull("snap-w1", "snap-w1", &target, &["--window-blocks", "16"]);
+    s.assert_holds(&out, &target, "snap-w1");
+    assert_eq!(s.fake.gets.load(SeqCst), 512, "each block fetched once");
     // Tokens handed out and not yet used: at most the few windows held and a
     // page past the last one, never the volume's 512.
-    let most = fake.most_outstanding.load(SeqCst);
+    let most = s.fake.most_outstanding.load(SeqCst);
     assert!(most <= 3 * 4 + 10, "{most} tokens outstanding at once");
 }
 
@@ -334,7 +334,7 @@ fn a_volume_of_many_windows_is_listed_window_by_window_holding_few_tokens() {
 fn expired_tokens_are_listed_again_and_the_pull_completes() {
     const BS: u64 = 512 * 1024;
     // The BlockTokens expire after 20 blocks; the first NextToken is refused too.
-    let fake = fake(
+    let s = Served::new(
         BS,
         vec![("snap-x1", blocks(BS, (0..60).map(|i| i * 31 + 2), 7))],
         Script {
@@ -344,23 +344,14 @@ fn expired_tokens_are_listed_again_and_the_pull_completes() {
             ..Script::default()
         },
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let target = disk_image(dir.path(), "disk.img", 1 << 30);
-    let out = pull(&endpoint, "ebs://snap-x1", &target, "snap-x1");
-    assert_ok(&out);
-    assert_pulled(
-        &out,
-        &target,
-        &image(&fake, "snap-x1"),
-        "target differs",
-        &[],
-    );
-    let expired = fake.expired.load(SeqCst);
+    let target = s.empty_disk();
+    let out = s.pull("snap-x1", "snap-x1", &target, &[]);
+    s.assert_holds(&out, &target, "snap-x1");
+    let expired = s.fake.expired.load(SeqCst);
     assert!(expired >= 2, "no BlockToken expired");
     // Each refused block lists its batch again and is fetched once more, not
     // given up on (the page token's refusal is no GetSnapshotBlock).
-    assert_eq!(fake.gets.load(SeqCst), 60 + expired - 1);
+    assert_eq!(s.fake.gets.load(SeqCst), 60 + expired - 1);
 }
 
 #[test]
@@ -369,40 +360,28 @@ fn a_reviewed_plan_lists_each_window_at_most_twice() {
     // Windows of 64 blocks: the first 4 are kept with the reviewed plan, their
     // tokens let go by then (a few windows' only are held); their 64 blocks each
     // come in batches of 16.
-    let fake = fake(
+    let s = Served::new(
         BS,
         vec![(
             "snap-r1",
             blocks(BS, (0..300).chain((0..60).map(|i| 400 + i * 27)), 9),
         )],
-        Script {
-            page: 40,
-            ..Script::default()
-        },
+        Script::paged(40),
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let target = disk_image(dir.path(), "disk.img", 1 << 30);
+    let target = s.empty_disk();
     let out = pull_reviewed(
-        &endpoint,
+        &s.endpoint,
         "ebs://snap-r1",
         &target,
         "snap-r1",
         &["--window-blocks", "64"],
     );
-    assert_ok(&out);
-    assert_pulled(
-        &out,
-        &target,
-        &image(&fake, "snap-r1"),
-        "target differs",
-        &[],
-    );
+    s.assert_holds(&out, &target, "snap-r1");
     // Each block once, and block 0 once more for the volume's identity.
-    assert_eq!(fake.gets.load(SeqCst), 360 + 1);
+    assert_eq!(s.fake.gets.load(SeqCst), 360 + 1);
     // The volume's size and the head (2), then each of the 32 windows listed
     // when planned and at most once more when pulled: not once a batch.
-    let lists = fake.lists.load(SeqCst);
+    let lists = s.fake.lists.load(SeqCst);
     assert!(lists <= 2 + 2 * 32, "{lists} listing calls");
 }
 
@@ -410,36 +389,18 @@ fn a_reviewed_plan_lists_each_window_at_most_twice() {
 fn a_sparse_volumes_empty_windows_are_not_listed_yet_zeroed() {
     const BS: u64 = 512 * 1024;
     // 3 blocks in 1 GiB, windows of 16 blocks: 128 windows, 2 of them hold blocks.
-    let fake = fake(
+    let s = Served::new(
         BS,
         vec![("snap-s1", blocks(BS, [5, 6, 1500].into_iter(), 11))],
-        Script {
-            page: 10,
-            ..Script::default()
-        },
+        Script::paged(10),
     );
-    let endpoint = serve(fake.clone());
-    let dir = tempfile::tempdir().unwrap();
     // Stale data in an empty window: it must become zeros all the same.
     let garbage = [0xee; BS as usize];
-    let target = disk_image_with(dir.path(), "disk.img", 1 << 30, 700 * BS, &garbage);
-    let out = pull_with(
-        &endpoint,
-        "ebs://snap-s1",
-        &target,
-        "snap-s1",
-        &["--window-blocks", "16"],
-    );
-    assert_ok(&out);
-    assert_pulled(
-        &out,
-        &target,
-        &image(&fake, "snap-s1"),
-        "target differs",
-        &[],
-    );
+    let target = disk_image_with(s.path(), "disk.img", 1 << 30, 700 * BS, &garbage);
+    let out = s.pull("snap-s1", "snap-s1", &target, &["--window-blocks", "16"]);
+    s.assert_holds(&out, &target, "snap-s1");
     // The volume's size, the head, the windows of blocks 5-6 and 1500: each
     // listing says where the next block is, and the windows before it are empty.
-    let lists = fake.lists.load(SeqCst);
+    let lists = s.fake.lists.load(SeqCst);
     assert!(lists <= 4, "{lists} listing calls");
 }

@@ -24,15 +24,6 @@ fn collector(dir: &std::path::Path, extra: &[&str]) -> Agent {
     })
 }
 
-/// Waits until `c` printed `text`.
-fn wait_for(c: &Agent, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !c.output().contains(text) {
-        assert!(Instant::now() < deadline, "no {text:?} in {}", c.output());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `--report` to `c` as `host`.
 fn report_args(c: &Agent, host: &str) -> Vec<String> {
     [
@@ -61,6 +52,17 @@ fn get(c: &Agent, path: &str, token: Option<&str>) -> (u16, String) {
     }
     let resp = req.send().unwrap();
     (resp.status().as_u16(), resp.text().unwrap())
+}
+
+/// Posts `event` to `c` as the progress of session `id`; the answer's status.
+fn post_progress(c: &Agent, id: &str, event: serde_json::Value) -> u16 {
+    let resp = client()
+        .post(format!("{}/v1/sessions/{id}/progress", c.url()))
+        .bearer_auth(TOKEN)
+        .json(&event)
+        .send()
+        .unwrap();
+    resp.status().as_u16()
 }
 
 /// Prometheus text, parsed strictly: `# HELP`/`# TYPE` lines, else
@@ -121,7 +123,7 @@ fn status(c: &Agent, extra: &[&str]) -> std::process::Output {
 fn a_collector_shows_the_fleet_in_sessions_metrics_results_and_status() {
     let s = setup();
     let c = collector(s.served.path(), &[]);
-    wait_for(&c, "a collector only");
+    c.wait_for_output("a collector only", Duration::from_secs(10));
     // Two hosts pull from the agent and report to the collector.
     let second = s.served.disk("second.img", &s.old);
     let pulls = [("web-1", s.target.clone()), ("web-2", second)].map(|(host, target)| {
@@ -206,13 +208,8 @@ fn a_collector_shows_the_fleet_in_sessions_metrics_results_and_status() {
         "{table}"
     );
     // ...and a failure once a host reports an error.
-    let failing = client()
-        .post(format!("{}/v1/sessions/s9/progress", c.url()))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"event": "error", "message": "disk on fire", "host": "db-1"}))
-        .send()
-        .unwrap();
-    assert_eq!(failing.status(), 200);
+    let failing = serde_json::json!({"event": "error", "message": "disk on fire", "host": "db-1"});
+    assert_eq!(post_progress(&c, "s9", failing), 200);
     let out = status(&c, &["--json"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("1 of 3 hosts failed"), "{}", text(&out));
@@ -232,14 +229,9 @@ fn a_collector_shows_the_fleet_in_sessions_metrics_results_and_status() {
 fn the_collector_logs_json_on_request_and_an_agent_pull_reports_home_by_default() {
     let s = setup();
     let c = collector(s.served.path(), &["--log", "json"]);
-    let post = client()
-        .post(format!("{}/v1/sessions/s1/progress", c.url()))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"event": "notice", "message": "hi", "host": "web-9"}))
-        .send()
-        .unwrap();
-    assert_eq!(post.status(), 200);
-    wait_for(&c, "web-9");
+    let notice = serde_json::json!({"event": "notice", "message": "hi", "host": "web-9"});
+    assert_eq!(post_progress(&c, "s1", notice), 200);
+    c.wait_for_output("web-9", Duration::from_secs(10));
     let line = c.output().lines().last().unwrap().to_string();
     let json: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,7 @@ struct Loop {
 
 impl Loop {
     fn new(dir: &Path) -> Loop {
-        let img = dir.join("fs.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(64 << 20)
-            .unwrap();
+        let img = disk_image(dir, "fs.img", 64 << 20);
         let out = tool("losetup", &["-f", "--show", img.to_str().unwrap()]);
         assert!(out.status.success(), "losetup: {out:?}");
         let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -38,6 +34,14 @@ impl Loop {
         );
         l
     }
+
+    /// Writes `bytes` to a new file `name` on the file system and flushes it: while
+    /// the file system is frozen, this waits.
+    fn write_through(&self, name: &str, bytes: &[u8]) {
+        let mut file = std::fs::File::create(self.mnt.join(name)).unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
+    }
 }
 
 impl Drop for Loop {
@@ -47,6 +51,18 @@ impl Drop for Loop {
         let _ = tool("umount", &[self.mnt.to_str().unwrap()]);
         let _ = tool("losetup", &["-d", &self.dev]);
     }
+}
+
+/// Starts an unattended `failback pull --continuous` from `agent`, a pass every
+/// `interval` seconds, onto a new 64 MiB `target.img` in `dir`; returns both.
+fn pull_continuously(agent: &Agent, dir: &Path, interval: &str) -> (PathBuf, Child) {
+    let target = disk_image(dir, "target.img", 64 << 20);
+    let map = mapping("fs", &target);
+    let args = continuous_args(interval, &map);
+    let child = pull_cmd(&agent.url(), &agent.fingerprint, &args)
+        .spawn()
+        .unwrap();
+    (target, child)
 }
 
 #[test]
@@ -66,32 +82,8 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
         },
     );
     let shown = format!("freeze:      {}", fs.mnt.display());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.output().contains(&shown) {
-        assert!(Instant::now() < deadline, "{}", agent.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let target = dir.path().join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let mut child = pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &[
-            "--continuous",
-            "--interval",
-            "0.2",
-            "--yes",
-            "--progress",
-            "json",
-            "--map",
-            &mapping("fs", &target),
-        ],
-    )
-    .spawn()
-    .unwrap();
+    agent.wait_for_output(&shown, Duration::from_secs(10));
+    let (target, mut child) = pull_continuously(&agent, dir.path(), "0.2");
     let passes = Arc::new(Mutex::new(0));
     let reader = {
         let (passes, stdout) = (passes.clone(), child.stdout.take().unwrap());
@@ -114,24 +106,11 @@ fn cutover_freezes_the_served_file_system_for_the_final_pass_only() {
 
     let cutover = std::thread::spawn({
         let (url, fp) = (agent.url(), agent.fingerprint.clone());
-        move || {
-            Command::new(bin())
-                .args(["cutover", "--source", &url, "--fingerprint", &fp])
-                .env("FAILBACK_TOKEN", TOKEN)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        }
+        move || cutover(&url, &fp, &[])
     });
     // Once frozen, a write (and its flush) waits for the thaw.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent.output().contains("froze ") {
-        assert!(Instant::now() < deadline, "not frozen: {}", agent.output());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut late = std::fs::File::create(fs.mnt.join("late")).unwrap();
-    late.write_all(b"after cutover").unwrap();
-    late.sync_all().unwrap();
+    agent.wait_for_output("froze ", Duration::from_secs(30));
+    fs.write_through("late", b"after cutover");
     let at_write = agent.output();
     assert!(
         at_write.contains("thawed the served file systems (every client asked ended"),
@@ -175,61 +154,23 @@ fn a_client_that_vanishes_in_its_final_pass_leaves_no_frozen_file_system() {
             cmd.args(["--freeze", "--freeze-timeout", "3"]);
         },
     );
-    let target = dir.path().join("target.img");
-    std::fs::File::create(&target)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let mut child = pull_cmd(
-        &agent.url(),
-        &agent.fingerprint,
-        &[
-            "--continuous",
-            "--interval",
-            "60",
-            "--yes",
-            "--progress",
-            "json",
-            "--map",
-            &mapping("fs", &target),
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let (_target, mut child) = pull_continuously(&agent, dir.path(), "60");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains(r#""event":"pass""#)),
-        "no pass"
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    assert!(read_to_first_pass(lines.by_ref()), "no pass");
     // The agent's readable line for the pass event.
-    while !agent.output().contains(": pass 1: ") {
-        assert!(Instant::now() < deadline, "{}", agent.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_output(": pass 1: ", Duration::from_secs(30));
     // The client goes before it hears of cutover: nobody will end the freeze but
     // the timeout.
     child.kill().unwrap();
     child.wait().unwrap();
-    let cutover = Command::new(bin())
-        .args(["cutover", "--source", &agent.url()])
-        .args(["--fingerprint", &agent.fingerprint, "--timeout", "2"])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let cutover = cutover(&agent.url(), &agent.fingerprint, &["--timeout", "2"]);
     assert!(!cutover.status.success());
     let said = String::from_utf8_lossy(&cutover.stdout);
     assert!(said.contains("VANISHED"), "{cutover:?}");
     assert!(agent.output().contains("froze "), "{}", agent.output());
     // A write waits for the thaw at the timeout, then goes through.
     let t0 = Instant::now();
-    let mut late = std::fs::File::create(fs.mnt.join("late")).unwrap();
-    late.write_all(b"after the timeout").unwrap();
-    late.sync_all().unwrap();
+    fs.write_through("late", b"after the timeout");
     let log = agent.output();
     assert!(
         log.contains("thawed the served file systems (--freeze-timeout)"),

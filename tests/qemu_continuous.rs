@@ -7,15 +7,10 @@
 mod common;
 
 use common::{
-    BS, Firmware, OneVolume, Rng, Scenario, Seen, TOKEN, Vm, bin, firmware_args, kernel_args,
+    BS, Firmware, OneVolume, Scenario, Vm, Writer, cutover, firmware_args, kernel_args_with_disk,
     mutate, need_qemu, out_dir, random_bytes,
 };
 use sha2::{Digest, Sha256};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 #[test]
@@ -29,63 +24,19 @@ fn the_image_pulls_in_passes_until_cutover_then_powers_off() {
     let s = OneVolume::serve("system", remote, local);
     let served = s.served.path().join("served-system.img");
 
-    let writing = Arc::new(AtomicBool::new(true));
-    let writer = {
-        let (writing, served) = (writing.clone(), served.clone());
-        std::thread::spawn(move || {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(served)
-                .unwrap();
-            let mut rng = Rng::new(5);
-            while writing.load(Relaxed) {
-                let mut buf = vec![0u8; 4096];
-                rng.fill(&mut buf);
-                file.write_all_at(&buf, rng.below((blocks * BS - 4096) as u64))
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            file.sync_all().unwrap();
-        })
-    };
+    let writer = Writer::start(&served, 0, 5, Duration::from_millis(50));
 
-    let cmdline = format!(
-        "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
-         failback.continuous=1 failback.host=vm1 {} failback.map=system=/dev/vda",
-        s.served.kernel_source()
-    );
-    let mut vm = common::boot_kernel(
-        &out,
-        &cmdline,
-        &[
-            "-drive",
-            &format!("if=none,id=local,format=raw,file={}", s.target.display()),
-            "-device",
-            "virtio-blk-pci,drive=local",
-            "-nic",
-            "user,model=virtio-net-pci",
-        ],
-    );
+    let cmdline = s.kernel_cmdline("failback.continuous=1 failback.host=vm1");
+    let mut vm = common::boot_kernel_with_disk(&out, &cmdline, &s.target, "");
     let (first, _) = vm.event("pass", Duration::from_secs(300));
     assert_eq!(first["consistent"], false, "{first}");
     assert_eq!(first["host"], "vm1", "{first}");
     let (second, _) = vm.event("pass", Duration::from_secs(120));
     assert_eq!(second["pass"], 2, "{second}");
-    writing.store(false, Relaxed);
-    writer.join().unwrap();
+    writer.stop();
 
-    let cutover = Command::new(bin())
-        .args(["cutover", "--source", &s.served.agent.url()])
-        .args([
-            "--fingerprint",
-            &s.served.agent.fingerprint,
-            "--host",
-            "vm1",
-        ])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let agent = &s.served.agent;
+    let cutover = cutover(&agent.url(), &agent.fingerprint, &["--host", "vm1"]);
     let said = String::from_utf8_lossy(&cutover.stdout).to_string();
     assert!(cutover.status.success(), "{cutover:?}\n{}", vm.log());
     assert!(said.starts_with("vm1: digests match"), "{said}");
@@ -99,25 +50,6 @@ fn the_image_pulls_in_passes_until_cutover_then_powers_off() {
     );
 }
 
-/// A writer changing `path` from byte `from` on (4 KiB at random places, every 50
-/// ms) until `writing` is false.
-fn writer(path: &Path, from: usize, writing: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let size = file.metadata().unwrap().len();
-        let mut rng = Rng::new(9);
-        while writing.load(Relaxed) {
-            let mut buf = vec![0u8; 4096];
-            rng.fill(&mut buf);
-            let at = from as u64 + rng.below(size - from as u64 - 4096);
-            file.write_all_at(&buf, at).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        file.sync_all().unwrap();
-    })
-}
-
 #[test]
 #[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf)"]
 fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
@@ -126,28 +58,13 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
     let long = Duration::from_secs(600);
     // The served system: a bootable image of the stand-in init, then random bytes
     // that the writer keeps changing.
-    let build = tempfile::tempdir().unwrap();
-    let image = build.path().join("recovered");
-    common::build_image(&image, &common::recovered_init(), &[]);
-    let image = std::fs::read(image.join("failback.iso")).unwrap();
-    let mut system = random_bytes(64 * MIB, 21);
-    system[..image.len()].copy_from_slice(&image);
+    let (system, image_len) = common::recovered_system(64 * MIB, 21);
     let served = Scenario::serve(&[("system", &system)]);
     let changed: Vec<usize> = (1..system.len() / BS).filter(|b| b % 4 == 1).collect();
     let nvme = served.disk("nvme.img", &mutate(&system, &changed, 22));
-    let preset = served.path().join("failback.toml");
-    std::fs::write(
-        &preset,
-        format!(
-            "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
-             unattended = true\ncontinuous = true\nafter = \"reboot\"\nprogress = \"json\"\n",
-            served.guest_url(),
-            served.agent.fingerprint
-        ),
-    )
-    .unwrap();
-    let out = served.path().join("out");
-    common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+    let iso = served.build_preset_iso(
+        "unattended = true\ncontinuous = true\nafter = \"reboot\"\nprogress = \"json\"\n",
+    );
 
     let mut args = firmware_args(Firmware::Bios, served.path());
     args.extend(["-machine", "q35", "-m", "512", "-device", "virtio-rng-pci"].map(String::from));
@@ -160,7 +77,7 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
         "-drive".into(),
         format!(
             "if=none,id=medium,media=cdrom,readonly=on,format=raw,file={}",
-            out.join("failback.iso").display()
+            iso.display()
         ),
         "-device".into(),
         "ide-cd,drive=medium,bus=ide.0,bootindex=0,id=cd".into(),
@@ -169,32 +86,16 @@ fn the_iso_fails_back_continuously_then_reboots_into_the_recovered_system() {
     args.extend(common::qmp_args(&qmp));
     let drive = common::take_out_ejected_disc(&qmp, "cd");
     let served_path = served.path().join("served-system.img");
-    let writing = Arc::new(AtomicBool::new(true));
-    let writes = writer(
-        &served_path,
-        image.len().next_multiple_of(BS),
-        writing.clone(),
-    );
+    // The writer leaves the bootable image alone.
+    let from = image_len.next_multiple_of(BS) as u64;
+    let writer = Writer::start(&served_path, from, 9, Duration::from_millis(50));
     let mut vm = Vm::start_rebooting(&args);
     vm.event("pass", long);
     vm.event("pass", long);
-    writing.store(false, Relaxed);
-    writes.join().unwrap();
-    let cutover = Command::new(bin())
-        .args(["cutover", "--source", &served.agent.url()])
-        .args(["--fingerprint", &served.agent.fingerprint])
-        .env("FAILBACK_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    writer.stop();
+    let cutover = cutover(&served.agent.url(), &served.agent.fingerprint, &[]);
     assert!(cutover.status.success(), "{cutover:?}\n{}", vm.log());
-    let seen = vm.watch("boot", &["RECOVERED ", "RECOVERY CHECK FAILED"], long);
-    assert!(
-        matches!(&seen, Seen::Text(t) if t == "RECOVERED "),
-        "the next boot is not the recovered system's:\n{}",
-        vm.log()
-    );
-    let line = vm.console.last().unwrap().clone();
+    let line = vm.recovered_line(long);
     assert!(vm.wait_exit(Duration::from_secs(120)).success());
     let events = vm.events_seen();
     assert!(
@@ -216,24 +117,8 @@ fn typing_cutover_on_the_console_once_in_sync_cuts_this_host_over() {
     let remote = random_bytes(blocks * BS, 27);
     let local = mutate(&remote, &[1, 5, 9], 4);
     let s = OneVolume::serve("system", remote, local);
-    let cmdline = format!(
-        "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
-         failback.continuous=1 failback.host=vm2 {} failback.map=system=/dev/vda",
-        s.served.kernel_source()
-    );
-    let drive = format!("if=none,id=local,format=raw,file={}", s.target.display());
-    let args = kernel_args(
-        &out_dir(),
-        &cmdline,
-        &[
-            "-drive",
-            &drive,
-            "-device",
-            "virtio-blk-pci,drive=local",
-            "-nic",
-            "user,model=virtio-net-pci",
-        ],
-    );
+    let cmdline = s.kernel_cmdline("failback.continuous=1 failback.host=vm2");
+    let args = kernel_args_with_disk(&out_dir(), &cmdline, &s.target, "");
     let mut vm = Vm::start_interactive(&args);
     vm.event("pass", Duration::from_secs(300));
     vm.send("cutover\n");

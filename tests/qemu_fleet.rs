@@ -40,25 +40,11 @@ fn a_booted_host_reports_to_the_collector_under_its_name() {
     let collector = Agent::start(&state, &[], 0);
     assert_eq!(collector.fingerprint, s.served.agent.fingerprint);
 
-    let cmdline = format!(
-        "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
-         {} failback.map=system=/dev/vda failback.host=rack1-07 \
-         failback.report=https://10.0.2.2:{}",
-        s.served.kernel_source(),
+    let cmdline = s.kernel_cmdline(&format!(
+        "failback.host=rack1-07 failback.report=https://10.0.2.2:{}",
         collector.port
-    );
-    let mut vm = boot_kernel(
-        &out,
-        &cmdline,
-        &[
-            "-drive",
-            &format!("if=none,id=local,format=raw,file={}", s.target.display()),
-            "-device",
-            "virtio-blk-pci,drive=local",
-            "-nic",
-            "user,model=virtio-net-pci,mac=52:54:00:12:34:56",
-        ],
-    );
+    ));
+    let mut vm = boot_kernel_with_disk(&out, &cmdline, &s.target, ",mac=52:54:00:12:34:56");
     vm.event("done", Duration::from_secs(300));
     assert!(vm.wait_exit(Duration::from_secs(60)).success());
     assert!(std::fs::read(&s.target).unwrap() == s.new);

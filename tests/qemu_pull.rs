@@ -30,23 +30,8 @@ fn the_image_pulls_only_the_differing_blocks_and_verifies() {
     assert!(differing >= 15, "the test changes blocks: {differing}");
 
     let s = OneVolume::serve("system", remote, local);
-    let cmdline = format!(
-        "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
-         {} failback.map=system=/dev/vda",
-        s.served.kernel_source()
-    );
-    let mut vm = common::boot_kernel(
-        &out,
-        &cmdline,
-        &[
-            "-drive",
-            &format!("if=none,id=local,format=raw,file={}", s.target.display()),
-            "-device",
-            "virtio-blk-pci,drive=local",
-            "-nic",
-            "user,model=virtio-net-pci",
-        ],
-    );
+    let cmdline = s.kernel_cmdline("");
+    let mut vm = common::boot_kernel_with_disk(&out, &cmdline, &s.target, "");
     let (plan, _) = vm.event("plan", Duration::from_secs(180));
     assert_eq!(plan["volume"], "system");
     assert_eq!(plan["target"], "/dev/vda");

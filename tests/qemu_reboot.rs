@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{BS, Firmware, Scenario, Seen, TOKEN, Vm, firmware_args, mutate, need_qemu};
+use common::{BS, Firmware, Scenario, Seen, Vm, firmware_args, mutate, need_qemu};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,12 +39,7 @@ impl Host {
     /// blocks are older (block 0, the partition tables, is the same: the disk is
     /// mapped by its GPT GUID).
     fn new(recovered: bool) -> Host {
-        let build = tempfile::tempdir().unwrap();
-        let image = build.path().join("recovered");
-        common::build_image(&image, &common::recovered_init(), &[]);
-        let image = std::fs::read(image.join("failback.iso")).unwrap();
-        let mut system = common::random_bytes(64 * MIB, 21);
-        system[..image.len()].copy_from_slice(&image);
+        let (system, _) = common::recovered_system(64 * MIB, 21);
 
         let served = Scenario::serve(&[("system", &system)]);
         let old = if recovered {
@@ -54,21 +49,10 @@ impl Host {
             mutate(&system, &changed, 22)
         };
         let nvme = served.disk("nvme.img", &old);
-        let preset = served.path().join("failback.toml");
-        std::fs::write(
-            &preset,
-            format!(
-                "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n\
-                 unattended = true\nafter = \"reboot\"\nprogress = \"json\"\n",
-                served.guest_url(),
-                served.agent.fingerprint
-            ),
-        )
-        .unwrap();
-        let out = served.path().join("out");
-        common::build_into(&out, &["--config", preset.to_str().unwrap()]);
+        let iso =
+            served.build_preset_iso("unattended = true\nafter = \"reboot\"\nprogress = \"json\"\n");
         Host {
-            iso: out.join("failback.iso"),
+            iso,
             served,
             system,
             nvme,
@@ -128,13 +112,7 @@ impl Host {
         let mut vm = Vm::start_rebooting(&args);
         let (done, _) = vm.event("done", LONG);
         assert!(done["pulled_blocks"].as_u64().unwrap() > 0, "{done}");
-        let seen = vm.watch("boot", &["RECOVERED ", "RECOVERY CHECK FAILED"], LONG);
-        assert!(
-            matches!(&seen, Seen::Text(t) if t == "RECOVERED "),
-            "the next boot is not the recovered system's:\n{}",
-            vm.log()
-        );
-        let line = vm.console.last().unwrap().clone();
+        let line = vm.recovered_line(LONG);
         assert!(
             vm.wait_exit(Duration::from_secs(120)).success(),
             "the recovered system powers off"

@@ -4,7 +4,7 @@
 use super::paths::bin;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,10 +118,31 @@ impl Agent {
         self.out.lock().unwrap().clone()
     }
 
+    /// Waits until the agent's output contains `text`, or panics after `timeout`.
+    pub fn wait_for_output(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?}: {}", self.output());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `failback cutover` against the agent at `url` with its `fingerprint` and the
+/// token, plus `extra` arguments; what it did.
+pub fn cutover(url: &str, fingerprint: &str, extra: &[&str]) -> Output {
+    Command::new(bin())
+        .args(["cutover", "--source", url, "--fingerprint", fingerprint])
+        .args(extra)
+        .env("FAILBACK_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 impl Drop for Agent {

@@ -1,6 +1,8 @@
-//! Building test images with `failback build`, and the tools that check them.
+//! Building test images with `failback build`, the tools that check them, and the
+//! recovered system's volume that the ISO failback tests serve.
 
-use super::paths::{bin, inputs_dir, repo, static_client};
+use super::data::random_bytes;
+use super::paths::{bin, inputs_dir, recovered_init, repo, static_client};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -51,4 +53,16 @@ pub fn tool(name: &str, args: &[&str]) -> Output {
     Command::new(name).args(args).output().unwrap_or_else(|e| {
         panic!("{name} is needed by this test (apt-get install xorriso genisoimage gdisk dosfstools): {e}")
     })
+}
+
+/// A system volume of `size` random bytes (`seed`) that starts with a bootable image of
+/// the stand-in init (the recovered system); returns it and that image's length.
+pub fn recovered_system(size: usize, seed: u64) -> (Vec<u8>, usize) {
+    let build = tempfile::tempdir().unwrap();
+    let out = build.path().join("recovered");
+    build_image(&out, &recovered_init(), &[]);
+    let image = std::fs::read(out.join("failback.iso")).unwrap();
+    let mut system = random_bytes(size, seed);
+    system[..image.len()].copy_from_slice(&image);
+    (system, image.len())
 }

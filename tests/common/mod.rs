@@ -3,7 +3,8 @@
 //! firmware/medium combinations) and reads the client's JSON events from the serial
 //! console, and for the pull tests the agent (`failback serve`), `failback pull`, seeded
 //! volumes and a fault-injecting proxy, everything on 127.0.0.1, and the scenario
-//! of those tests: volumes served by an agent and older copies of them to pull onto.
+//! of those tests: volumes served by an agent and older copies of them to pull onto,
+//! and a writer that keeps changing a served volume during continuous passes.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 mod agent;
@@ -16,10 +17,11 @@ mod qemu;
 mod scenario;
 mod terminal;
 mod vm;
+mod writer;
 
 // Each test binary uses its own part of these too.
 #[allow(unused_imports)]
 pub use {
     agent::*, data::*, faults::*, image::*, paths::*, pull::*, qemu::*, scenario::*, terminal::*,
-    vm::*,
+    vm::*, writer::*,
 };

@@ -21,6 +21,28 @@ pub fn pull_cmd(url: &str, fingerprint: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// The arguments of an unattended `failback pull --continuous` with JSON progress,
+/// a pass every `interval` seconds, mapping `map` (VOLUME=PATH).
+pub fn continuous_args<'a>(interval: &'a str, map: &'a str) -> [&'a str; 8] {
+    [
+        "--continuous",
+        "--interval",
+        interval,
+        "--yes",
+        "--progress",
+        "json",
+        "--map",
+        map,
+    ]
+}
+
+/// Reads a pull's output `lines` up to its first pass event; false if they end first.
+pub fn read_to_first_pass(lines: impl Iterator<Item = std::io::Result<String>>) -> bool {
+    lines
+        .map_while(Result::ok)
+        .any(|l| l.contains(r#""event":"pass""#))
+}
+
 pub fn run(mut cmd: Command) -> Output {
     cmd.output().expect("run failback pull")
 }

@@ -66,6 +66,27 @@ pub fn kernel_args(out: &Path, append: &str, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// [`kernel_args`] plus `disk` as the VM's virtio disk (/dev/vda) and a virtio NIC on
+/// user networking, `nic` appended to its options (",mac=…" or nothing).
+pub fn kernel_args_with_disk(out: &Path, append: &str, disk: &Path, nic: &str) -> Vec<String> {
+    let drive = format!("if=none,id=local,format=raw,file={}", disk.display());
+    let nic = format!("user,model=virtio-net-pci{nic}");
+    let extra = [
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-pci,drive=local",
+        "-nic",
+        &nic,
+    ];
+    kernel_args(out, append, &extra)
+}
+
+/// [`boot_kernel`] with the disk and NIC of [`kernel_args_with_disk`].
+pub fn boot_kernel_with_disk(out: &Path, append: &str, disk: &Path, nic: &str) -> Vm {
+    Vm::start(&kernel_args_with_disk(out, append, disk, nic))
+}
+
 /// How the ISO is presented to which firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {

@@ -4,6 +4,7 @@
 //! most often one volume and one such disk.
 
 use super::agent::{Agent, TOKEN, mapping};
+use super::image::build_into;
 use super::pull::pull_cmd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +63,22 @@ impl Scenario {
         )
     }
 
+    /// Builds the image into `out` in the directory with a preset, `failback.toml`,
+    /// sending it to the agent (source, token, fingerprint) plus the TOML `settings`;
+    /// returns the ISO's path.
+    pub fn build_preset_iso(&self, settings: &str) -> PathBuf {
+        let preset = self.path().join("failback.toml");
+        let source = format!(
+            "source = \"{}\"\ntoken = \"{TOKEN}\"\nfingerprint = \"{}\"\n",
+            self.guest_url(),
+            self.agent.fingerprint
+        );
+        std::fs::write(&preset, source + settings).unwrap();
+        let out = self.path().join("out");
+        build_into(&out, &["--config", preset.to_str().unwrap()]);
+        out.join("failback.iso")
+    }
+
     /// `failback pull` from the agent with its fingerprint, plus `extra` arguments.
     pub fn pull(&self, extra: &[&str]) -> Command {
         self.pull_via(&self.agent.url(), extra)
@@ -97,6 +114,18 @@ impl OneVolume {
             old,
             target,
         }
+    }
+
+    /// The kernel command line of the booted client's unattended pull of the volume onto
+    /// /dev/vda, with JSON progress, powering off after; `extra` words at its end.
+    pub fn kernel_cmdline(&self, extra: &str) -> String {
+        let line = format!(
+            "console=ttyS0 failback.progress=json failback.after=poweroff failback.unattended=1 \
+             {} failback.map={}=/dev/vda {extra}",
+            self.served.kernel_source(),
+            self.volume
+        );
+        line.trim_end().to_string()
     }
 
     /// `failback pull` of the volume onto the target, plus `extra` arguments.

@@ -210,6 +210,18 @@ impl Vm {
         }
     }
 
+    /// Waits for the stand-in recovered system's line (`common::recovered_system`) and
+    /// asserts that it checked out, not failback booting again; returns the line.
+    pub fn recovered_line(&mut self, timeout: Duration) -> String {
+        let seen = self.watch("boot", &["RECOVERED ", "RECOVERY CHECK FAILED"], timeout);
+        assert!(
+            matches!(&seen, Seen::Text(t) if t == "RECOVERED "),
+            "the next boot is not the recovered system's, or it did not check out:\n{}",
+            self.log()
+        );
+        self.console.last().unwrap().clone()
+    }
+
     /// Waits for the JSON event `name`; returns it and the seconds since QEMU started.
     pub fn event(&mut self, name: &str, timeout: Duration) -> (serde_json::Value, f64) {
         match self.watch(name, &[], timeout) {

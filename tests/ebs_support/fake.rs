@@ -36,6 +36,16 @@ pub struct Script {
     pub expire_a_page_token: bool,
 }
 
+impl Script {
+    /// Behaves, listing `page` blocks a page.
+    pub fn paged(page: usize) -> Script {
+        Script {
+            page,
+            ..Script::default()
+        }
+    }
+}
+
 pub struct Fake {
     pub block_size: u64,
     pub gib: u64,

@@ -107,8 +107,28 @@ fn entries(
         }))
 }
 
+/// Test disks for this module and `next_boot`'s tests.
+#[cfg(test)]
+pub(crate) mod test_disk {
+    /// An MBR sector as fdisk writes it (5.2.1: the disk signature at 440, four 16-byte
+    /// entries at 446: status, CHS, type, CHS, first LBA, sectors; 0x55AA at 510).
+    pub(crate) fn mbr_sector(signature: u32, partitions: &[(u8, u32, u32)]) -> Vec<u8> {
+        let mut sector = vec![0u8; 512];
+        sector[440..444].copy_from_slice(&signature.to_le_bytes());
+        for (i, (kind, start, size)) in partitions.iter().enumerate() {
+            let e = &mut sector[446 + 16 * i..462 + 16 * i];
+            e[4] = *kind;
+            e[8..12].copy_from_slice(&start.to_le_bytes());
+            e[12..16].copy_from_slice(&size.to_le_bytes());
+        }
+        sector[510..512].copy_from_slice(&[0x55, 0xaa]);
+        sector
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_disk::mbr_sector;
     use super::*;
 
     /// A GPT disk written by the `gpt` crate (the independent writer): a data
@@ -152,27 +172,15 @@ mod tests {
         assert!(err.contains("4294967295 entries"), "{err}");
     }
 
-    /// An MBR sector as fdisk writes it (5.2.1: the disk signature at 440, four 16-byte
-    /// entries at 446: status, CHS, type, CHS, first LBA, sectors; 0x55AA at 510).
-    fn mbr(signature: u32, partitions: &[(u8, u32, u32)]) -> Vec<u8> {
-        let mut sector = vec![0u8; 512];
-        sector[440..444].copy_from_slice(&signature.to_le_bytes());
-        for (i, (kind, start, size)) in partitions.iter().enumerate() {
-            let e = &mut sector[446 + 16 * i..462 + 16 * i];
-            e[4] = *kind;
-            e[8..12].copy_from_slice(&start.to_le_bytes());
-            e[12..16].copy_from_slice(&size.to_le_bytes());
-        }
-        sector[510..512].copy_from_slice(&[0x55, 0xaa]);
-        sector
-    }
-
     #[test]
     fn finds_an_esp_of_type_0xef_on_an_mbr_disk() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("disk.img");
         let mut bytes = vec![0u8; 1 << 20];
-        bytes[..512].copy_from_slice(&mbr(0x5eed_cafe, &[(0x83, 2048, 4096), (0xef, 6144, 1024)]));
+        bytes[..512].copy_from_slice(&mbr_sector(
+            0x5eed_cafe,
+            &[(0x83, 2048, 4096), (0xef, 6144, 1024)],
+        ));
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(
             find(&path).unwrap(),
@@ -185,8 +193,8 @@ mod tests {
         );
         // No ESP among the primaries, or a GPT's protective MBR without its GPT: none.
         for sector in [
-            mbr(1, &[(0x83, 2048, 4096)]),
-            mbr(1, &[(0xee, 1, 2047), (0xef, 8, 8)]),
+            mbr_sector(1, &[(0x83, 2048, 4096)]),
+            mbr_sector(1, &[(0xee, 1, 2047), (0xef, 8, 8)]),
         ] {
             bytes[..512].copy_from_slice(&sector);
             std::fs::write(&path, &bytes).unwrap();

@@ -279,14 +279,9 @@ mod tests {
     fn mbr_disk_with_esp(dir: &Path) -> PathBuf {
         let path = dir.join("sda");
         let mut bytes = vec![0u8; 4 << 20];
-        bytes[440..444].copy_from_slice(&0x0bad_cafe_u32.to_le_bytes());
-        for (i, kind, start, size) in [(0, 0x83u8, 2048u32, 2048u32), (1, 0xef, 4096, 2048)] {
-            let e = &mut bytes[446 + 16 * i..462 + 16 * i];
-            e[4] = kind;
-            e[8..12].copy_from_slice(&start.to_le_bytes());
-            e[12..16].copy_from_slice(&size.to_le_bytes());
-        }
-        bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+        let sector =
+            esp::test_disk::mbr_sector(0x0bad_cafe, &[(0x83, 2048, 2048), (0xef, 4096, 2048)]);
+        bytes[..512].copy_from_slice(&sector);
         std::fs::write(&path, bytes).unwrap();
         path
     }

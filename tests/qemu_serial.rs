@@ -168,3 +168,41 @@ fn a_bios_cd_boot_reads_cleanly_on_an_80_column_serial_terminal() {
         client.show()
     );
 }
+
+#[test]
+#[ignore = "boots QEMU: scripts/test.sh runs it (apt-get install qemu-system-x86 ovmf; scripts/moto-venv.sh for pyte)"]
+fn a_uefi_cd_boot_draws_the_grub_menu_once_on_the_serial_line() {
+    need_qemu();
+    let out = out_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    // OVMF copies its console to COM1: GRUB draws there through it, and only through it.
+    let args = qemu_args(
+        &out.join("failback.iso"),
+        Firmware::Uefi,
+        Medium::Cdrom,
+        tmp.path(),
+    );
+    let mut vm = Vm::start_interactive(&args);
+    vm.wait_text("Booting `", STEP);
+    // The menu as it stood at its last countdown, before GRUB cleared the screen; in
+    // OVMF's text mode behind QEMU's 800x600 display, 100 x 31.
+    let all = vm.screen.as_bytes();
+    let countdown = rfind(all, b"automatically in").expect("GRUB's countdown");
+    let cleared = countdown + find(&all[countdown..], b"\x1b[2J").expect("a clear");
+    let menu = Terminal::render(&all[..cleared], 100, 31);
+    let version = env!("CARGO_PKG_VERSION");
+    let entry = format!("failback {version} (FAILBACK)");
+    for (text, rows) in [
+        ("GNU GRUB", 1),
+        (entry.as_str(), 2),
+        ("(FAILBACK): verbose + debug", 1),
+        ("The highlighted entry will be executed automatically", 1),
+    ] {
+        assert_eq!(
+            menu.rows_containing(text),
+            rows,
+            "{text:?} on {rows} row(s):\n{}",
+            menu.show()
+        );
+    }
+}

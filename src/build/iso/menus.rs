@@ -75,6 +75,7 @@ impl Console {
         }
     }
 }
+
 /// Added to the default entry.
 pub(in crate::build) const DEFAULT_ARGS: &str = "quiet";
 /// Added to the "verbose + debug" entry.

@@ -20,6 +20,17 @@ what=${1:-}
 [[ $what =~ ^(sync|ebs|boot|memory|hostile|scale|continuous)$ ]] ||
     { echo "usage: $0 sync|ebs|boot|memory|hostile|scale|continuous" >&2; exit 2; }
 
+# Prints the failback to measure: FAILBACK_BIN, else a release build of the tree at $1.
+release_failback() {
+    if [[ -n ${FAILBACK_BIN:-} ]]; then
+        echo "$FAILBACK_BIN"
+    else
+        echo "building failback (release)..." >&2
+        (cd "$1" && cargo build --release --quiet)
+        echo "$1/target/release/failback"
+    fi
+}
+
 # continuous: a BENCH_MIB (default 2048) MiB volume of random data that a writer keeps
 # changing at BENCH_WRITE_MIBS (default 10) MiB/s (64 KiB at random places), served on
 # 127.0.0.1; `failback pull --continuous --interval BENCH_INTERVAL (default 2)` into an
@@ -33,13 +44,7 @@ bench_continuous() {
     local passes=${BENCH_PASSES:-5} interval=${BENCH_INTERVAL:-2} i port fp
     root=$(cd "$(dirname "$0")/.." && pwd)
     dir=${BENCH_DIR:-/tmp/failback-bench}/continuous
-    if [[ -n ${FAILBACK_BIN:-} ]]; then
-        fb=$FAILBACK_BIN
-    else
-        echo "building failback (release)..." >&2
-        (cd "$root" && cargo build --release --quiet)
-        fb=$root/target/release/failback
-    fi
+    fb=$(release_failback "$root")
     mkdir -p "$dir" && cd "$dir"
     local token=bench-continuous-token-0123456789
     trap '[[ -n ${agent:-} ]] && kill "$agent" 2>/dev/null; [[ -n ${writer:-} ]] && kill "$writer" 2>/dev/null; true' EXIT
@@ -206,12 +211,7 @@ bench_scale() {
     dir=${BENCH_DIR:-/tmp/failback-bench}/scale
     sizes=${BENCH_SCALE_SIZES-1024 1048576 16777215}
     [[ -x /usr/bin/time ]] || { echo "bench: /usr/bin/time is missing: apt-get install -y time" >&2; exit 1; }
-    if [[ -n ${FAILBACK_BIN:-} ]]; then
-        fb=$FAILBACK_BIN
-    else
-        (cd "$root" && cargo build --release --quiet)
-        fb=$root/target/release/failback
-    fi
+    fb=$(release_failback "$root")
     mkdir -p "$dir"
     cd "$dir"
     agent=
@@ -555,13 +555,7 @@ for tool in rsync curl openssl python3; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing: install it (apt-get install -y $tool)" >&2; exit 1; }
 done
 
-if [[ -n ${FAILBACK_BIN:-} ]]; then
-    fb=$FAILBACK_BIN
-else
-    echo "building failback (release)..." >&2
-    (cd "$root" && cargo build --release --quiet)
-    fb=$root/target/release/failback
-fi
+fb=$(release_failback "$root")
 
 mkdir -p "$dir"
 cd "$dir"

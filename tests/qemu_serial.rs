@@ -25,14 +25,6 @@ fn com1_showing(com1: &Path, text: &str) -> String {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
-}
-
 /// QEMU arguments for two serial ports: COM1 written to `com1`, COM2 on stdio.
 fn two_ports(com1: &Path) -> Vec<String> {
     vec![
@@ -132,9 +124,9 @@ fn a_bios_cd_boot_reads_cleanly_on_an_80_column_serial_terminal() {
     // The menu as it stood when the kernel took over (SeaBIOS resets the terminal, ESC c,
     // as the kernel sets its video mode): everything isolinux and SeaBIOS sent is there.
     vm.wait_text("Choice [1]: ", STEP);
-    let all = vm.screen.as_bytes();
-    let client_starts = find(all, b"started after").expect("the client's first line");
-    let kernel_starts = rfind(&all[..client_starts], b"\x1bc").unwrap_or(client_starts);
+    let all = vm.screen.as_str();
+    let client_starts = all.find("started after").expect("the client's first line");
+    let kernel_starts = all[..client_starts].rfind("\x1bc").unwrap_or(client_starts);
     let menu = Terminal::render(&all[..kernel_starts], 80, 25);
     let version = env!("CARGO_PKG_VERSION");
     for row in [
@@ -186,9 +178,9 @@ fn a_uefi_cd_boot_draws_the_grub_menu_once_on_the_serial_line() {
     vm.wait_text("Booting `", STEP);
     // The menu as it stood at its last countdown, before GRUB cleared the screen; in
     // OVMF's text mode behind QEMU's 800x600 display, 100 x 31.
-    let all = vm.screen.as_bytes();
-    let countdown = rfind(all, b"automatically in").expect("GRUB's countdown");
-    let cleared = countdown + find(&all[countdown..], b"\x1b[2J").expect("a clear");
+    let all = vm.screen.as_str();
+    let countdown = all.rfind("automatically in").expect("GRUB's countdown");
+    let cleared = countdown + all[countdown..].find("\x1b[2J").expect("a clear");
     let menu = Terminal::render(&all[..cleared], 100, 31);
     let version = env!("CARGO_PKG_VERSION");
     let entry = format!("failback {version} (FAILBACK)");

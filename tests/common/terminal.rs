@@ -21,7 +21,7 @@ pub struct Terminal {
 
 impl Terminal {
     /// `bytes` rendered on a `cols` x `lines` terminal.
-    pub fn render(bytes: &[u8], cols: usize, lines: usize) -> Terminal {
+    pub fn render(bytes: impl AsRef<[u8]>, cols: usize, lines: usize) -> Terminal {
         let mut child = Command::new(venv_python())
             .args(["-c", RENDER, &cols.to_string(), &lines.to_string()])
             .stdin(Stdio::piped())
@@ -29,7 +29,12 @@ impl Terminal {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot run the venv's python");
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(bytes.as_ref())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),

@@ -17,6 +17,12 @@ pub const FILES: [&str; 3] = [
     "cloud/failback.qcow2",
 ];
 
+/// `len` rounded up to a whole MiB, at least one: Azure's rule for disk sizes; qcow2
+/// images use it too.
+fn whole_mib(len: u64) -> u64 {
+    len.div_ceil(1 << 20).max(1) << 20
+}
+
 /// `iso` padded with zeros to `size` bytes.
 fn padded_disk(iso: &[u8], size: u64) -> Vec<u8> {
     let mut disk = iso.to_vec();
@@ -49,8 +55,9 @@ pub fn write(iso: &Path, out: &Path, epoch: u32) -> Result<(), output::Error> {
     output::write_atomic_with(&out.join(FILES[1]), |w| {
         vhd::write(w, &azure, epoch, unique_id(&azure))
     })?;
-    // Whole MiB for qcow2 too (its clusters; a size any cloud takes).
-    let disk = padded_disk(&iso_bytes, len.div_ceil(1 << 20).max(1) << 20);
-    output::write_atomic_with(&out.join(FILES[2]), |w| qcow2::write(w, &disk))?;
+    // The qcow2's disk is the whole MiB the ISO needs: a prefix of Azure's, which its
+    // geometry may have made longer.
+    let disk = &azure[..whole_mib(len) as usize];
+    output::write_atomic_with(&out.join(FILES[2]), |w| qcow2::write(w, disk))?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! Spec: Microsoft "Virtual Hard Disk Image Format Specification" 1.0 (2006): "Hard Disk
 //! Footer Format" (fields and checksum) and Appendix "CHS Calculation" (geometry). Azure
-//! also wants the disk size a whole number of MiB, which the caller pads to.
+//! also wants the disk size a whole number of MiB, which [`disk_size`] gives.
 
 use std::io::{self, Write};
 use zerocopy::byteorder::{BigEndian, U16, U32, U64};
@@ -74,7 +74,7 @@ const MIB: u64 = 1 << 20;
 /// which can fall short of the current size by up to a track of each head: the data's last
 /// sectors (the ISO's backup GPT) would be cut off.
 pub fn disk_size(data_len: u64) -> u64 {
-    let mut size = data_len.div_ceil(MIB).max(1) * MIB;
+    let mut size = super::whole_mib(data_len);
     while geometry_bytes(size) < data_len && geometry(size) != MAX_GEOMETRY {
         size += MIB;
     }

@@ -3,7 +3,7 @@
 //!
 //! - `GET  /v1/volumes` -> JSON list of [`VolumeInfo`]
 //! - `GET  /v1/volumes/{id}/hashes?start=&count=` -> 32-byte SHA-256 per block
-//! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`])
+//! - `POST /v1/volumes/{id}/blocks` `{"indexes":[..]}` -> framed blocks ([`wire`](crate::source::wire))
 //! - `POST /v1/sessions/{id}/progress` <- a client's event; `GET /v1/sessions`
 //! - `GET /metrics` (Prometheus text); `GET /` the dashboard (the page asks for the token)
 //! - `POST /v1/cutover` `{"host": NAME}` or `{}` (all); `GET /v1/cutover` ([`cutover`])
